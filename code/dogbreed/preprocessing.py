@@ -1,0 +1,70 @@
+"""The evaluation transform: the one definition of how a picture becomes model input.
+
+Training evaluates with it, exports its parameters into ``model.json``, and the serving
+image (which has no torch) rebuilds it from there. It uses only Pillow and NumPy and
+reproduces torchvision's ``Resize(256) -> CenterCrop(224) -> ToTensor -> Normalize``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the shorter side, centre-crop a square, scale to [0, 1] and normalise."""
+
+    resize_size: int = 256
+    crop_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self):
+        if not 0 < self.crop_size <= self.resize_size:
+            raise ValueError(f"need 0 < crop_size <= resize_size, got {self.crop_size}, {self.resize_size}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need three values each, std positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in ``model.json`` under ``preprocessing``."""
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Preprocessing":
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(
+            resize_size=int(d["resize_size"]),
+            crop_size=int(d["crop_size"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+        )
+
+    def resize_and_crop(self, image: Image.Image) -> Image.Image:
+        """Bilinear resize of the shorter side to ``resize_size``, then centre crop."""
+        w, h = image.size
+        short, long_ = (w, h) if w <= h else (h, w)
+        new_short, new_long = self.resize_size, int(self.resize_size * long_ / short)
+        size = (new_short, new_long) if w <= h else (new_long, new_short)
+        if size != (w, h):
+            image = image.resize(size, Image.BILINEAR)
+        w, h = image.size
+        c = self.crop_size
+        top, left = int(round((h - c) / 2.0)), int(round((w - c) / 2.0))
+        return image.crop((left, top, left + c, top + c))
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """An RGB image -> float32 array of shape (3, crop_size, crop_size)."""
+        if image.mode != "RGB":
+            raise ValueError(f"expected an RGB image, got mode {image.mode}")
+        pixels = np.asarray(self.resize_and_crop(image), dtype=np.float32) / 255.0
+        pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
