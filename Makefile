@@ -1,0 +1,84 @@
+# dogbreed: build the images, train and serve locally, test.
+#   make demo                       # build, train on a generated sample, serve, predict
+#   make test                       # the whole test suite (what CI runs)
+#   make build                      # dogbreed-train:latest and dogbreed-serve:latest
+#   make train-local DATA=dir [HP="epochs=3 arch=resnet18"] [PRETRAINED=file.pth]
+#   make serve                      # serve the last train-local model on :8080
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# An empty BASE_IMAGE picks the public python:3.11-slim-bookworm when it can be had,
+# else builds an equivalent from Debian's archive (see scripts/resolve_base_image.sh).
+BASE_IMAGE ?=
+LOCAL_BASE_IMAGE ?= dogbreed-base:bookworm
+# Extra CA certificates for the build (TLS-intercepting proxies), passed as a BuildKit
+# secret: the system bundle where there is one, else an empty file.
+CA_BUNDLE ?= $(firstword $(wildcard /etc/ssl/certs/ca-certificates.crt) docker/no-extra-ca.pem)
+OPT_ML ?= build/opt_ml
+DATA ?=
+HP ?=
+PRETRAINED ?=
+VENV ?= .venv
+PYTEST_ARGS ?=
+
+COMPOSE := CA_BUNDLE=$(CA_BUNDLE) OPT_ML=$(abspath $(OPT_ML)) docker compose
+PY := $(VENV)/bin/python
+
+.PHONY: help base-image build build-train build-serve train-local serve demo sample venv test test-unit lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+base-image:  ## build the local Debian stand-in for python:3.11-slim-bookworm
+	scripts/make_base_image.sh $(LOCAL_BASE_IMAGE)
+
+build:  ## build dogbreed-train:latest and dogbreed-serve:latest (linux/amd64)
+	BASE_IMAGE=$$(scripts/resolve_base_image.sh "$(BASE_IMAGE)" "$(LOCAL_BASE_IMAGE)") && \
+	  $(COMPOSE) --profile train build train serve
+
+build-train:  ## build only the training image
+	BASE_IMAGE=$$(scripts/resolve_base_image.sh "$(BASE_IMAGE)" "$(LOCAL_BASE_IMAGE)") && \
+	  $(COMPOSE) --profile train build train
+
+build-serve:  ## build only the serving image
+	BASE_IMAGE=$$(scripts/resolve_base_image.sh "$(BASE_IMAGE)" "$(LOCAL_BASE_IMAGE)") && \
+	  $(COMPOSE) build serve
+
+train-local:  ## train in the container on DATA (a dogImages-style folder) over $(OPT_ML)
+	@test -n "$(DATA)" || { echo "usage: make train-local DATA=path/to/dogImages [HP='epochs=3 arch=resnet18'] [PRETRAINED=weights.pth]" >&2; exit 2; }
+	PYTHONPATH=code python3 -m dogbreed.opt_ml "$(DATA)" "$(OPT_ML)" $(foreach h,$(HP),--hp $(h)) \
+	  $(if $(PRETRAINED),--pretrained "$(PRETRAINED)") $(if $(RESUME),--resume)
+	$(COMPOSE) --profile train run --rm train
+	@echo "model: $(OPT_ML)/model   reports: $(OPT_ML)/output/data"
+
+serve:  ## serve the model of the last train-local run on localhost:8080
+	$(COMPOSE) up serve
+
+sample:  ## generate the demo data set into build/sample
+	PYTHONPATH=code python3 -m dogbreed.sample build/sample
+
+demo:  ## the whole product on a fresh machine: build, train, serve, predict
+	scripts/demo.sh
+
+venv: $(VENV)/.installed  ## the host environment for tests (requirements-dev.lock)
+$(VENV)/.installed: requirements-dev.lock pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+test: venv build  ## the whole test suite: unit tests and container tests
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv  ## unit tests only (no Docker)
+	$(PY) -m pytest -m "not docker" $(PYTEST_ARGS)
+
+lock:  ## re-pin docker/*/requirements.lock and requirements-dev.lock from the .in files
+	for f in docker/train/requirements docker/serve/requirements requirements-dev; do \
+	  UV_NATIVE_TLS=1 uv pip compile -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	    --generate-hashes --no-header --index-url https://pypi.org/simple $$f.in -o $$f.lock || exit 1; \
+	done
+
+clean:  ## remove build/ (local /opt/ml trees, samples)
+	rm -rf build
