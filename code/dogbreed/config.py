@@ -1,0 +1,258 @@
+"""Every hyperparameter of the training job: its type, default, meaning and valid range.
+
+Values come, in order of precedence, from a command-line flag (``--batch_size 64`` or
+``--batch-size 64``), SageMaker's ``hyperparameters.json`` and the defaults below.
+SageMaker sends every hyperparameter as a string, and newer SDKs JSON-encode them
+(``"\\"0.01\\""``), so both ``"64"`` and ``"\\"64\\""`` mean 64.
+"""
+
+import argparse
+import json
+import os
+import re
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence, get_type_hints
+
+from dogbreed.environment import TrainingEnvironment
+from dogbreed.failure import ConfigError
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+FREEZE_CHOICES = ("all", "none", "layer1", "layer2", "layer3", "layer4")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "cosine", "step")
+DEVICES = ("auto", "cpu", "cuda")
+# Keys SageMaker itself adds to hyperparameters.json; accepted and ignored.
+SAGEMAKER_KEY = re.compile(r"^(sagemaker_.*|_tuning_objective_metric)$")
+
+
+def _default_workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return min(4, cpus)
+
+
+def hp(default: Any = None, help: str = "", choices: Sequence[str] | None = None, default_factory=None):
+    """A hyperparameter field: its help text (and choices) feed ``--help`` and validation."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """The training hyperparameters, validated on construction."""
+
+    arch: str = hp("resnet50", "torchvision ResNet to fine-tune", ARCHS)
+    pretrained: str = hp(
+        "imagenet",
+        "'imagenet' (from the pretrained channel, TORCH_HOME's cache, or a download), "
+        "'none' (random init, from scratch), or a path to a .pth/.pt state_dict",
+    )
+    freeze: str = hp(
+        "all",
+        "'all': train only the new fc layer; 'none': train everything; 'layerN': freeze the "
+        "stem up to and including layerN",
+        FREEZE_CHOICES,
+    )
+    epochs: int = hp(10, "maximum number of epochs")
+    patience: int = hp(3, "stop after this many epochs without a lower valid loss (0: never stop early)")
+    batch_size: int = hp(32, "images per batch")
+    lr: float = hp(0.001, "learning rate")
+    optimizer: str = hp("adam", "optimizer", OPTIMIZERS)
+    momentum: float = hp(0.9, "momentum (sgd only)")
+    weight_decay: float = hp(0.0, "weight decay (L2 penalty)")
+    lr_scheduler: str = hp("none", "learning-rate schedule over the epochs", SCHEDULERS)
+    lr_step_size: int = hp(5, "epochs between learning-rate drops (lr_scheduler=step)")
+    lr_gamma: float = hp(0.1, "learning-rate multiplier at each drop (lr_scheduler=step)")
+    label_smoothing: float = hp(0.0, "label smoothing of the cross-entropy loss")
+    image_size: int = hp(224, "side of the square crop the network sees")
+    resize_size: int = hp(256, "evaluation: the shorter side is resized to this before the centre crop")
+    max_unreadable_fraction: float = hp(
+        0.05, "fail when more than this fraction of a split's images cannot be decoded"
+    )
+    num_workers: int = hp(help="DataLoader worker processes (0: load in the main process)", default_factory=_default_workers)
+    seed: int = hp(0, "random seed (weights of the new layer, shuffling, augmentation)")
+    device: str = hp("auto", "'auto' uses CUDA when available", DEVICES)
+    amp: bool = hp(False, "mixed precision (float16 autocast) on CUDA")
+    smdebug_dir: str = hp("", "write a local smdebug trial here (SageMaker Debugger's config wins when present)")
+
+    def __post_init__(self):
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"hyperparameter {f.name}={value!r} is not one of: {', '.join(choices)}")
+        checks = [
+            ("lr", self.lr > 0, "must be > 0"),
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("epochs", self.epochs >= 1, "must be >= 1"),
+            ("patience", self.patience >= 0, "must be >= 0"),
+            ("momentum", 0 <= self.momentum < 1, "must be in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("lr_step_size", self.lr_step_size >= 1, "must be >= 1"),
+            ("lr_gamma", 0 < self.lr_gamma <= 1, "must be in (0, 1]"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
+            ("image_size", self.image_size >= 32, "must be >= 32 (ResNets downsample 32x)"),
+            ("resize_size", self.resize_size >= self.image_size, f"must be >= image_size ({self.image_size})"),
+            ("max_unreadable_fraction", 0 <= self.max_unreadable_fraction <= 1, "must be in [0, 1]"),
+            ("num_workers", self.num_workers >= 0, "must be >= 0"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"hyperparameter {name}={getattr(self, name)!r} {rule}")
+        if self.pretrained not in ("imagenet", "none") and not Path(self.pretrained).is_file():
+            raise ConfigError(
+                f"hyperparameter pretrained={self.pretrained!r} is neither 'imagenet', 'none' "
+                "nor an existing weights file"
+            )
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "hyperparameters.json") -> "TrainConfig":
+        """Build from string (or JSON-encoded, or already typed) values; unknown keys are an error."""
+        return cls(**parse_values(values, source))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_values(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Typed values for the known keys of ``values``; SageMaker's own keys are dropped."""
+    types = get_type_hints(TrainConfig)
+    parsed = {}
+    for key, raw in values.items():
+        name = key.replace("-", "_")
+        if SAGEMAKER_KEY.match(name):
+            continue
+        if name not in types:
+            raise ConfigError(
+                f"unknown hyperparameter {key!r} in {source}; valid hyperparameters: "
+                + ", ".join(TrainConfig.names())
+            )
+        parsed[name] = _convert(name, raw, types[name], source)
+    return parsed
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _convert(name: str, raw: Any, typ: type, source: str) -> Any:
+    value = raw
+    if isinstance(raw, str):
+        try:  # newer SageMaker SDKs JSON-encode every value: "\"0.01\"", "64", "true"
+            decoded = json.loads(raw)
+        except ValueError:
+            decoded = raw
+        value = decoded if isinstance(decoded, (str, int, float, bool)) else raw
+        if isinstance(value, str):
+            value = value.strip()
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in _TRUE or text in _FALSE:
+                return text in _TRUE
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        # A string hyperparameter: keep what the user wrote, minus JSON quoting.
+        return value if isinstance(value, str) else str(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(
+            f"hyperparameter {name}={raw!r} (from {source}) is not a valid {typ.__name__}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """The directories one run reads and writes (the environment's, unless a flag says otherwise)."""
+
+    train: Path
+    valid: Path
+    test: Path
+    pretrained: Path
+    model_dir: Path
+    output_data_dir: Path
+    checkpoint_dir: Path
+
+
+_PATH_FLAGS = {
+    "train": "the train channel: one folder per class",
+    "valid": "the valid channel",
+    "test": "the test channel (optional; test metrics are skipped without it)",
+    "model_dir": "where model.pt, model.onnx and model.json go",
+    "output_data_dir": "where metrics.json and the confusion matrices go",
+    "checkpoint_dir": "where checkpoint.pt is written each epoch and resumed from",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # a bad flag is a config error: failure file + exit 2
+        raise ConfigError(f"command line: {message}")
+
+
+def build_parser(env: TrainingEnvironment) -> argparse.ArgumentParser:
+    """``--help`` lists every hyperparameter under its own name, plus the path flags."""
+    parser = _Parser(
+        prog="python -m dogbreed.train",
+        description="Fine-tune an ImageNet ResNet on a folder-per-class image set "
+        "(SageMaker training contract; with no arguments everything comes from /opt/ml).",
+    )
+    types = get_type_hints(TrainConfig)
+    group = parser.add_argument_group("hyperparameters (override hyperparameters.json)")
+    for f in fields(TrainConfig):
+        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        default = f.default_factory() if f.default is MISSING else f.default
+        choices = f.metadata.get("choices")
+        help_text = f.metadata["help"] + (f" ({'|'.join(choices)})" if choices else "") + f" [default: {default!r}]"
+        # SUPPRESS: only flags actually given override hyperparameters.json.
+        group.add_argument(
+            *flags, dest=f.name, default=argparse.SUPPRESS, metavar=types[f.name].__name__.upper(), help=help_text
+        )
+    paths = parser.add_argument_group("paths (default: the SageMaker locations)")
+    env_paths = _env_paths(env)
+    for name, help_text in _PATH_FLAGS.items():
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+        paths.add_argument(
+            *flags, dest=name, type=Path, metavar="DIR", default=env_paths[name], help=f"{help_text} [default: {env_paths[name]}]"
+        )
+    return parser
+
+
+def _env_paths(env: TrainingEnvironment) -> dict[str, Path]:
+    return {
+        "train": env.channels["train"],
+        "valid": env.channels["valid"],
+        "test": env.channels["test"],
+        "model_dir": env.model_dir,
+        "output_data_dir": env.output_data_dir,
+        "checkpoint_dir": env.checkpoint_dir,
+    }
+
+
+def load_config(argv: Sequence[str] | None, env: TrainingEnvironment) -> tuple[TrainConfig, JobPaths]:
+    """Merge flags over ``hyperparameters.json`` over defaults; raise :class:`ConfigError` on anything bad."""
+    args = vars(build_parser(env).parse_args(argv))
+    path_values = {name: args.pop(name) for name in _PATH_FLAGS}
+    values = parse_values(env.hyperparameters(), str(env.hyperparameters_path))
+    values.update(parse_values(args, "the command line"))
+    config = TrainConfig(**values)
+    paths = JobPaths(pretrained=env.channels["pretrained"], **path_values)
+    return config, paths
