@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from typing import BinaryIO, Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,6 +17,10 @@ ImageSource = Union[bytes, bytearray, memoryview, str, os.PathLike, BinaryIO]
 # Anything above this is refused unless the caller asks for another limit (serving reads
 # it from the environment). 40 megapixels covers any camera photo; it decodes to ~120 MB.
 DEFAULT_MAX_PIXELS = 40_000_000
+
+# open_image enforces its own, configurable limit from the header, before Pillow's
+# (which raises on open for huge images and only warns below twice its limit).
+Image.MAX_IMAGE_PIXELS = None
 
 # Background used when flattening transparent images, as a browser shows them.
 _BACKGROUND = (255, 255, 255)
@@ -50,20 +53,15 @@ def open_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS)
             raise ImageDecodeError("the image is empty (0 bytes)")
         source = io.BytesIO(source)
     try:
-        with warnings.catch_warnings():
-            # Our own limit replaces Pillow's decompression-bomb warning.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(source)
-            width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageTooLargeError(width, height, max_pixels)
-            image.load()
+        image = Image.open(source)
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageTooLargeError(width, height, max_pixels)
+        image.load()
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("the data is not a recognised image format") from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"the image is too large to decode safely: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Truncated JPEGs and broken PNG chunks land here.
         raise ImageDecodeError(f"the image is truncated or corrupt: {exc}") from exc

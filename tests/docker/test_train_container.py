@@ -1,0 +1,173 @@
+"""The training image under the SageMaker training contract, on real photos."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from dogbreed.opt_ml import build_tree
+from tests.docker.conftest import QUICK_HYPERPARAMETERS, docker, run_training
+
+BREEDS = ["Beagle", "Siberian husky", "Toy poodle"]
+
+
+def test_trains_on_real_photos_and_writes_the_model(trained_run):
+    model_dir = trained_run.model_dir
+    assert trained_run.failure is None
+    for name in ("model.pt", "model.onnx", "model.json"):
+        assert (model_dir / name).stat().st_size > 0, name
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert meta["classes"] == BREEDS
+    assert meta["arch"] == "resnet18"
+    assert meta["preprocessing"]["crop_size"] == 224
+    assert 0.0 <= meta["metrics"]["test_accuracy"] <= 1.0
+    out = trained_run.opt_ml / "output" / "data"
+    matrix = (out / "confusion_matrix.csv").read_text().splitlines()
+    assert all(b in matrix[0] for b in BREEDS)
+    assert len(matrix) == 1 + len(BREEDS)
+    assert (out / "per_class_accuracy.csv").exists()
+
+
+def test_log_lines_match_the_documented_metric_regexes(trained_run):
+    from dogbreed.metrics import METRIC_DEFINITIONS
+
+    found = {}
+    for definition in METRIC_DEFINITIONS:
+        matches = re.findall(definition["Regex"], trained_run.log)
+        found[definition["Name"]] = matches
+    for name in ("train_loss", "valid_loss", "valid_accuracy"):
+        assert len(found[name]) == 2, (name, found[name])  # one per epoch
+    assert len(found["test_accuracy"]) == 1
+    meta = json.loads((trained_run.model_dir / "model.json").read_text())
+    assert float(found["test_accuracy"][0]) == pytest.approx(meta["metrics"]["test_accuracy"], abs=1e-3)
+
+
+def test_onnx_model_matches_pytorch_on_real_photos(trained_run, real_photos):
+    import onnxruntime as ort
+    import torch
+    import torchvision
+
+    from dogbreed.artifacts import ModelMetadata
+    from dogbreed.images import open_image
+
+    meta = ModelMetadata.load(trained_run.model_dir)
+    net = torchvision.models.resnet18(num_classes=len(meta.classes))
+    net.load_state_dict(torch.load(trained_run.model_dir / "model.pt", map_location="cpu"))
+    net.eval()
+    batch = np.stack([meta.preprocessing(open_image(p)) for p in real_photos])
+    with torch.no_grad():
+        expected = net(torch.from_numpy(batch)).numpy()
+    session = ort.InferenceSession(str(trained_run.model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"input": batch})[0]
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_starts_with_no_arguments_as_sdk_v3_local_mode_does(train_image, dogs3, fake_resnet18_weights, tmp_path):
+    hps = dict(QUICK_HYPERPARAMETERS, epochs="1")
+    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps, fake_resnet18_weights)
+    run = run_training(train_image, opt_ml, command=[])
+    assert run.returncode == 0, run.log[-3000:]
+    assert (opt_ml / "model" / "model.onnx").exists()
+
+
+def test_json_encoded_hyperparameters_as_newer_sdks_send_them(train_image, dogs3, fake_resnet18_weights, tmp_path):
+    hps = {k: json.dumps(v) for k, v in dict(QUICK_HYPERPARAMETERS, epochs="1").items()}
+    hps["batch_size"] = "16"  # a bare JSON number
+    hps["sagemaker_job_name"] = json.dumps("job-1")  # SageMaker's own keys are accepted
+    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps, fake_resnet18_weights)
+    run = run_training(train_image, opt_ml)
+    assert run.returncode == 0, run.log[-3000:]
+
+
+@pytest.mark.parametrize(
+    "case, change, reason",
+    [
+        ("missing valid channel", "no_valid", r"valid"),
+        ("unknown hyperparameter", "bad_hp", r"learning_rate"),
+        ("bad hyperparameter value", "bad_value", r"lr"),
+        ("empty class folder", "empty_class", r"002\.Siberian_husky|Siberian"),
+        ("no pretrained weights", "no_weights", r"weights"),
+    ],
+)
+def test_failures_write_a_one_line_reason_and_exit_non_zero(
+    train_image, dogs3, fake_resnet18_weights, tmp_path, case, change, reason
+):
+    hps = dict(QUICK_HYPERPARAMETERS, epochs="1")
+    weights = fake_resnet18_weights
+    if change == "bad_hp":
+        hps["learning_rate"] = "0.1"
+    if change == "bad_value":
+        hps["lr"] = "-1"
+    if change == "no_weights":
+        hps["pretrained"] = "imagenet"
+        weights = None
+    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps, weights)
+    data = opt_ml / "input" / "data"
+    if change == "no_valid":
+        subprocess.run(["rm", "-rf", str(data / "valid")], check=True)
+    if change == "empty_class":
+        for split in ("train", "valid", "test"):
+            for f in (data / split / "002.Siberian_husky").iterdir():
+                f.unlink()
+    # --network none: the weights download must fail here even where a network exists.
+    run = run_training(train_image, opt_ml, extra_args=["--network", "none"], timeout=300)
+    assert run.returncode != 0, f"{case}: exited 0\n{run.log[-2000:]}"
+    failure = run.failure
+    assert failure is not None, f"{case}: no failure file\n{run.log[-2000:]}"
+    assert len(failure.strip().splitlines()) == 1, failure
+    assert re.search(reason, failure), (case, failure)
+    assert "Traceback" not in failure
+    assert not (opt_ml / "model" / "model.onnx").exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_a_restart_resumes(train_image, dogs3, fake_resnet18_weights, tmp_path):
+    hps = dict(QUICK_HYPERPARAMETERS, epochs="3", num_workers="1")
+    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps, fake_resnet18_weights)
+    name = f"dogbreed-test-{uuid.uuid4().hex[:8]}"
+    docker("run", "-d", "--name", name, "--shm-size", "1g", "-v", f"{opt_ml}:/opt/ml", train_image, "train")
+    try:
+        deadline = time.monotonic() + 300
+        while "epoch=1 " not in docker("logs", name, check=False).stdout:
+            assert time.monotonic() < deadline, docker("logs", name, check=False).stdout[-3000:]
+            assert docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true", (
+                docker("logs", name, check=False).stdout[-3000:]
+            )
+            time.sleep(1)
+        started = time.monotonic()
+        docker("stop", "-t", "25", name)  # SIGTERM, then SIGKILL after 25 s
+        assert time.monotonic() - started < 25, "the job did not stop on SIGTERM"
+        code = int(docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout)
+        logs = docker("logs", name, check=False)
+        assert code == 143, (code, logs.stdout[-2000:], logs.stderr[-2000:])
+        assert "Traceback" not in logs.stdout + logs.stderr
+    finally:
+        docker("rm", "-f", name, check=False)
+    assert (opt_ml / "checkpoints" / "checkpoint.pt").exists()
+    assert not (opt_ml / "output" / "failure").exists()
+
+    resumed = run_training(train_image, opt_ml)
+    assert resumed.returncode == 0, resumed.log[-3000:]
+    assert "epoch=1 " not in resumed.log, "the restarted job trained epoch 1 again"
+    assert "epoch=3 " in resumed.log
+    assert (opt_ml / "model" / "model.onnx").exists()
+
+
+def test_ca_bundle_secret_never_lands_in_the_image(train_image):
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", train_image).stdout
+    assert "ca-certificates.crt" not in history and "ca_bundle" not in history.replace("id=ca_bundle", "")
+    probe = docker("run", "--rm", "--entrypoint", "sh", train_image, "-c",
+                   "ls /run/secrets 2>/dev/null; which gcc || true")
+    assert probe.stdout.strip() == "", probe.stdout
+
+
+def test_help_lists_the_hyperparameters(train_image):
+    out = docker("run", "--rm", train_image, "python", "-m", "dogbreed.train", "--help").stdout
+    for flag in ("--lr", "--batch_size", "--epochs", "--patience", "--arch", "--pretrained", "--freeze",
+                 "--num_workers", "--seed"):
+        assert flag in out, flag
