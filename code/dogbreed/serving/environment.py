@@ -1,0 +1,147 @@
+"""Every setting the serving container reads from its environment, parsed in one place.
+
+SageMaker's own variables keep their documented meaning; ``DOGBREED_*`` ones are ours.
+A value that does not parse raises :class:`ConfigurationError` naming the variable,
+rather than being silently replaced by a default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from dogbreed.images import DEFAULT_MAX_PIXELS
+
+MODEL_DIR_ENV = "DOGBREED_MODEL_DIR"
+PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
+SAFE_PORT_RANGE_ENV = "SAGEMAKER_SAFE_PORT_RANGE"
+WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
+TIMEOUT_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
+MAX_PAYLOAD_ENV = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
+VMARGS_ENV = "SAGEMAKER_MODEL_SERVER_VMARGS"
+ORT_THREADS_ENV = "DOGBREED_ORT_THREADS"
+TOP_K_ENV = "DOGBREED_TOP_K"
+MAX_PIXELS_ENV = "DOGBREED_MAX_IMAGE_PIXELS"
+
+DEFAULT_MODEL_DIR = "/opt/ml/model"
+DEFAULT_PORT = 8080
+DEFAULT_TIMEOUT_S = 60
+# SageMaker real-time endpoints accept at most 6 MB per request.
+DEFAULT_MAX_PAYLOAD_MB = 6
+DEFAULT_TOP_K = 5
+# The JVM only routes requests; keep its heap small so the workers get the memory.
+DEFAULT_VMARGS = "-XX:+UseContainerSupport -XX:MaxRAMPercentage=20 -XX:+UseSerialGC"
+# MMS's own request limit sits this far above ours, so the handler (which answers with
+# our JSON error) sees slightly oversized bodies instead of netty answering first.
+MMS_REQUEST_SIZE_MARGIN = 1024 * 1024
+
+
+class ConfigurationError(ValueError):
+    """An environment variable holds a value the server cannot use."""
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            # `docker run --cpus 1.5` gives quota/period = 1.5: round up, at least 1.
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 1, maximum: int | None = None):
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ConfigurationError(f"{name}={value} must be {bounds}")
+    return value
+
+
+@dataclass(frozen=True)
+class ServingEnvironment:
+    """A read-only snapshot of the serving settings."""
+
+    model_dir: str = DEFAULT_MODEL_DIR
+    port: int = DEFAULT_PORT
+    management_port: int = DEFAULT_PORT + 1
+    workers: int = 1
+    ort_threads: int = 1
+    timeout_s: int = DEFAULT_TIMEOUT_S
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_MB * 1024 * 1024
+    top_k: int = DEFAULT_TOP_K
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    vmargs: str = DEFAULT_VMARGS
+    cpus: int = 1
+
+    @property
+    def mms_max_request_size(self) -> int:
+        """``max_request_size`` for MMS: a little above the limit the handler enforces."""
+        return self.max_payload_bytes + MMS_REQUEST_SIZE_MARGIN
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, cpus: int | None = None) -> "ServingEnvironment":
+        """Parse ``env`` (default ``os.environ``); raises :class:`ConfigurationError`."""
+        env = os.environ if env is None else env
+        cpus = available_cpus() if cpus is None else cpus
+        port = _int(env, PORT_ENV, DEFAULT_PORT, 1, 65535)
+        # One worker per core, each with its own single-threaded ONNX Runtime session:
+        # on 2 vCPUs two requests run side by side without the threads fighting. An
+        # explicit worker count is never overridden; ORT threads then share the cores.
+        workers = _int(env, WORKERS_ENV, cpus)
+        ort_threads = _int(env, ORT_THREADS_ENV, max(1, cpus // workers))
+        return cls(
+            model_dir=env.get(MODEL_DIR_ENV, "").strip() or DEFAULT_MODEL_DIR,
+            port=port,
+            management_port=_management_port(env, port),
+            workers=workers,
+            ort_threads=ort_threads,
+            timeout_s=_int(env, TIMEOUT_ENV, DEFAULT_TIMEOUT_S),
+            max_payload_bytes=_int(env, MAX_PAYLOAD_ENV, DEFAULT_MAX_PAYLOAD_MB, 1, 1024) * 1024 * 1024,
+            top_k=_int(env, TOP_K_ENV, DEFAULT_TOP_K),
+            max_image_pixels=_int(env, MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS),
+            vmargs=env.get(VMARGS_ENV, "").strip() or DEFAULT_VMARGS,
+            cpus=cpus,
+        )
+
+
+def port_from_env(env: Mapping[str, str] | None = None) -> int:
+    """The port to listen on even when other settings are broken (for the error server)."""
+    env = os.environ if env is None else env
+    try:
+        return _int(env, PORT_ENV, DEFAULT_PORT, 1, 65535)
+    except ConfigurationError:
+        return DEFAULT_PORT
+
+
+def _management_port(env: Mapping[str, str], port: int) -> int:
+    """A loopback-only port for MMS's management API, kept off the public port.
+
+    SageMaker only routes /ping and /invocations, but on a laptop the management API
+    (which can register models from URLs) should not be on the published port. Inside
+    SAGEMAKER_SAFE_PORT_RANGE when given, else the next port up.
+    """
+    raw = env.get(SAFE_PORT_RANGE_ENV, "").strip()
+    if raw:
+        try:
+            low, high = (int(p) for p in raw.split("-", 1))
+        except ValueError:
+            raise ConfigurationError(f"{SAFE_PORT_RANGE_ENV}={raw!r} is not LOW-HIGH") from None
+        for candidate in range(low, high + 1):
+            if candidate != port:
+                return candidate
+        raise ConfigurationError(f"{SAFE_PORT_RANGE_ENV}={raw!r} has no port besides {port}")
+    return port + 1 if port < 65535 else port - 1

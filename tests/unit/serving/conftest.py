@@ -1,0 +1,56 @@
+"""A small real model directory for the serving tests (random ResNet18, three breeds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+BREEDS = ["Beagle", "Siberian husky", "Toy poodle"]
+
+
+def make_model_dir(model_dir: Path, classes: list[str] = BREEDS, arch: str = "resnet18", seed: int = 0):
+    """Write model.pt/model.onnx/model.json for a randomly initialised ``arch``; returns the torch model."""
+    import torch
+    import torchvision
+
+    from dogbreed.artifacts import ModelMetadata
+
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(arch, weights=None, num_classes=len(classes)).eval()
+    metadata = ModelMetadata(arch=arch, classes=list(classes))
+    model_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        from dogbreed.export import export_model_dir
+    except ImportError:  # the training side's exporter is not there yet
+        torch.save(model.state_dict(), model_dir / "model.pt")
+        size = metadata.preprocessing.crop_size
+        torch.onnx.export(
+            model, torch.zeros(1, 3, size, size), str(model_dir / "model.onnx"), dynamo=False,
+            opset_version=17, input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+        metadata.save(model_dir)
+    else:
+        export_model_dir(model, metadata, model_dir)
+    return model
+
+
+@pytest.fixture(scope="session")
+def torch_model_and_dir(tmp_path_factory):
+    """(torch model, model dir) of the same network."""
+    model_dir = tmp_path_factory.mktemp("serving-model")
+    model = make_model_dir(model_dir)
+    return model, model_dir
+
+
+@pytest.fixture(scope="session")
+def model_dir(torch_model_and_dir) -> Path:
+    return torch_model_and_dir[1]
+
+
+@pytest.fixture(scope="session")
+def predictor(model_dir):
+    from dogbreed.serving.predictor import Predictor
+
+    return Predictor(model_dir, threads=2, max_payload_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000)
