@@ -87,7 +87,8 @@ def mms_command(env: ServingEnvironment, config_path: str) -> list[str]:
         "--mms-config", config_path,
         "--log-config", str(LOG_CONFIG),
         "--model-store", str(Path(env.model_dir).parent),
-        "--models", f"{MODEL_NAME}={env.model_dir}",
+        # MMS resolves the model's location relative to the model store.
+        "--models", f"{MODEL_NAME}={Path(env.model_dir).name}",
     ]
 
 
