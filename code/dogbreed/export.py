@@ -1,0 +1,86 @@
+"""The model directory: ``model.pt``, ``model.onnx`` and ``model.json`` (see :mod:`dogbreed.artifacts`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dogbreed.artifacts import ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, TORCH_FILE, ModelMetadata
+from dogbreed.failure import TrainingError
+
+log = logging.getLogger(__name__)
+
+ONNX_OPSET = 17
+ONNX_TOLERANCE = 1e-4  # max abs difference of logits between ONNX Runtime and PyTorch
+
+
+def export_onnx(model: nn.Module, path: Path, crop_size: int) -> None:
+    """TorchScript-based export (``dynamo=False``; the dynamo exporter needs onnxscript), dynamic batch."""
+    model.eval()
+    dummy = torch.zeros(1, 3, crop_size, crop_size)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(path),
+        input_names=[ONNX_INPUT],
+        output_names=[ONNX_OUTPUT],
+        dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+        opset_version=ONNX_OPSET,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+
+
+def onnx_max_abs_diff(model: nn.Module, onnx_path: Path, batch: torch.Tensor) -> float:
+    """Max abs difference of the logits of ONNX Runtime (CPU) and PyTorch (CPU, float32) on ``batch``."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model.eval()(batch.float().cpu()).numpy()
+    got = session.run([ONNX_OUTPUT], {ONNX_INPUT: batch.float().cpu().numpy()})[0]
+    return float(np.max(np.abs(got - expected)))
+
+
+def export_model_dir(
+    model: nn.Module,
+    metadata: ModelMetadata,
+    model_dir: str | os.PathLike,
+    sample_batch: torch.Tensor | None = None,
+) -> float | None:
+    """Write ``model.pt``, ``model.onnx`` and ``model.json`` into ``model_dir``.
+
+    ``model`` is exported from a CPU copy. With ``sample_batch`` (N, 3, H, W), the ONNX
+    model is checked against PyTorch on it and :class:`TrainingError` raised when the
+    logits differ by more than ``ONNX_TOLERANCE``; returns that difference (None unchecked).
+    """
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    # A plain copy on the CPU: the training model may carry smdebug hooks and live on a GPU.
+    clean = _cpu_copy(model, metadata.arch)
+    torch.save(clean.state_dict(), model_dir / TORCH_FILE)
+    export_onnx(clean, model_dir / ONNX_FILE, metadata.preprocessing.crop_size)
+    metadata.save(model_dir)
+    if sample_batch is None:
+        return None
+    diff = onnx_max_abs_diff(clean, model_dir / ONNX_FILE, sample_batch)
+    log.info("onnx_max_abs_diff=%.3g on %d images (tolerance %g)", diff, len(sample_batch), ONNX_TOLERANCE)
+    if not diff <= ONNX_TOLERANCE:
+        raise TrainingError(
+            f"the exported ONNX model disagrees with PyTorch: max abs logit difference {diff:.3g} > {ONNX_TOLERANCE}"
+        )
+    return diff
+
+
+def _cpu_copy(model: nn.Module, arch: str) -> nn.Module:
+    """A fresh torchvision ``arch`` on the CPU holding ``model``'s weights, without its hooks."""
+    from torchvision import models  # noqa: PLC0415
+
+    copy = models.get_model(arch, weights=None, num_classes=model.fc.out_features)
+    copy.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    return copy.eval()
