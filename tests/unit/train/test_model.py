@@ -1,0 +1,89 @@
+import pytest
+import torch
+from torch import nn
+
+import dogbreed.model as model_module
+from dogbreed.failure import TrainingError
+from dogbreed.model import build_model, set_train_mode, weight_file_names
+
+
+def test_weight_file_names_come_from_torchvision():
+    assert weight_file_names("resnet18") == ["resnet18-f37072fd.pth"]
+    assert set(weight_file_names("resnet50")) == {"resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth"}
+
+
+def assert_trunk_equals(model, path):
+    saved = torch.load(path, weights_only=True)
+    state = model.state_dict()
+    trunk = [k for k in saved if not k.startswith("fc.")]
+    assert trunk and all(torch.equal(state[k], saved[k]) for k in trunk)
+
+
+def test_loads_torchvision_cache_layout(fake_torch_home, fake_weights):
+    model = build_model("resnet18", 5, "imagenet", "all", channel=None, torch_home=fake_torch_home)
+    assert_trunk_equals(model, fake_weights)
+    assert model.fc.out_features == 5
+
+
+def test_loads_from_pretrained_channel_and_explicit_path(tmp_path, fake_weights):
+    channel = tmp_path / "pretrained"
+    channel.mkdir()
+    (channel / "my-weights.pt").write_bytes(fake_weights.read_bytes())
+    model = build_model("resnet18", 3, "imagenet", "none", channel=channel, torch_home=tmp_path / "empty")
+    assert_trunk_equals(model, fake_weights)
+    model = build_model("resnet18", 3, str(fake_weights), "none", channel=None, torch_home=tmp_path / "empty")
+    assert_trunk_equals(model, fake_weights)
+
+
+def test_no_weights_fails_clearly(tmp_path, monkeypatch):
+    calls = []
+
+    def offline(arch):
+        calls.append(arch)
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(model_module, "_download_state_dict", offline)
+    with pytest.raises(TrainingError) as info:
+        build_model("resnet18", 3, "imagenet", "all", channel=tmp_path / "nochannel", torch_home=tmp_path)
+    message = str(info.value)
+    assert calls == ["resnet18"]
+    assert str(tmp_path / "hub" / "checkpoints") in message and "resnet18-f37072fd.pth" in message
+    assert "name resolution" in message and "pretrained" in message and "pretrained=none" in message
+
+
+def test_wrong_arch_weights_fail(tmp_path, fake_weights):
+    with pytest.raises(TrainingError, match="do not fit resnet34"):
+        build_model("resnet34", 3, str(fake_weights), "all")
+
+
+def test_pretrained_none_is_random(tmp_path):
+    model = build_model("resnet18", 3, "none", "none", torch_home=tmp_path)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "freeze, trainable_prefixes",
+    [
+        ("all", {"fc"}),
+        ("none", {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"}),
+        ("layer2", {"layer3", "layer4", "fc"}),
+        ("layer4", {"fc"}),
+        ("layer1", {"layer2", "layer3", "layer4", "fc"}),
+    ],
+)
+def test_freeze(freeze, trainable_prefixes, fake_weights):
+    model = build_model("resnet18", 3, str(fake_weights), freeze)
+    trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+    frozen = {name.split(".")[0] for name, p in model.named_parameters() if not p.requires_grad}
+    assert trainable == trainable_prefixes
+    assert not trainable & frozen
+
+
+def test_frozen_batchnorm_stays_in_eval_mode(fake_weights):
+    model = build_model("resnet18", 3, str(fake_weights), "layer3")
+    set_train_mode(model, "layer3")
+    assert not model.layer3[0].bn1.training and not model.bn1.training
+    assert model.layer4[0].bn1.training and model.fc.training
+    before = model.layer1[0].bn1.running_mean.clone()
+    model(torch.randn(2, 3, 64, 64) * 5)
+    assert torch.equal(model.layer1[0].bn1.running_mean, before)
