@@ -1,0 +1,251 @@
+"""The serving image, run as SageMaker runs it: `docker run -p ... -v MODEL:/opt/ml/model IMAGE serve`.
+
+Uses the image from `make build` and the model dir from `trained_model_dir` (set
+DOGBREED_TEST_MODEL_DIR to reuse one). Loopback only; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from .conftest import docker
+
+pytestmark = pytest.mark.docker
+
+PAYLOAD_MB = 1  # small, so the over-the-limit body is cheap to send
+MAX_PIXELS = 4_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Container:
+    """One `docker run -d` of the serving image on a free loopback port."""
+
+    def __init__(self, image: str, model_dir: Path, env: dict[str, str] | None = None, container_port: int = 8080):
+        self.name = f"dogbreed-serve-test-{uuid.uuid4().hex[:8]}"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = ["run", "-d", "--name", self.name, "-p", f"127.0.0.1:{self.port}:{container_port}",
+                "-v", f"{model_dir}:/opt/ml/model:ro"]
+        for key, value in (env or {}).items():
+            args += ["-e", f"{key}={value}"]
+        docker(*args, image, "serve", timeout=120)
+
+    def ping(self, timeout: float = 5) -> requests.Response | None:
+        try:
+            return requests.get(self.url + "/ping", timeout=timeout)
+        except requests.RequestException:
+            return None
+
+    def wait_for_ping(self, want=(200,), limit_s: float = 180) -> requests.Response:
+        """Poll /ping until its status is in ``want``; fail with the logs after ``limit_s``."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            response = self.ping()
+            if response is not None and response.status_code in want:
+                return response
+            if not self.running():
+                pytest.fail(f"container exited while starting:\n{self.logs()}")
+            time.sleep(0.5)
+        pytest.fail(f"/ping never answered {want} within {limit_s} s:\n{self.logs()[-5000:]}")
+
+    def state(self) -> dict:
+        return json.loads(docker("inspect", "-f", "{{json .State}}", self.name).stdout)
+
+    def running(self) -> bool:
+        return bool(self.state().get("Running"))
+
+    def logs(self) -> str:
+        proc = docker("logs", self.name, check=False)
+        return proc.stdout + proc.stderr
+
+    def invoke(self, body: bytes, content_type: str | None = "image/jpeg", headers=None, timeout: float = 60):
+        headers = dict(headers or {})
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        return requests.post(self.url + "/invocations", data=body, headers=headers, timeout=timeout)
+
+    def stop(self, grace: int = 30) -> float:
+        """`docker stop` (SIGTERM, SIGKILL after ``grace``); returns the seconds it took."""
+        start = time.monotonic()
+        docker("stop", "-t", str(grace), self.name, timeout=grace + 30)
+        return time.monotonic() - start
+
+    def remove(self) -> None:
+        docker("rm", "-f", self.name, check=False, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def classes(trained_model_dir) -> list[str]:
+    return json.loads((Path(trained_model_dir) / "model.json").read_text())["classes"]
+
+
+@pytest.fixture(scope="module")
+def server(serve_image, trained_model_dir):
+    container = Container(
+        serve_image, Path(trained_model_dir),
+        {"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(PAYLOAD_MB), "DOGBREED_MAX_IMAGE_PIXELS": str(MAX_PIXELS)},
+    )
+    try:
+        container.wait_for_ping()
+        yield container
+    finally:
+        container.remove()
+
+
+def check_prediction(response, classes, k=None):
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["predicted_label"] in classes
+    assert body["predicted_label"] == classes[body["predicted_class"]]
+    assert body["top_k"][0]["class"] == body["predicted_class"]
+    if k is not None:
+        assert len(body["top_k"]) == k
+    return body
+
+
+def test_ping_is_json_ok(server):
+    response = server.ping()
+    assert response is not None and response.status_code == 200
+
+
+def test_real_photos_name_a_breed(server, real_photos, classes):
+    for path in real_photos:
+        check_prediction(server.invoke(path.read_bytes()), classes, k=min(5, len(classes)))
+
+
+def test_content_types_and_top_k(server, real_photos, classes):
+    photo = real_photos[0].read_bytes()
+    png = io.BytesIO()
+    Image.open(io.BytesIO(photo)).save(png, "PNG")
+    check_prediction(server.invoke(png.getvalue(), "image/png"), classes)
+    check_prediction(server.invoke(photo, "application/x-image", {"X-Top-K": "1"}), classes, k=1)
+    check_prediction(server.invoke(photo, "image/jpeg", {"X-Amzn-SageMaker-Custom-Attributes": "top_k=2"}), classes, k=2)
+
+
+def bad_payloads(photo: bytes) -> dict[str, tuple[bytes, str | None, dict, int]]:
+    grey = io.BytesIO()
+    Image.new("L", (3000, 3000)).save(grey, "PNG")  # 9 MP, tiny on the wire
+    return {
+        "unsupported type": (photo, "text/csv", {}, 415),
+        "no content type": (photo, None, {}, 415),
+        "empty body": (b"", "image/jpeg", {}, 400),
+        "text body": (b'{"url": "https://example.com/dog.jpg"}', "image/jpeg", {}, 400),
+        "truncated jpeg": (photo[: len(photo) // 3], "image/jpeg", {}, 400),
+        "corrupt image": (b"\xff\xd8\xff\xe0" + b"\x13" * 5000, "image/jpeg", {}, 400),
+        "bad top_k": (photo, "image/jpeg", {"X-Top-K": "many"}, 400),
+        "over the payload limit": (photo + b"\0" * (PAYLOAD_MB * 1024 * 1024), "image/jpeg", {}, 413),
+        "too many pixels": (grey.getvalue(), "image/png", {}, 413),
+    }
+
+
+def test_bad_payloads_are_4xx_json_and_the_worker_keeps_serving(server, real_photos, classes):
+    photo = real_photos[0].read_bytes()
+    for name, (body, content_type, headers, status) in bad_payloads(photo).items():
+        response = server.invoke(body, content_type, headers)
+        assert response.status_code == status, (name, response.status_code, response.text)
+        assert response.headers["Content-Type"].startswith("application/json"), name
+        message = response.json()["error"]
+        assert isinstance(message, str) and len(message) > 20, (name, message)
+        check_prediction(server.invoke(photo), classes)
+
+
+def test_unknown_path_is_404_json(server):
+    # MMS's frontend answers unknown paths itself, with its own JSON shape.
+    response = requests.get(server.url + "/predict", timeout=10)
+    assert response.status_code == 404
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.json()
+
+
+def test_200_requests_at_concurrency_8(server, real_photos, classes):
+    photos = [p.read_bytes() for p in real_photos]
+
+    def one(i):
+        return server.invoke(photos[i % len(photos)], timeout=120)
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(one, range(200)))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 200, {s: statuses.count(s) for s in set(statuses)}
+    for r in responses:
+        assert r.json()["predicted_label"] in classes
+
+
+def test_sigterm_stops_well_within_30_s(serve_image, trained_model_dir, real_photos):
+    container = Container(serve_image, Path(trained_model_dir))
+    try:
+        container.wait_for_ping()
+        assert container.invoke(real_photos[0].read_bytes()).status_code == 200
+        took = container.stop(grace=30)
+        state = container.state()
+        assert took < 30, f"docker stop took {took:.1f} s"
+        # 0 means our SIGTERM handling ran; 137 would mean docker had to SIGKILL.
+        assert state["ExitCode"] == 0, (state, container.logs()[-3000:])
+    finally:
+        container.remove()
+
+
+def test_sagemaker_port_and_worker_settings(serve_image, trained_model_dir, real_photos, classes):
+    container = Container(
+        serve_image, Path(trained_model_dir),
+        {"SAGEMAKER_BIND_TO_PORT": "9090", "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+         "SAGEMAKER_MODEL_SERVER_TIMEOUT": "30"},
+        container_port=9090,
+    )
+    try:
+        container.wait_for_ping()
+        check_prediction(container.invoke(real_photos[0].read_bytes()), classes)
+        assert "1 worker(s)" in container.logs()
+    finally:
+        container.remove()
+
+
+def write_bad_model(kind: str, root: Path, good: Path) -> Path:
+    model = root / kind
+    model.mkdir()
+    if kind == "corrupt-onnx":
+        (model / "model.json").write_text((good / "model.json").read_text())
+        (model / "model.onnx").write_bytes(b"this is not an onnx file")
+    elif kind == "corrupt-json":
+        (model / "model.json").write_text('{"classes": [')
+    # "missing": an empty directory, as when no model was mounted
+    return model
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt-onnx", "corrupt-json"])
+def test_bad_model_is_unhealthy_without_a_crash_loop(serve_image, trained_model_dir, tmp_path, kind):
+    model = write_bad_model(kind, tmp_path, Path(trained_model_dir))
+    container = Container(serve_image, model)
+    try:
+        response = container.wait_for_ping(want=(503,), limit_s=60)
+        assert response.json()["error"]
+        invocation = container.invoke(b"\xff\xd8", "image/jpeg")
+        assert invocation.status_code == 503 and "model" in invocation.json()["error"]
+        # Still up and quiet a few seconds later: not restarting anything.
+        time.sleep(5)
+        assert container.running()
+        assert container.ping().status_code == 503
+        logs = container.logs()
+        assert logs.count("NOT SERVING") == 1, logs[-3000:]
+        assert "model" in logs
+        took = container.stop(grace=30)
+        assert took < 30 and container.state()["ExitCode"] == 0
+    finally:
+        container.remove()
