@@ -32,8 +32,9 @@ DEFAULT_MAX_PAYLOAD_MB = 6
 DEFAULT_TOP_K = 5
 # The JVM only routes requests; keep its heap small so the workers get the memory.
 DEFAULT_VMARGS = "-XX:+UseContainerSupport -XX:MaxRAMPercentage=20 -XX:+UseSerialGC"
-# MMS's own request limit sits this far above ours, so the handler (which answers with
-# our JSON error) sees slightly oversized bodies instead of netty answering first.
+# MMS's own request limit sits above ours (twice it, at least 1 MiB more), so the handler
+# answers oversized bodies with our JSON 413; only a body over that gets MMS's own empty
+# 413. Not unbounded: netty buffers each in-flight body whole.
 MMS_REQUEST_SIZE_MARGIN = 1024 * 1024
 
 
@@ -90,7 +91,7 @@ class ServingEnvironment:
     @property
     def mms_max_request_size(self) -> int:
         """``max_request_size`` for MMS: a little above the limit the handler enforces."""
-        return self.max_payload_bytes + MMS_REQUEST_SIZE_MARGIN
+        return max(2 * self.max_payload_bytes, self.max_payload_bytes + MMS_REQUEST_SIZE_MARGIN)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, cpus: int | None = None) -> "ServingEnvironment":
