@@ -60,8 +60,10 @@ def create_hook(config_path: Path, local_dir: str, model: nn.Module, criterion: 
     if has_config:
         if local_dir:
             log.warning("smdebug: SageMaker's %s is used; smdebug_dir=%s is ignored", config_path, local_dir)
-        # get_hook reads the JSON config (collections, save intervals, S3 out_dir).
-        hook = smd.get_hook(json_config_path=str(config_path), create_if_not_exists=True)
+        # What smd.get_hook(create_if_not_exists=True) does, minus its singleton: get_hook
+        # returns any hook already created in this process and ignores the config then.
+        # Hook.__init__ makes the new hook the singleton, as get_hook would.
+        hook = smd.Hook.create_from_json_file(str(config_path))
         if hook is None:
             log.warning("smdebug: no hook could be created from %s; debugging is off", config_path)
             return NoHook()

@@ -39,10 +39,23 @@ log = logging.getLogger("dogbreed.train")
 ONNX_CHECK_IMAGES = 8
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is when a record is logged (callers may swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging() -> None:
     """Plain lines on stdout, which SageMaker sends to CloudWatch and matches metric regexes against."""
     logging.basicConfig(
-        stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+        handlers=[_StdoutHandler()], level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
 
 
