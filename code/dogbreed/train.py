@@ -13,7 +13,6 @@ import math
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from torch import nn
 
 import dogbreed.model as model_module
 from dogbreed.failure import TrainingError
