@@ -34,15 +34,15 @@ base-image:  ## build the local Debian stand-in for python:3.11-slim-bookworm
 	scripts/make_base_image.sh $(LOCAL_BASE_IMAGE)
 
 build:  ## build dogbreed-train:latest and dogbreed-serve:latest (linux/amd64)
-	BASE_IMAGE=$$(scripts/resolve_base_image.sh "$(BASE_IMAGE)" "$(LOCAL_BASE_IMAGE)") && \
+	base=$$(scripts/resolve_base_image.sh "$(BASE_IMAGE)" "$(LOCAL_BASE_IMAGE)") && BASE_IMAGE=$$base \
 	  $(COMPOSE) --profile train build train serve
 
 build-train:  ## build only the training image
-	BASE_IMAGE=$$(scripts/resolve_base_image.sh "$(BASE_IMAGE)" "$(LOCAL_BASE_IMAGE)") && \
+	base=$$(scripts/resolve_base_image.sh "$(BASE_IMAGE)" "$(LOCAL_BASE_IMAGE)") && BASE_IMAGE=$$base \
 	  $(COMPOSE) --profile train build train
 
 build-serve:  ## build only the serving image
-	BASE_IMAGE=$$(scripts/resolve_base_image.sh "$(BASE_IMAGE)" "$(LOCAL_BASE_IMAGE)") && \
+	base=$$(scripts/resolve_base_image.sh "$(BASE_IMAGE)" "$(LOCAL_BASE_IMAGE)") && BASE_IMAGE=$$base \
 	  $(COMPOSE) build serve
 
 train-local:  ## train in the container on DATA (a dogImages-style folder) over $(OPT_ML)

@@ -28,10 +28,12 @@ def test_trains_on_real_photos_and_writes_the_model(trained_run):
     assert meta["preprocessing"]["crop_size"] == 224
     assert 0.0 <= meta["metrics"]["test_accuracy"] <= 1.0
     out = trained_run.opt_ml / "output" / "data"
-    matrix = (out / "confusion_matrix.csv").read_text().splitlines()
-    assert all(b in matrix[0] for b in BREEDS)
-    assert len(matrix) == 1 + len(BREEDS)
-    assert (out / "per_class_accuracy.csv").exists()
+    for split in ("valid", "test"):
+        matrix = (out / split / "confusion_matrix.csv").read_text().splitlines()
+        assert all(b in matrix[0] for b in BREEDS)
+        assert len(matrix) == 1 + len(BREEDS)
+        assert len((out / split / "per_class_accuracy.csv").read_text().splitlines()) == 1 + len(BREEDS)
+    assert json.loads((out / "metrics.json").read_text())["history"]
 
 
 def test_log_lines_match_the_documented_metric_regexes(trained_run):
