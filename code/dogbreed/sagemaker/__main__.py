@@ -1,0 +1,7 @@
+"""``python -m dogbreed.sagemaker``."""
+
+import sys
+
+from dogbreed.sagemaker.cli import main
+
+sys.exit(main())

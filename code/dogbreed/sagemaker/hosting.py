@@ -1,0 +1,255 @@
+"""Real-time endpoints: deploy a trained model with the serving image, predict, delete.
+
+The model is a SageMaker Model (serving image + ``model.tar.gz``), an endpoint config with
+one ``AllTraffic`` variant and an endpoint; optional target-tracking autoscaling on
+invocations per instance. ``deploy_local`` does the same through the SDK's ``LocalSession``.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dogbreed.sagemaker import uris
+from dogbreed.sagemaker.uris import LauncherError
+
+VARIANT = "AllTraffic"
+DEFAULT_INSTANCE_TYPE = "ml.m5.large"
+# What the serving image accepts (docker/serve, dogbreed.serving.content_types).
+CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+
+
+@dataclass
+class Autoscaling:
+    """Keep invocations per instance per minute near ``target``, between min and max instances."""
+
+    min_instances: int
+    max_instances: int
+    target: float
+    scale_in_cooldown: int = 300
+    scale_out_cooldown: int = 60
+
+    def __post_init__(self) -> None:
+        uris.count(self.min_instances, "--min-instances")
+        if self.max_instances < self.min_instances:
+            raise LauncherError("--max-instances must be at least --min-instances")
+        if self.target <= 0:
+            raise LauncherError("--invocations-per-instance must be positive")
+
+
+@dataclass
+class DeploySpec:
+    """An endpoint for one model. ``model_data`` is ``s3://.../model.tar.gz`` or a training job name."""
+
+    image: str
+    model_data: str
+    role: str | None = None
+    name: str | None = None
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_count: int = 1
+    autoscaling: Autoscaling | None = None
+    local: bool = False
+
+    def __post_init__(self) -> None:
+        self.instance_type = uris.instance_type(self.instance_type, local=self.local)
+        uris.count(self.instance_count, "instance count")
+        self.name = uris.resource_name(self.name or uris.unique_name("dogbreed"), "endpoint name")
+        if self.local:
+            if self.autoscaling:
+                raise LauncherError("autoscaling needs a SageMaker endpoint (not --local)")
+            path = Path(self.model_data[len("file://"):] if self.model_data.startswith("file://") else self.model_data)
+            if not path.is_file():
+                raise LauncherError(f"model {self.model_data!r}: no such local model.tar.gz")
+            self.model_data = f"file://{path.resolve()}"
+            return
+        self.image = uris.ecr_image(self.image, "serving image")
+        self.role = uris.role_arn(self.role)
+        if self.model_data.startswith("s3://"):
+            self.model_data = uris.s3_uri(self.model_data, "--model-data")
+            if not self.model_data.endswith(".tar.gz"):
+                raise LauncherError(f"--model-data {self.model_data!r} must point at a model.tar.gz")
+        else:
+            uris.resource_name(self.model_data, "training job name (or s3://.../model.tar.gz)")
+        if self.autoscaling and self.autoscaling.min_instances > self.instance_count:
+            raise LauncherError("--instance-count must be at least --min-instances")
+
+
+def model_artifacts(model_data: str, boto_session) -> str:
+    """``model_data`` itself when it is an S3 URI, else the named training job's model.tar.gz."""
+    if model_data.startswith("s3://"):
+        return model_data
+    job = boto_session.client("sagemaker").describe_training_job(TrainingJobName=model_data)
+    if job["TrainingJobStatus"] != "Completed":
+        raise LauncherError(f"training job {model_data} is {job['TrainingJobStatus']}, not Completed")
+    return job["ModelArtifacts"]["S3ModelArtifacts"]
+
+
+def deploy(spec: DeploySpec, boto_session, wait: bool = True) -> str:
+    """Create model, endpoint config and endpoint (all named ``spec.name``); returns the endpoint name."""
+    from sagemaker.core import shapes
+    from sagemaker.core.resources import Endpoint, EndpointConfig, Model
+
+    region = boto_session.region_name
+    model_data = model_artifacts(spec.model_data, boto_session)
+    Model.create(
+        model_name=spec.name,
+        primary_container=shapes.ContainerDefinition(image=spec.image, model_data_url=model_data),
+        execution_role_arn=spec.role,
+        session=boto_session,
+        region=region,
+    )
+    EndpointConfig.create(
+        endpoint_config_name=spec.name,
+        production_variants=[
+            shapes.ProductionVariant(
+                variant_name=VARIANT,
+                model_name=spec.name,
+                initial_instance_count=spec.instance_count,
+                instance_type=spec.instance_type,
+            )
+        ],
+        session=boto_session,
+        region=region,
+    )
+    endpoint = Endpoint.create(endpoint_name=spec.name, endpoint_config_name=spec.name, session=boto_session,
+                               region=region)
+    # A scalable target can only be registered for a variant that exists, i.e. InService.
+    if wait or spec.autoscaling:
+        endpoint.wait_for_status(target_status="InService")
+    if spec.autoscaling:
+        enable_autoscaling(spec.name, spec.autoscaling, boto_session)
+    return spec.name
+
+
+def scalable_resource_id(endpoint: str) -> str:
+    return f"endpoint/{endpoint}/variant/{VARIANT}"
+
+
+def enable_autoscaling(endpoint: str, scaling: Autoscaling, boto_session) -> None:
+    """Application Auto Scaling: a scalable target and a target-tracking policy."""
+    client = boto_session.client("application-autoscaling")
+    resource_id = scalable_resource_id(endpoint)
+    client.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=resource_id,
+        ScalableDimension=SCALABLE_DIMENSION,
+        MinCapacity=scaling.min_instances,
+        MaxCapacity=scaling.max_instances,
+    )
+    client.put_scaling_policy(
+        PolicyName=f"{endpoint}-invocations",
+        ServiceNamespace="sagemaker",
+        ResourceId=resource_id,
+        ScalableDimension=SCALABLE_DIMENSION,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": scaling.target,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+            "ScaleInCooldown": scaling.scale_in_cooldown,
+            "ScaleOutCooldown": scaling.scale_out_cooldown,
+        },
+    )
+
+
+def read_image(path: str) -> tuple[bytes, str]:
+    """The file's bytes and Content-Type; a clear error for a missing or unsupported file."""
+    file = Path(path)
+    if not file.is_file():
+        raise LauncherError(f"image {path!r}: no such file")
+    content_type = CONTENT_TYPES.get(file.suffix.lower())
+    if content_type is None:
+        guessed = mimetypes.guess_type(file.name)[0]
+        raise LauncherError(f"image {path!r} ({guessed or 'unknown type'}): send a JPEG or PNG file")
+    return file.read_bytes(), content_type
+
+
+def predict(endpoint: str, image: str, runtime_client) -> dict[str, Any]:
+    """POST the image to ``/invocations`` and return the parsed JSON answer."""
+    uris.resource_name(endpoint, "endpoint name")
+    body, content_type = read_image(image)
+    response = runtime_client.invoke_endpoint(
+        EndpointName=endpoint, ContentType=content_type, Accept="application/json", Body=body
+    )
+    payload = response["Body"].read()
+    try:
+        return json.loads(payload)
+    except ValueError as exc:
+        raise LauncherError(f"endpoint {endpoint} answered something other than JSON: {payload[:200]!r}") from exc
+
+
+def format_prediction(result: dict[str, Any]) -> str:
+    """``Siberian husky  0.912`` lines, most probable first."""
+    top = result.get("top_k") or [{"label": result["predicted_label"], "probability": float("nan")}]
+    width = max(len(item["label"]) for item in top)
+    return "\n".join(f"{item['label']:<{width}}  {item['probability']:.3f}" for item in top)
+
+
+def delete(endpoint: str, boto_session) -> list[str]:
+    """Delete the endpoint, its config and its models (and any autoscaling); returns what went."""
+    from botocore.exceptions import ClientError
+
+    uris.resource_name(endpoint, "endpoint name")
+    client = boto_session.client("sagemaker")
+    config_name = client.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
+    variants = client.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
+    deleted = []
+    scaling = boto_session.client("application-autoscaling")
+    for variant in variants:
+        resource_id = f"endpoint/{endpoint}/variant/{variant['VariantName']}"
+        targets = scaling.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource_id])
+        if targets["ScalableTargets"]:
+            scaling.deregister_scalable_target(
+                ServiceNamespace="sagemaker", ResourceId=resource_id, ScalableDimension=SCALABLE_DIMENSION
+            )
+            deleted.append(f"scalable target {resource_id}")
+    client.delete_endpoint(EndpointName=endpoint)
+    deleted.append(f"endpoint {endpoint}")
+    client.delete_endpoint_config(EndpointConfigName=config_name)
+    deleted.append(f"endpoint config {config_name}")
+    for model in sorted({v["ModelName"] for v in variants}):
+        try:
+            client.delete_model(ModelName=model)
+            deleted.append(f"model {model}")
+        except ClientError as exc:  # shared with another endpoint config, or gone already
+            deleted.append(f"model {model} kept: {exc.response['Error']['Message']}")
+    return deleted
+
+
+class LocalEndpoint:
+    """The serving image run by the SDK's ``LocalSession`` (Docker, port 8080)."""
+
+    def __init__(self, spec: DeploySpec, port: int = 8080):
+        from sagemaker.core.local import LocalSession
+
+        self.spec = spec
+        self.session = LocalSession()
+        # The SDK publishes the container's 8080 on this host port and sends requests there.
+        self.session.config = {"local": {"serving_port": port}}
+        self.session.sagemaker_runtime_client.config = self.session.config
+
+    def __enter__(self) -> "LocalEndpoint":
+        client = self.session.sagemaker_client
+        client.create_model(ModelName=self.spec.name,
+                            PrimaryContainer={"Image": self.spec.image, "ModelDataUrl": self.spec.model_data,
+                                              "Environment": {}})
+        client.create_endpoint_config(
+            EndpointConfigName=self.spec.name,
+            ProductionVariants=[{"VariantName": VARIANT, "ModelName": self.spec.name,
+                                 "InitialInstanceCount": self.spec.instance_count,
+                                 "InstanceType": self.spec.instance_type}],
+        )
+        client.create_endpoint(EndpointName=self.spec.name, EndpointConfigName=self.spec.name)  # waits for /ping
+        return self
+
+    def predict(self, image: str) -> dict[str, Any]:
+        return predict(self.spec.name, image, self.session.sagemaker_runtime_client)
+
+    def __exit__(self, *exc_info) -> None:
+        client = self.session.sagemaker_client
+        client.delete_endpoint(EndpointName=self.spec.name)
+        client.delete_endpoint_config(EndpointConfigName=self.spec.name)
+        client.delete_model(ModelName=self.spec.name)

@@ -1,0 +1,181 @@
+"""Training jobs: managed spot training on SageMaker, or the same image in local mode.
+
+A :class:`TrainingSpec` holds what the user chose, validated on construction; the cloud
+path sends it to ``CreateTrainingJob`` through ``sagemaker.core.resources.TrainingJob``
+(so Debugger can be set), the local path runs it with ``ModelTrainer`` in
+``Mode.LOCAL_CONTAINER``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dogbreed.sagemaker import debugging, uris
+from dogbreed.sagemaker.uris import LauncherError
+
+CHANNELS = ("train", "valid", "test")
+# Where SageMaker syncs checkpoints with S3; the training code saves and resumes there.
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+DEFAULT_INSTANCE_TYPE = "ml.g4dn.xlarge"
+BASE_JOB_NAME = "dogbreed"
+
+
+def metric_definitions() -> list[dict[str, str]]:
+    """``dogbreed.metrics.METRIC_DEFINITIONS``: the regexes for the job's log lines."""
+    try:
+        from dogbreed.metrics import METRIC_DEFINITIONS
+    except ModuleNotFoundError as exc:  # the launcher venv has no torch, by design
+        raise LauncherError(
+            f"cannot import dogbreed.metrics without {exc.name}: it must not import {exc.name} at module level"
+        ) from exc
+    return [dict(d) for d in METRIC_DEFINITIONS]
+
+
+def parse_hyperparameters(pairs: list[str]) -> dict[str, str]:
+    """``["epochs=3", "lr=0.001"]`` -> ``{"epochs": "3", "lr": "0.001"}`` (SageMaker sends strings)."""
+    result = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise LauncherError(f"hyperparameter {pair!r} is not name=value")
+        result[name.strip()] = value.strip()
+    return result
+
+
+@dataclass
+class TrainingSpec:
+    """One training job. Channels are ``s3://`` URIs, or local directories with ``local``."""
+
+    image: str
+    channels: dict[str, str]
+    output: str
+    role: str | None = None
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_count: int = 1
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+    spot: bool = True
+    max_run_seconds: int = 4 * 3600
+    max_wait_seconds: int = 8 * 3600
+    checkpoint_uri: str | None = None
+    pretrained: str | None = None
+    debugger: bool = True
+    volume_size_gb: int = 30
+    job_name: str | None = None
+    local: bool = False
+
+    def __post_init__(self) -> None:
+        missing = [c for c in CHANNELS if not self.channels.get(c)]
+        if missing:
+            raise LauncherError(f"missing data channel(s): {', '.join(missing)} (--train, --valid, --test)")
+        self.instance_type = uris.instance_type(self.instance_type, local=self.local)
+        uris.count(self.instance_count, "instance count")
+        self.job_name = uris.resource_name(self.job_name or uris.unique_name(BASE_JOB_NAME), "job name")
+        if self.pretrained:
+            self.channels = dict(self.channels, pretrained=self.pretrained)
+        if self.local:
+            # Local mode runs a local tag (dogbreed-train:latest) as happily as an ECR URI.
+            self.channels = {name: uris.local_dir(uri, f"--{name}") for name, uri in self.channels.items()}
+            self.output = str(Path(self.output).expanduser().resolve())
+            return
+        self.image = uris.ecr_image(self.image, "training image")
+        self.role = uris.role_arn(self.role)
+        self.channels = {name: uris.s3_uri(uri, f"--{name}") for name, uri in self.channels.items()}
+        self.output = uris.s3_uri(self.output, "--output")
+        if self.checkpoint_uri:
+            self.checkpoint_uri = uris.s3_uri(self.checkpoint_uri, "--checkpoint-uri")
+        else:
+            self.checkpoint_uri = f"{self.output}/{self.job_name}/checkpoints"
+        if self.spot and self.max_wait_seconds < self.max_run_seconds:
+            raise LauncherError("--max-wait must be at least --max-run for spot training")
+
+
+def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = True) -> dict[str, Any]:
+    """The keyword arguments of ``TrainingJob.create`` for ``spec``, as SDK shapes.
+
+    ``region`` picks the Debugger rule images; ``with_debugger=False`` leaves Debugger out.
+    """
+    from sagemaker.core import shapes
+
+    channels = [
+        shapes.Channel(
+            channel_name=name,
+            data_source=shapes.DataSource(
+                s3_data_source=shapes.S3DataSource(
+                    s3_data_type="S3Prefix", s3_uri=uri, s3_data_distribution_type="FullyReplicated"
+                )
+            ),
+            input_mode="File",
+        )
+        for name, uri in spec.channels.items()
+    ]
+    stopping = shapes.StoppingCondition(max_runtime_in_seconds=spec.max_run_seconds)
+    if spec.spot:
+        stopping.max_wait_time_in_seconds = spec.max_wait_seconds
+    request: dict[str, Any] = {
+        "training_job_name": spec.job_name,
+        "role_arn": spec.role,
+        "algorithm_specification": shapes.AlgorithmSpecification(
+            training_image=spec.image,
+            training_input_mode="File",
+            metric_definitions=[shapes.MetricDefinition(name=d["Name"], regex=d["Regex"]) for d in metric_definitions()],
+            enable_sage_maker_metrics_time_series=True,
+        ),
+        "input_data_config": channels,
+        "output_data_config": shapes.OutputDataConfig(s3_output_path=spec.output),
+        "resource_config": shapes.ResourceConfig(
+            instance_type=spec.instance_type, instance_count=spec.instance_count, volume_size_in_gb=spec.volume_size_gb
+        ),
+        "stopping_condition": stopping,
+        "hyper_parameters": dict(spec.hyperparameters),
+        "enable_managed_spot_training": spec.spot,
+        # Always set: spot interruptions and on-demand retries both resume from here.
+        "checkpoint_config": shapes.CheckpointConfig(s3_uri=spec.checkpoint_uri, local_path=CHECKPOINT_LOCAL_PATH),
+    }
+    if spec.debugger and with_debugger:
+        job_output = f"{spec.output}/{spec.job_name}"
+        request.update(
+            debug_hook_config=debugging.debug_hook_config(job_output),
+            debug_rule_configurations=debugging.debug_rules(region),
+            profiler_config=debugging.profiler_config(job_output),
+            profiler_rule_configurations=debugging.profiler_rules(region),
+        )
+    return request
+
+
+def start_training_job(spec: TrainingSpec, boto_session, wait: bool = False):
+    """Create the training job; with ``wait``, block until it ends. Returns the SDK resource."""
+    from sagemaker.core.resources import TrainingJob
+
+    region = boto_session.region_name
+    if uris.ecr_region(spec.image) != region:
+        raise LauncherError(f"the image is in {uris.ecr_region(spec.image)}, the job would run in {region}: "
+                            "SageMaker needs the image in the job's region")
+    job = TrainingJob.create(session=boto_session, region=region, **training_job_request(spec, region))
+    if wait:
+        job.wait(logs=True)
+    return job
+
+
+def train_local(spec: TrainingSpec) -> Path:
+    """Run the job with the SDK's local mode (Docker on this machine); returns model.tar.gz."""
+    from sagemaker.core.training.configs import Compute, InputData
+    from sagemaker.train.model_trainer import Mode, ModelTrainer
+
+    root = Path(spec.output)
+    root.mkdir(parents=True, exist_ok=True)
+    trainer = ModelTrainer(
+        training_mode=Mode.LOCAL_CONTAINER,
+        training_image=spec.image,
+        compute=Compute(instance_type=spec.instance_type, instance_count=spec.instance_count),
+        hyperparameters=dict(spec.hyperparameters),
+        input_data_config=[InputData(channel_name=name, data_source=uri) for name, uri in spec.channels.items()],
+        base_job_name=BASE_JOB_NAME,
+        local_container_root=str(root),
+    )
+    trainer.train(wait=True, logs=True)
+    model = root / "compressed_artifacts" / "model.tar.gz"
+    if not model.is_file():
+        raise LauncherError(f"local training finished without {model}")
+    return model

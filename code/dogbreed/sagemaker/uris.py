@@ -1,0 +1,108 @@
+"""Validation of everything a user types: image URIs, S3 URIs, instance types, names.
+
+Each check raises :class:`LauncherError` with a sentence a user can act on, so that a
+typo fails before any AWS resource is created.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class LauncherError(ValueError):
+    """Bad input or state the user can fix; the CLI prints it without a traceback."""
+
+
+_ECR_IMAGE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z]{2}(-[a-z]+)+-\d)\.amazonaws\.com(\.cn)?"
+    r"/(?P<repository>[a-z0-9]+(?:[._/-][a-z0-9]+)*)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})|@sha256:[0-9a-f]{64})?$"
+)
+# Bucket naming rules: 3-63 characters, lower case, digits, dots and hyphens.
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# ml.<family>.<size>: ml.m5.large, ml.g4dn.xlarge, ml.p4d.24xlarge, ml.trn1.32xlarge.
+_INSTANCE_TYPE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.(?:[0-9]*x?large|medium|small|metal|[0-9]+xlarge)$")
+LOCAL_INSTANCE_TYPES = ("local", "local_gpu")
+_ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+# Training jobs, models, endpoints and their configs: 1-63 alphanumerics and hyphens.
+_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+
+
+def ecr_image(uri: str, what: str = "image") -> str:
+    """An ECR image URI: ``<account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag]``.
+
+    SageMaker pulls training and serving images from ECR only, so anything else (a
+    Docker Hub name, a local tag, a registry on localhost) is refused here.
+    """
+    if not _ECR_IMAGE.match(uri or ""):
+        raise LauncherError(
+            f"{what} {uri!r} is not an ECR image URI (<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>); "
+            "SageMaker pulls only from ECR: push with scripts/build_and_push.sh and use the URI it prints"
+        )
+    return uri
+
+
+def ecr_region(uri: str) -> str:
+    """The region of an ECR image URI (SageMaker needs the image in the job's region)."""
+    return _ECR_IMAGE.match(uri).group("region")
+
+
+def s3_uri(uri: str, what: str) -> str:
+    """``s3://bucket[/key]`` with a valid bucket name; returned without a trailing slash."""
+    parsed = urlparse(uri or "")
+    if parsed.scheme != "s3" or not _S3_BUCKET.match(parsed.netloc) or ".." in parsed.netloc:
+        raise LauncherError(f"{what} {uri!r} is not an S3 URI like s3://my-bucket/dogbreed/train")
+    return uri.rstrip("/")
+
+
+def local_dir(uri: str, what: str) -> str:
+    """A ``file://`` URI (or a plain path) of an existing local directory, as an absolute path.
+
+    ModelTrainer's local mode takes plain paths (it refuses ``file://``)."""
+    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+    if not path.is_dir():
+        raise LauncherError(f"{what} {uri!r}: no such local directory")
+    return str(path.resolve())
+
+
+def instance_type(value: str, local: bool = False) -> str:
+    """``ml.<family>.<size>``, or ``local``/``local_gpu`` in local mode."""
+    if local:
+        if value not in LOCAL_INSTANCE_TYPES:
+            raise LauncherError(f"instance type {value!r}: local mode runs on 'local' or 'local_gpu'")
+        return value
+    if not _INSTANCE_TYPE.match(value or ""):
+        raise LauncherError(f"instance type {value!r} is not a SageMaker instance type like ml.g4dn.xlarge or ml.m5.large")
+    return value
+
+
+def role_arn(value: str | None) -> str:
+    """An IAM role ARN (the SageMaker execution role)."""
+    if not value:
+        raise LauncherError("no execution role: pass --role arn:aws:iam::<account>:role/<name> or set SAGEMAKER_ROLE_ARN")
+    if not _ROLE_ARN.match(value):
+        raise LauncherError(f"role {value!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
+    return value
+
+
+def resource_name(value: str, what: str, max_length: int = 63) -> str:
+    """A SageMaker resource name: letters, digits and hyphens, at most ``max_length``."""
+    if not value or len(value) > max_length or not _NAME.match(value):
+        raise LauncherError(f"{what} {value!r}: use 1-{max_length} letters, digits and hyphens, starting with a letter or digit")
+    return value
+
+
+def count(value: int, what: str) -> int:
+    if value < 1:
+        raise LauncherError(f"{what} must be at least 1, not {value}")
+    return value
+
+
+def unique_name(base: str, max_length: int = 63) -> str:
+    """``<base>-<UTC timestamp>-<random>``, cut to fit: SageMaker names are unique per account."""
+    import secrets
+    import time
+
+    suffix = f"-{time.strftime('%y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+    return base[: max_length - len(suffix)].rstrip("-") + suffix
