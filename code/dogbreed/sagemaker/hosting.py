@@ -89,22 +89,24 @@ def model_artifacts(model_data: str, boto_session) -> str:
 
 
 def deploy(spec: DeploySpec, boto_session, wait: bool = True) -> str:
-    """Create model, endpoint config and endpoint (all named ``spec.name``); returns the endpoint name."""
-    from sagemaker.core import shapes
-    from sagemaker.core.resources import Endpoint, EndpointConfig, Model
+    """Create model, endpoint config and endpoint (all named ``spec.name``); returns the endpoint name.
 
-    region = boto_session.region_name
+    Requests are built from ``sagemaker.core.shapes`` and sent with the plain client: the
+    SDK's ``Model.create`` re-reads the model and rejects some valid DescribeModel answers.
+    """
+    from sagemaker.core import shapes
+    from sagemaker.core.utils.utils import serialize
+
+    client = boto_session.client("sagemaker")
     model_data = model_artifacts(spec.model_data, boto_session)
-    Model.create(
-        model_name=spec.name,
-        primary_container=shapes.ContainerDefinition(image=spec.image, model_data_url=model_data),
-        execution_role_arn=spec.role,
-        session=boto_session,
-        region=region,
-    )
-    EndpointConfig.create(
-        endpoint_config_name=spec.name,
-        production_variants=[
+    client.create_model(**serialize({
+        "ModelName": spec.name,
+        "PrimaryContainer": shapes.ContainerDefinition(image=spec.image, model_data_url=model_data),
+        "ExecutionRoleArn": spec.role,
+    }))
+    client.create_endpoint_config(**serialize({
+        "EndpointConfigName": spec.name,
+        "ProductionVariants": [
             shapes.ProductionVariant(
                 variant_name=VARIANT,
                 model_name=spec.name,
@@ -112,14 +114,11 @@ def deploy(spec: DeploySpec, boto_session, wait: bool = True) -> str:
                 instance_type=spec.instance_type,
             )
         ],
-        session=boto_session,
-        region=region,
-    )
-    endpoint = Endpoint.create(endpoint_name=spec.name, endpoint_config_name=spec.name, session=boto_session,
-                               region=region)
+    }))
+    client.create_endpoint(EndpointName=spec.name, EndpointConfigName=spec.name)
     # A scalable target can only be registered for a variant that exists, i.e. InService.
     if wait or spec.autoscaling:
-        endpoint.wait_for_status(target_status="InService")
+        client.get_waiter("endpoint_in_service").wait(EndpointName=spec.name, WaiterConfig={"Delay": 30, "MaxAttempts": 60})
     if spec.autoscaling:
         enable_autoscaling(spec.name, spec.autoscaling, boto_session)
     return spec.name

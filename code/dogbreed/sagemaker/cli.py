@@ -1,0 +1,239 @@
+"""``python -m dogbreed.sagemaker <command>``: train, tune, best, deploy, predict, delete.
+
+Every argument is validated before the first AWS call, so a typo creates nothing. AWS
+settings come from the usual places (AWS_PROFILE, AWS_REGION/AWS_DEFAULT_REGION,
+AWS_ENDPOINT_URL, ~/.aws); images and the role may also come from TRAIN_IMAGE_URI,
+SERVE_IMAGE_URI and SAGEMAKER_ROLE_ARN (what scripts/build_and_push.sh prints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, Sequence
+
+from dogbreed.sagemaker import hosting, training, tuning
+from dogbreed.sagemaker.uris import LauncherError
+
+SessionFactory = Callable[[], object]
+
+
+def default_session():
+    """A boto3 session; a missing region is an error here rather than deep in the SDK."""
+    import boto3
+
+    session = boto3.Session()
+    if not session.region_name:
+        raise LauncherError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or 'aws configure set region ...'")
+    return session
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--role", default=os.environ.get("SAGEMAKER_ROLE_ARN"),
+                        help="SageMaker execution role ARN (default: $SAGEMAKER_ROLE_ARN)")
+
+
+def _add_training(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", default=os.environ.get("TRAIN_IMAGE_URI"),
+                        help="training image: ECR URI (default: $TRAIN_IMAGE_URI); with --local a local tag")
+    for channel in training.CHANNELS:
+        parser.add_argument(f"--{channel}", required=True, help=f"{channel} split: s3:// prefix (with --local a directory)")
+    parser.add_argument("--pretrained", help="optional 'pretrained' channel holding torchvision's .pth weights")
+    parser.add_argument("--output", required=True,
+                        help="s3:// prefix for model.tar.gz, checkpoints and Debugger output (with --local a directory)")
+    parser.add_argument("--instance-type", default=None, help=f"default {training.DEFAULT_INSTANCE_TYPE} ('local' with --local)")
+    parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
+                        help="hyperparameter passed to the training code, repeatable (e.g. --hp epochs=10)")
+    parser.add_argument("--no-spot", dest="spot", action="store_false", help="on-demand instead of managed spot")
+    parser.add_argument("--max-run", type=int, default=4 * 3600, help="seconds of training at most (default 4 h)")
+    parser.add_argument("--max-wait", type=int, default=8 * 3600, help="spot: seconds including waiting for capacity")
+    parser.add_argument("--checkpoint-uri", help="s3:// prefix for checkpoints (default <output>/<job>/checkpoints)")
+    parser.add_argument("--job-name", help="default dogbreed-<timestamp>-<random>")
+
+
+def _training_spec(args: argparse.Namespace, local: bool) -> training.TrainingSpec:
+    if not args.image:
+        raise LauncherError("no training image: pass --image or set TRAIN_IMAGE_URI")
+    return training.TrainingSpec(
+        image=args.image,
+        channels={c: getattr(args, c) for c in training.CHANNELS},
+        output=args.output,
+        role=args.role,
+        instance_type=args.instance_type or ("local" if local else training.DEFAULT_INSTANCE_TYPE),
+        instance_count=args.instance_count,
+        hyperparameters=training.parse_hyperparameters(args.hp),
+        spot=args.spot,
+        max_run_seconds=args.max_run,
+        max_wait_seconds=args.max_wait,
+        checkpoint_uri=args.checkpoint_uri,
+        pretrained=args.pretrained,
+        debugger=getattr(args, "debugger", True),
+        job_name=args.job_name,
+        local=local,
+    )
+
+
+def cmd_train(args, session_factory: SessionFactory) -> int:
+    spec = _training_spec(args, args.local)
+    if args.local:
+        print(training.train_local(spec))
+        return 0
+    job = training.start_training_job(spec, session_factory(), wait=args.wait)
+    print(f"training job {spec.job_name} ({job.training_job_status})")
+    print(f"model: {spec.output}/{spec.job_name}/output/model.tar.gz")
+    return 0
+
+
+def cmd_tune(args, session_factory: SessionFactory) -> int:
+    spec = tuning.TuningSpec(
+        training=_training_spec(args, local=False),
+        lr_min=args.lr_min,
+        lr_max=args.lr_max,
+        batch_sizes=args.batch_sizes,
+        max_jobs=args.max_jobs,
+        max_parallel_jobs=args.max_parallel_jobs,
+        name=args.name,
+    )
+    tuning.start_tuning_job(spec, session_factory())
+    print(f"tuning job {spec.name}: python -m dogbreed.sagemaker best {spec.name}")
+    return 0
+
+
+def cmd_best(args, session_factory: SessionFactory) -> int:
+    best = tuning.best_training_job(args.tuning_job, session_factory())
+    print(f"tuning job {best.tuning_job} ({best.status})")
+    print(f"best training job {best.training_job}: {best.objective}={best.value:.4f}")
+    for name, value in sorted(best.hyperparameters.items()):
+        print(f"  {name}={value}")
+    return 0
+
+
+def _deploy_spec(args) -> hosting.DeploySpec:
+    if not args.image:
+        raise LauncherError("no serving image: pass --image or set SERVE_IMAGE_URI")
+    scaling = None
+    if args.max_instances is not None:
+        scaling = hosting.Autoscaling(args.min_instances, args.max_instances, args.invocations_per_instance)
+    return hosting.DeploySpec(
+        image=args.image, model_data=args.model, role=args.role, name=args.name,
+        instance_type=args.instance_type or ("local" if args.local else hosting.DEFAULT_INSTANCE_TYPE),
+        instance_count=args.instance_count, autoscaling=scaling, local=args.local,
+    )
+
+
+def cmd_deploy(args, session_factory: SessionFactory) -> int:
+    spec = _deploy_spec(args)
+    if args.local:
+        with hosting.LocalEndpoint(spec, port=args.port) as endpoint:
+            print(f"local endpoint {spec.name} on http://localhost:{args.port}/invocations", flush=True)
+            if args.predict:
+                print(hosting.format_prediction(endpoint.predict(args.predict)))
+            else:
+                _serve_until_interrupted()
+        return 0
+    hosting.deploy(spec, session_factory(), wait=args.wait)
+    print(f"endpoint {spec.name}")
+    return 0
+
+
+def _serve_until_interrupted() -> None:
+    import time
+
+    print("serving until Ctrl-C", file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_predict(args, session_factory: SessionFactory) -> int:
+    hosting.read_image(args.image)  # a missing file fails before any client exists
+    result = hosting.predict(args.endpoint, args.image, session_factory().client("sagemaker-runtime"))
+    print(json.dumps(result) if args.json else hosting.format_prediction(result))
+    return 0
+
+
+def cmd_delete(args, session_factory: SessionFactory) -> int:
+    for line in hosting.delete(args.endpoint, session_factory()):
+        print(f"deleted {line}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dogbreed.sagemaker", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    p = commands.add_parser("train", help="start a training job (managed spot, checkpoints, Debugger)")
+    _add_common(p)
+    _add_training(p)
+    p.add_argument("--no-debugger", dest="debugger", action="store_false", help="no Debugger hook, rules or profiler")
+    p.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
+    p.add_argument("--local", action="store_true", help="run in Docker on this machine with the SDK's local mode")
+    p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("tune", help="start a tuning job over lr and batch_size, maximising valid_accuracy")
+    _add_common(p)
+    _add_training(p)
+    p.add_argument("--lr-min", type=float, default=1e-4)
+    p.add_argument("--lr-max", type=float, default=1e-1)
+    p.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32, 64],
+                   help="comma-separated (default 16,32,64)")
+    p.add_argument("--max-jobs", type=int, default=10)
+    p.add_argument("--max-parallel-jobs", type=int, default=2)
+    p.add_argument("--name", help="tuning job name, at most 32 characters")
+    p.set_defaults(run=cmd_tune)
+
+    p = commands.add_parser("best", help="print a tuning job's best training job and its hyperparameters")
+    p.add_argument("tuning_job")
+    p.set_defaults(run=cmd_best)
+
+    p = commands.add_parser("deploy", help="model, endpoint config and real-time endpoint from a trained model")
+    _add_common(p)
+    p.add_argument("--image", default=os.environ.get("SERVE_IMAGE_URI"),
+                   help="serving image: ECR URI (default: $SERVE_IMAGE_URI); with --local a local tag")
+    p.add_argument("--model", required=True,
+                   help="training job name or s3://.../model.tar.gz (with --local a model.tar.gz file)")
+    p.add_argument("--name", help="endpoint (and model, config) name; default dogbreed-<timestamp>-<random>")
+    p.add_argument("--instance-type", default=None, help=f"default {hosting.DEFAULT_INSTANCE_TYPE} ('local' with --local)")
+    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--max-instances", type=int, help="enable autoscaling up to this many instances")
+    p.add_argument("--min-instances", type=int, default=1)
+    p.add_argument("--invocations-per-instance", type=float, default=100.0,
+                   help="autoscaling target: invocations per instance per minute")
+    p.add_argument("--no-wait", dest="wait", action="store_false", help="return before the endpoint is InService")
+    p.add_argument("--local", action="store_true", help="serve in Docker on this machine (LocalSession)")
+    p.add_argument("--port", type=int, default=8080, help="--local: host port")
+    p.add_argument("--predict", metavar="IMAGE", help="--local: predict this image, then stop the endpoint")
+    p.set_defaults(run=cmd_deploy)
+
+    p = commands.add_parser("predict", help="send an image to an endpoint and print breeds and probabilities")
+    p.add_argument("endpoint")
+    p.add_argument("image", help="a JPEG or PNG file")
+    p.add_argument("--json", action="store_true", help="print the endpoint's JSON answer")
+    p.set_defaults(run=cmd_predict)
+
+    p = commands.add_parser("delete", help="delete an endpoint, its config, its model and its autoscaling")
+    p.add_argument("endpoint")
+    p.set_defaults(run=cmd_delete)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, session_factory: SessionFactory = default_session) -> int:
+    """Run one command; exit status 2 for bad input, 1 for an AWS error."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args, session_factory)
+    except LauncherError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # botocore errors: the message is what the user needs
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, (ClientError, BotoCoreError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise

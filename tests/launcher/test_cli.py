@@ -1,0 +1,254 @@
+"""The launcher's commands against moto on 127.0.0.1: the exact requests, and bad input.
+
+Requests pass botocore's validation against the SageMaker, Application Auto Scaling and
+SageMaker Runtime service models (a malformed one raises before it is sent), then moto.
+Bad input must fail with a clear message and exit status 2 before ANY API call.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from dogbreed.sagemaker import cli
+from tests.launcher.aws import RecordingSession
+from tests.launcher.conftest import ACCOUNT, REGION, REPO
+
+IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-train:abc123"
+SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc123"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/dogbreed-sagemaker"
+DATA = "s3://dogbreed-data/dogImages"
+OUT = "s3://dogbreed-out/jobs"
+TRAIN_ARGS = ["--image", IMAGE, "--role", ROLE, "--train", f"{DATA}/train", "--valid", f"{DATA}/valid",
+              "--test", f"{DATA}/test", "--output", OUT]
+
+
+@pytest.fixture
+def aws(aws_env) -> RecordingSession:
+    return RecordingSession(REGION)
+
+
+def run(aws: RecordingSession, *argv: str) -> int:
+    return cli.main(list(argv), session_factory=aws.factory)
+
+
+def test_metric_definitions_import_without_torch():
+    """The launcher venv has no torch; dogbreed.metrics must import there."""
+    proc = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
+    assert proc.returncode != 0, "this venv must not have torch"
+    from dogbreed.metrics import METRIC_DEFINITIONS
+
+    names = {d["Name"] for d in METRIC_DEFINITIONS}
+    assert {"valid_accuracy", "valid_loss", "train_loss", "test_accuracy"} <= names
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "best", "deploy", "predict", "delete"])
+def test_every_command_has_help(command):
+    proc = subprocess.run([sys.executable, "-m", "dogbreed.sagemaker", command, "--help"], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: python -m dogbreed.sagemaker " + command in proc.stdout
+
+
+def test_the_launcher_never_imports_torch(aws_env):
+    code = "import sys, dogbreed.sagemaker.cli, dogbreed.sagemaker.training, dogbreed.sagemaker.hosting; " \
+           "import dogbreed.sagemaker.tuning, dogbreed.sagemaker.debugging; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_train_creates_a_spot_job_with_checkpoints_metrics_and_debugger(aws):
+    from dogbreed.metrics import METRIC_DEFINITIONS
+
+    code = run(aws, "train", *TRAIN_ARGS, "--pretrained", "s3://dogbreed-data/weights", "--instance-type",
+               "ml.g4dn.xlarge", "--instance-count", "2", "--hp", "epochs=10", "--hp", "arch=resnet50",
+               "--job-name", "dogbreed-test-1")
+    assert code == 0
+    request = aws.params("CreateTrainingJob")
+    assert request["TrainingJobName"] == "dogbreed-test-1"
+    assert request["AlgorithmSpecification"]["TrainingImage"] == IMAGE
+    assert request["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
+    assert request["RoleArn"] == ROLE
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+    assert channels == {"train": f"{DATA}/train", "valid": f"{DATA}/valid", "test": f"{DATA}/test",
+                        "pretrained": "s3://dogbreed-data/weights"}
+    assert request["ResourceConfig"]["InstanceType"] == "ml.g4dn.xlarge"
+    assert request["ResourceConfig"]["InstanceCount"] == 2
+    assert request["HyperParameters"] == {"epochs": "10", "arch": "resnet50"}
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
+    assert request["CheckpointConfig"] == {"S3Uri": f"{OUT}/dogbreed-test-1/checkpoints", "LocalPath": "/opt/ml/checkpoints"}
+    assert request["OutputDataConfig"]["S3OutputPath"] == OUT
+    rules = {r["RuleConfigurationName"]: r for r in request["DebugRuleConfigurations"]}
+    assert set(rules) == {"VanishingGradient", "Overfit", "Overtraining", "LossNotDecreasing", "PoorWeightInitialization"}
+    for rule in rules.values():
+        assert re.fullmatch(rf"\d{{12}}\.dkr\.ecr\.{REGION}\.amazonaws\.com/sagemaker-debugger-rules:latest",
+                            rule["RuleEvaluatorImage"])
+        assert rule["RuleParameters"]["rule_to_invoke"] == rule["RuleConfigurationName"]
+    assert request["DebugHookConfig"]["S3OutputPath"] == f"{OUT}/dogbreed-test-1/debug-output"
+    assert request["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
+    assert request["ProfilerRuleConfigurations"][0]["RuleConfigurationName"] == "ProfilerReport"
+    # moto holds the job as created.
+    described = aws.session.client("sagemaker").describe_training_job(TrainingJobName="dogbreed-test-1")
+    assert described["AlgorithmSpecification"]["TrainingImage"] == IMAGE
+
+
+def test_train_on_demand_without_debugger(aws):
+    assert run(aws, "train", *TRAIN_ARGS, "--no-spot", "--no-debugger", "--job-name", "dogbreed-test-2") == 0
+    request = aws.params("CreateTrainingJob")
+    assert request["EnableManagedSpotTraining"] is False
+    assert "MaxWaitTimeInSeconds" not in request["StoppingCondition"]
+    assert "DebugHookConfig" not in request and "DebugRuleConfigurations" not in request
+    assert request["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+
+
+def test_tune_searches_lr_log_scale_and_batch_size_for_valid_accuracy(aws):
+    code = run(aws, "tune", *TRAIN_ARGS, "--hp", "epochs=5", "--max-jobs", "12", "--max-parallel-jobs", "3",
+               "--lr-min", "0.0001", "--lr-max", "0.05", "--batch-sizes", "16,32", "--name", "dogbreed-hpo-1")
+    assert code == 0
+    request = aws.params("CreateHyperParameterTuningJob")
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "valid_accuracy"}
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 12, "MaxParallelTrainingJobs": 3}
+    assert config["ParameterRanges"]["ContinuousParameterRanges"] == [
+        {"Name": "lr", "MinValue": "0.0001", "MaxValue": "0.05", "ScalingType": "Logarithmic"}]
+    assert config["ParameterRanges"]["CategoricalParameterRanges"] == [{"Name": "batch_size", "Values": ["16", "32"]}]
+    assert config["TrainingJobEarlyStoppingType"] == "Auto"
+    definition = request["TrainingJobDefinition"]
+    assert definition["StaticHyperParameters"] == {"epochs": "5"}
+    assert definition["AlgorithmSpecification"]["TrainingImage"] == IMAGE
+    assert any(m["Name"] == "valid_accuracy" for m in definition["AlgorithmSpecification"]["MetricDefinitions"])
+    assert definition["EnableManagedSpotTraining"] is True
+    assert definition["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+
+
+def test_best_prints_the_best_job_and_its_hyperparameters(aws, capsys):
+    aws.canned[("api.sagemaker", "DescribeHyperParameterTuningJob")] = {
+        "HyperParameterTuningJobName": "dogbreed-hpo-1",
+        "HyperParameterTuningJobStatus": "Completed",
+        "BestTrainingJob": {
+            "TrainingJobName": "dogbreed-hpo-1-007-abcd",
+            "TunedHyperParameters": {"lr": "0.0031", "batch_size": '"32"'},
+            "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": 0.9125},
+        },
+    }
+    assert run(aws, "best", "dogbreed-hpo-1") == 0
+    out = capsys.readouterr().out
+    assert "dogbreed-hpo-1-007-abcd: valid_accuracy=0.9125" in out
+    assert "  batch_size=32\n  lr=0.0031" in out
+    assert aws.params("DescribeHyperParameterTuningJob") == {"HyperParameterTuningJobName": "dogbreed-hpo-1"}
+
+
+def test_best_before_any_job_finished_says_so(aws, capsys):
+    aws.canned[("api.sagemaker", "DescribeHyperParameterTuningJob")] = {
+        "HyperParameterTuningJobName": "dogbreed-hpo-1", "HyperParameterTuningJobStatus": "InProgress"}
+    assert run(aws, "best", "dogbreed-hpo-1") == 2
+    assert "no completed training job yet" in capsys.readouterr().err
+
+
+def test_deploy_with_autoscaling_then_predict_then_delete(aws, tmp_path, capsys):
+    model = "s3://dogbreed-out/jobs/dogbreed-test-1/output/model.tar.gz"
+    code = run(aws, "deploy", "--image", SERVE, "--role", ROLE, "--model", model, "--name", "dogbreed-ep",
+               "--instance-type", "ml.m5.large", "--instance-count", "1", "--min-instances", "1",
+               "--max-instances", "4", "--invocations-per-instance", "250")
+    assert code == 0
+    assert aws.params("CreateModel")["PrimaryContainer"] == {"Image": SERVE, "ModelDataUrl": model}
+    assert aws.params("CreateModel")["ExecutionRoleArn"] == ROLE
+    variant = aws.params("CreateEndpointConfig")["ProductionVariants"][0]
+    assert variant == {"VariantName": "AllTraffic", "ModelName": "dogbreed-ep", "InitialInstanceCount": 1,
+                       "InstanceType": "ml.m5.large"}
+    assert aws.params("CreateEndpoint") == {"EndpointName": "dogbreed-ep", "EndpointConfigName": "dogbreed-ep"}
+    target = aws.params("RegisterScalableTarget")
+    assert target == {"ServiceNamespace": "sagemaker", "ResourceId": "endpoint/dogbreed-ep/variant/AllTraffic",
+                      "ScalableDimension": "sagemaker:variant:DesiredInstanceCount", "MinCapacity": 1, "MaxCapacity": 4}
+    policy = aws.params("PutScalingPolicy")
+    assert policy["PolicyType"] == "TargetTrackingScaling"
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["TargetValue"] == 250.0
+    assert tracking["PredefinedMetricSpecification"] == {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}
+    ops = aws.operations()
+    assert ops.index("CreateEndpoint") < ops.index("RegisterScalableTarget")
+
+    photo = tmp_path / "dog.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    answer = {"predicted_class": 1, "predicted_label": "Siberian husky", "top_k": [
+        {"class": 1, "label": "Siberian husky", "probability": 0.91},
+        {"class": 0, "label": "Beagle", "probability": 0.06}]}
+    aws.canned[("runtime.sagemaker", "InvokeEndpoint")] = {"Body": json.dumps(answer).encode(),
+                                                           "ContentType": "application/json"}
+    capsys.readouterr()
+    assert run(aws, "predict", "dogbreed-ep", str(photo)) == 0
+    assert capsys.readouterr().out.splitlines() == ["Siberian husky  0.910", "Beagle          0.060"]
+    invoke = aws.params("InvokeEndpoint")
+    assert invoke["ContentType"] == "image/jpeg" and invoke["Body"] == photo.read_bytes()
+    assert invoke["EndpointName"] == "dogbreed-ep"
+
+    assert run(aws, "delete", "dogbreed-ep") == 0
+    out = capsys.readouterr().out
+    for thing in ("scalable target endpoint/dogbreed-ep/variant/AllTraffic", "endpoint dogbreed-ep",
+                  "endpoint config dogbreed-ep", "model dogbreed-ep"):
+        assert f"deleted {thing}\n" in out
+    client = aws.session.client("sagemaker")
+    assert client.list_endpoints(NameContains="dogbreed-ep")["Endpoints"] == []
+    assert client.list_models(NameContains="dogbreed-ep")["Models"] == []
+
+
+def test_deploy_from_a_training_job_name_uses_its_model_artifacts(aws):
+    assert run(aws, "train", *TRAIN_ARGS, "--job-name", "dogbreed-test-3") == 0
+    described = aws.session.client("sagemaker").describe_training_job(TrainingJobName="dogbreed-test-3")
+    assert run(aws, "deploy", "--image", SERVE, "--role", ROLE, "--model", "dogbreed-test-3", "--name", "ep-3") in (0, 2)
+    if described["TrainingJobStatus"] == "Completed":  # moto completes jobs at once
+        assert aws.params("CreateModel")["PrimaryContainer"]["ModelDataUrl"] == \
+            described["ModelArtifacts"]["S3ModelArtifacts"]
+    else:
+        assert "CreateModel" not in aws.operations()
+
+
+BAD_INPUT = [
+    ("non-ECR training image", ["train", *TRAIN_ARGS, "--image", "docker.io/library/dogbreed-train:latest"],
+     "not an ECR image URI"),
+    ("local tag as training image", ["train", *TRAIN_ARGS, "--image", "dogbreed-train:latest"], "not an ECR image URI"),
+    ("bad S3 URI", ["train", *TRAIN_ARGS, "--train", "s3:/dogbreed-data/train"], "not an S3 URI"),
+    ("S3 bucket with capitals", ["train", *TRAIN_ARGS, "--valid", "s3://Dogbreed/valid"], "not an S3 URI"),
+    ("https output", ["train", *TRAIN_ARGS, "--output", "https://example.com/out"], "not an S3 URI"),
+    ("bad instance type", ["train", *TRAIN_ARGS, "--instance-type", "g4dn.xlarge"], "not a SageMaker instance type"),
+    ("bad instance type (deploy)", ["deploy", "--image", SERVE, "--role", ROLE, "--model", "s3://b-1/m.tar.gz",
+                                    "--instance-type", "ml.m5"], "not a SageMaker instance type"),
+    ("no role", ["train", *TRAIN_ARGS, "--role", ""], "no execution role"),
+    ("bad role", ["train", *TRAIN_ARGS, "--role", "dogbreed-role"], "not an IAM role ARN"),
+    ("bad hyperparameter", ["train", *TRAIN_ARGS, "--hp", "epochs"], "not name=value"),
+    ("spot max-wait below max-run", ["train", *TRAIN_ARGS, "--max-run", "7200", "--max-wait", "3600"], "--max-wait"),
+    ("tuned hp also static", ["tune", *TRAIN_ARGS, "--hp", "lr=0.1"], "are tuned"),
+    ("parallel above max jobs", ["tune", *TRAIN_ARGS, "--max-jobs", "2", "--max-parallel-jobs", "3"], "cannot exceed"),
+    ("tuning name too long", ["tune", *TRAIN_ARGS, "--name", "x" * 33], "tuning job name"),
+    ("non-ECR serving image", ["deploy", "--image", "dogbreed-serve:latest", "--role", ROLE, "--model",
+                               "s3://b-1/model.tar.gz"], "not an ECR image URI"),
+    ("model not a tarball", ["deploy", "--image", SERVE, "--role", ROLE, "--model", "s3://b-1/model/"], "model.tar.gz"),
+    ("autoscaling max below min", ["deploy", "--image", SERVE, "--role", ROLE, "--model", "s3://b-1/m.tar.gz",
+                                   "--min-instances", "3", "--max-instances", "2"], "--max-instances"),
+    ("missing image file", ["predict", "dogbreed-ep", "/nonexistent/dog.jpg"], "no such file"),
+    ("not an image", ["predict", "dogbreed-ep", str(REPO / "pyproject.toml")], "send a JPEG or PNG"),
+    ("bad endpoint name", ["delete", "dogbreed_ep!"], "endpoint name"),
+    ("local data missing", ["train", "--local", "--image", "dogbreed-train:latest", "--train", "/nonexistent",
+                            "--valid", "/nonexistent", "--test", "/nonexistent", "--output", "/tmp/x"],
+     "no such local directory"),
+]
+
+
+@pytest.mark.parametrize("case, argv, message", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_fails_clearly_before_any_api_call(aws, capsys, case, argv, message):
+    assert run(aws, *argv) == 2, case
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert "Traceback" not in err
+    assert aws.calls == [], f"{case}: API calls were made: {aws.operations()}"
+
+
+def test_an_aws_error_is_reported_without_a_traceback(aws, capsys):
+    assert run(aws, "delete", "no-such-endpoint") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no-such-endpoint" in err
