@@ -1,0 +1,73 @@
+"""train --local and deploy --local through the SDK's local mode, on the real photos.
+
+ModelTrainer(Mode.LOCAL_CONTAINER) runs dogbreed-train:latest over the dogs-3breeds
+splits (local directories) plus a `pretrained` channel holding random ResNet18 weights
+under torchvision's file name (nothing can be downloaded); LocalSession serves the
+resulting model.tar.gz with dogbreed-serve:latest, and a real photo gets a breed back.
+One epoch, num_workers=0 (the SDK's compose file sets no shm_size, and Docker's 64 MB
+/dev/shm is too small for DataLoader workers): about a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tarfile
+
+import pytest
+
+from dogbreed.sagemaker import cli
+from tests.launcher.conftest import REPO, free_port
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+BREEDS = {"Beagle", "Siberian husky", "Toy poodle"}
+
+
+@pytest.fixture(scope="module")
+def pretrained_dir(tmp_path_factory):
+    """Random ResNet18 weights made with torch in the training venv (.venv), not this one."""
+    python = REPO / ".venv" / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} is missing: `make venv` creates it (torch writes the stand-in weights)")
+    directory = tmp_path_factory.mktemp("pretrained")
+    script = ("import sys, torch, torchvision; torch.manual_seed(0); "
+              "torch.save(torchvision.models.resnet18().state_dict(), sys.argv[1])")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # that venv's own torch
+    subprocess.run([str(python), "-c", script, str(directory / "resnet18-f37072fd.pth")], check=True, timeout=300,
+                   env=env)
+    return directory
+
+
+def test_train_local_then_deploy_local_predicts_a_breed(aws_env, dogs3, train_image, serve_image, pretrained_dir,
+                                                        real_photos, tmp_path, capsys):
+    root = tmp_path / "local"
+    code = cli.main(["train", "--local", "--image", train_image,
+                     "--train", f"file://{dogs3 / 'train'}", "--valid", f"file://{dogs3 / 'valid'}",
+                     "--test", f"file://{dogs3 / 'test'}", "--pretrained", f"file://{pretrained_dir}",
+                     "--output", str(root),
+                     "--hp", "arch=resnet18", "--hp", "epochs=1", "--hp", "batch_size=32", "--hp", "num_workers=0"])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    model = root / "compressed_artifacts" / "model.tar.gz"
+    assert out.strip().splitlines()[-1] == str(model)
+    assert "valid_accuracy=" in out  # the job's metric line, streamed from the container
+    with tarfile.open(model) as tar:
+        assert {"model.onnx", "model.json"} <= set(tar.getnames())
+
+    photo = next(p for p in real_photos if "Siberian" in p.parent.name)
+    code = cli.main(["deploy", "--local", "--image", serve_image, "--model", str(model), "--name", "dogbreed-local",
+                     "--port", str(free_port()), "--predict", str(photo)])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    # One "<breed>  <probability>" line per breed, most probable first (Docker's own
+    # output goes to the same stdout).
+    rows = [m.groups() for m in re.finditer(r"^(\S.*?)\s+([01]\.\d{3})$", out, re.MULTILINE)]
+    labels = [label for label, _ in rows]
+    probabilities = [float(p) for _, p in rows]
+    assert set(labels) == BREEDS, out[-2000:]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert abs(sum(probabilities) - 1) < 0.01
+    # The container is gone after the command.
+    ps = subprocess.run(["docker", "ps", "--format", "{{.Image}}"], capture_output=True, text=True).stdout
+    assert "dogbreed-local" not in ps
