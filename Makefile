@@ -82,3 +82,23 @@ lock:  ## re-pin docker/*/requirements.lock and requirements-dev.lock from the .
 
 clean:  ## remove build/ (local /opt/ml trees, samples)
 	rm -rf build
+
+# The SageMaker launcher (python -m dogbreed.sagemaker) has its own venv: the SDK 3.x
+# needs a newer protobuf than smdebug (in .venv) allows.
+LAUNCHER_VENV ?= .venv-launcher
+LAUNCHER_PY := $(LAUNCHER_VENV)/bin/python
+
+.PHONY: launcher-venv test-launcher push
+
+launcher-venv: $(LAUNCHER_VENV)/.installed  ## the SageMaker launcher's environment (requirements-launcher.lock)
+$(LAUNCHER_VENV)/.installed: requirements-launcher.lock pyproject.toml
+	test -x $(LAUNCHER_PY) || python3 -m venv $(LAUNCHER_VENV)
+	$(LAUNCHER_PY) -m pip install -q --require-hashes -r requirements-launcher.lock
+	$(LAUNCHER_PY) -m pip install -q --no-deps -e .
+	touch $@
+
+test-launcher: launcher-venv venv  ## launcher tests: moto, a local registry, SageMaker local mode (needs make build)
+	$(LAUNCHER_PY) -m pytest tests/launcher $(PYTEST_ARGS)
+
+push:  ## build both images and push them to ECR (scripts/build_and_push.sh)
+	scripts/build_and_push.sh
