@@ -55,8 +55,11 @@ train-local:  ## train in the container on DATA (a dogImages-style folder) over 
 serve:  ## serve the model of the last train-local run on localhost:8080
 	$(COMPOSE) up serve
 
-sample:  ## generate the demo data set into build/sample
-	PYTHONPATH=code python3 -m dogbreed.sample build/sample
+SAMPLE ?= build/sample
+sample:  ## generate the demo data set into $(SAMPLE) (runs in the training image: needs Pillow)
+	mkdir -p $(dir $(abspath $(SAMPLE)))
+	docker run --rm --user $$(id -u):$$(id -g) -v $(dir $(abspath $(SAMPLE))):/out dogbreed-train:latest \
+	  python -m dogbreed.sample /out/$(notdir $(abspath $(SAMPLE))) --per-class 100
 
 demo:  ## the whole product on a fresh machine: build, train, serve, predict
 	scripts/demo.sh

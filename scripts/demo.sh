@@ -21,12 +21,17 @@ make --no-print-directory build
 
 if [ -z "${DEMO_DATA:-}" ] && [ ! -d "$data/train" ]; then
     step "generating the sample data set in $data"
-    PYTHONPATH=code python3 -m dogbreed.sample "$data" --per-class 100
+    make --no-print-directory sample SAMPLE="$data"
 fi
 
 step "training in the container ($hp)"
 make --no-print-directory train-local DATA="$data" HP="$hp" OPT_ML="$opt_ml"
-grep -h "test_accuracy=" "$opt_ml/output/data/metrics.json" >/dev/null 2>&1 || true
+
+python3 - "$opt_ml/model/model.json" <<'PY'
+import json, sys
+metrics = json.load(open(sys.argv[1]))["metrics"]
+print("final metrics:", "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+PY
 
 step "serving $opt_ml/model on localhost:$port"
 docker rm -f "$name" >/dev/null 2>&1 || true

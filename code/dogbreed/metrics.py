@@ -13,9 +13,9 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-import torch
+# No torch here: the SageMaker launcher, which has no torch, imports METRIC_DEFINITIONS.
 
 EPOCH_METRICS = (
     "epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "images_per_sec", "epoch_seconds",
@@ -42,17 +42,18 @@ def format_metrics(values: Mapping[str, float]) -> str:
     return " ".join(f"{k}={_FORMATS.get(k, '{:.4f}').format(v)}" for k, v in values.items())
 
 
-def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``matrix[true, predicted]`` counts."""
-    index = labels.to(torch.int64) * num_classes + predictions.to(torch.int64)
-    return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+def confusion_matrix(labels: Iterable[int], predictions: Iterable[int], num_classes: int) -> list[list[int]]:
+    """``matrix[true][predicted]`` counts, as plain lists (they go into checkpoints and JSON)."""
+    matrix = [[0] * num_classes for _ in range(num_classes)]
+    for true, predicted in zip(labels, predictions):
+        matrix[int(true)][int(predicted)] += 1
+    return matrix
 
 
-def write_reports(output_dir: Path, split: str, matrix: torch.Tensor, classes: Sequence[str]) -> None:
+def write_reports(output_dir: Path, split: str, counts: Sequence[Sequence[int]], classes: Sequence[str]) -> None:
     """``<output_dir>/<split>/confusion_matrix.csv`` and ``per_class_accuracy.csv``."""
     directory = Path(output_dir) / split
     directory.mkdir(parents=True, exist_ok=True)
-    counts = matrix.tolist()
     with open(directory / "confusion_matrix.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *classes])

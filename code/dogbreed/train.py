@@ -152,7 +152,7 @@ def evaluate(model, loader, split, criterion, device, num_classes, hook, stop, a
     return {
         "loss": loss_sum.item() / len(labels),
         "accuracy": (labels == preds).float().mean().item(),
-        "matrix": confusion_matrix(labels, preds, num_classes),
+        "matrix": confusion_matrix(labels.tolist(), preds.tolist(), num_classes),
     }
 
 

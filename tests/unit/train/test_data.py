@@ -3,7 +3,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import CLASS_DIRS, make_split
+from tests.unit.train.conftest import CLASS_DIRS, make_split
 from dogbreed.data import (
     EvalTransform, class_name, collate_skip_unreadable, make_loader, scan_split, train_transform,
 )

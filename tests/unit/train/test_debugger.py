@@ -3,7 +3,7 @@ import math
 import subprocess
 import sys
 
-from conftest import fast_args
+from tests.unit.train.conftest import fast_args
 from dogbreed.debugger import NoHook, SmdebugHook, create_hook
 from dogbreed.model import build_model
 from dogbreed.train import main

@@ -9,13 +9,13 @@ import time
 
 import torch
 
-from conftest import CLASS_DIRS, fast_args
+from tests.unit.train.conftest import CLASS_DIRS, fast_args
 from dogbreed.artifacts import ModelMetadata
 from dogbreed.checkpoints import load_checkpoint
 from dogbreed.failure import EXIT_SIGTERM
 from dogbreed.metrics import METRIC_DEFINITIONS
 from dogbreed.train import main
-from test_data import add_corrupt_images
+from tests.unit.train.test_data import add_corrupt_images
 
 
 def metric_values(text: str) -> dict[str, list[float]]:
