@@ -79,8 +79,19 @@ def registry_digest(host: str, repository: str, tag: str) -> str:
         return response.headers["Docker-Content-Digest"]
 
 
+@pytest.fixture
+def untag_pushed(registry):
+    """Remove the registry-named tags the test leaves in the local engine, pass or fail."""
+    yield
+    names = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
+                           text=True).stdout.split()
+    mine = [n for n in names if n.startswith(f"{registry.host}/")]
+    if mine:
+        docker("rmi", *mine, check=False)
+
+
 def test_pushes_both_images_tagged_with_the_commit_and_pulls_back_identical(
-    aws_env, registry, serve_image, tiny_image, tmp_path
+    aws_env, registry, serve_image, tiny_image, tmp_path, untag_pushed
 ):
     before = expected_tag()
     proc = run_script({"ECR_REGISTRY": registry.host, "TRAIN_IMAGE": tiny_image, "SERVE_IMAGE": serve_image},

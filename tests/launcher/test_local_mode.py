@@ -24,6 +24,27 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 BREEDS = {"Beagle", "Siberian husky", "Toy poodle"}
 
 
+def running(image: str) -> set[str]:
+    return set(subprocess.run(["docker", "ps", "-q", "--filter", f"ancestor={image}"], capture_output=True,
+                              text=True).stdout.split())
+
+
+@pytest.fixture
+def remove_sdk_containers(train_image, serve_image):
+    """The SDK's local mode leaves its stopped compose containers behind: remove this test's."""
+    def exited() -> set[str]:
+        ids = set()
+        for image in (train_image, serve_image):
+            ids |= set(subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={image}", "--filter",
+                                       "status=exited"], capture_output=True, text=True).stdout.split())
+        return ids
+    before = exited()
+    yield
+    new = exited() - before
+    if new:
+        subprocess.run(["docker", "rm", *new], capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def pretrained_dir(tmp_path_factory):
     """Random ResNet18 weights made with torch in the training venv (.venv), not this one."""
@@ -40,7 +61,7 @@ def pretrained_dir(tmp_path_factory):
 
 
 def test_train_local_then_deploy_local_predicts_a_breed(aws_env, dogs3, train_image, serve_image, pretrained_dir,
-                                                        real_photos, tmp_path, capsys):
+                                                        real_photos, tmp_path, capsys, remove_sdk_containers):
     root = tmp_path / "local"
     code = cli.main(["train", "--local", "--image", train_image,
                      "--train", f"file://{dogs3 / 'train'}", "--valid", f"file://{dogs3 / 'valid'}",
@@ -56,6 +77,7 @@ def test_train_local_then_deploy_local_predicts_a_breed(aws_env, dogs3, train_im
         assert {"model.onnx", "model.json"} <= set(tar.getnames())
 
     photo = next(p for p in real_photos if "Siberian" in p.parent.name)
+    serving_before = running(serve_image)  # other suites may serve concurrently
     code = cli.main(["deploy", "--local", "--image", serve_image, "--model", str(model), "--name", "dogbreed-local",
                      "--port", str(free_port()), "--predict", str(photo)])
     out = capsys.readouterr().out
@@ -69,5 +91,4 @@ def test_train_local_then_deploy_local_predicts_a_breed(aws_env, dogs3, train_im
     assert probabilities == sorted(probabilities, reverse=True)
     assert abs(sum(probabilities) - 1) < 0.01
     # The container is gone after the command.
-    ps = subprocess.run(["docker", "ps", "--format", "{{.Image}}"], capture_output=True, text=True).stdout
-    assert "dogbreed-local" not in ps
+    assert running(serve_image) <= serving_before, "the local endpoint's container still runs"
