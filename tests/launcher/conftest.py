@@ -18,8 +18,11 @@ from typing import Iterator
 
 import pytest
 
-pytest.importorskip("sagemaker.train", reason="launcher tests run in .venv-launcher: make test-launcher")
-pytest.importorskip("moto", reason="launcher tests run in .venv-launcher: make test-launcher")
+
+def require_launcher_venv() -> None:
+    """Skip a test module outside .venv-launcher (the SDK 3.x and moto live only there)."""
+    for module in ("sagemaker.train", "moto"):
+        pytest.importorskip(module, reason="launcher tests run in .venv-launcher: make test-launcher")
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"

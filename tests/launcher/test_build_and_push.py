@@ -20,6 +20,10 @@ import uuid
 import boto3
 import pytest
 
+from tests.launcher.conftest import require_launcher_venv
+
+require_launcher_venv()
+
 from tests.launcher.conftest import ACCOUNT, REGION, REPO
 
 pytestmark = pytest.mark.docker

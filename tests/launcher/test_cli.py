@@ -14,6 +14,10 @@ import sys
 
 import pytest
 
+from tests.launcher.conftest import require_launcher_venv
+
+require_launcher_venv()
+
 from dogbreed.sagemaker import cli
 from tests.launcher.aws import RecordingSession
 from tests.launcher.conftest import ACCOUNT, REGION, REPO

@@ -17,6 +17,10 @@ import tarfile
 
 import pytest
 
+from tests.launcher.conftest import require_launcher_venv
+
+require_launcher_venv()
+
 from dogbreed.sagemaker import cli
 from tests.launcher.conftest import REPO, free_port
 
