@@ -71,14 +71,16 @@ $(VENV)/.installed: requirements-dev.lock pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-test: venv build  ## the whole test suite: unit tests and container tests
-	$(PY) -m pytest $(PYTEST_ARGS)
+# tests/launcher runs in its own venv (see test-launcher below).
+test: venv build  ## the whole test suite: launcher, unit and container tests (what CI runs)
+	$(MAKE) --no-print-directory test-launcher
+	$(PY) -m pytest --ignore=tests/launcher $(PYTEST_ARGS)
 
 test-unit: venv  ## unit tests only (no Docker)
-	$(PY) -m pytest -m "not docker" $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/launcher -m "not docker" $(PYTEST_ARGS)
 
-lock:  ## re-pin docker/*/requirements.lock and requirements-dev.lock from the .in files
-	for f in docker/train/requirements docker/serve/requirements requirements-dev; do \
+lock:  ## re-pin every *.lock from its .in file (needs uv: pip install uv)
+	for f in docker/train/requirements docker/serve/requirements requirements-dev requirements-launcher; do \
 	  UV_NATIVE_TLS=1 uv pip compile -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	    --generate-hashes --no-header --index-url https://pypi.org/simple $$f.in -o $$f.lock || exit 1; \
 	done
