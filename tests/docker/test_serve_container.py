@@ -130,6 +130,31 @@ def test_real_photos_name_a_breed(server, real_photos, classes):
         check_prediction(server.invoke(path.read_bytes()), classes, k=min(5, len(classes)))
 
 
+def test_endpoint_answers_what_the_trained_pytorch_model_predicts(server, real_photos, trained_model_dir):
+    """Both images end to end: the training image's model.pt, run in PyTorch on its own
+    evaluation transform, and the serving image's answer over HTTP agree on real photos."""
+    import torch
+    import torchvision
+
+    from dogbreed.artifacts import TORCH_FILE, ModelMetadata
+    from dogbreed.data import EvalTransform
+    from dogbreed.images import open_image
+
+    meta = ModelMetadata.load(trained_model_dir)
+    net = getattr(torchvision.models, meta.arch)(num_classes=len(meta.classes))
+    net.load_state_dict(torch.load(Path(trained_model_dir) / TORCH_FILE, map_location="cpu", weights_only=True))
+    transform = EvalTransform(meta.preprocessing)
+    batch = torch.stack([transform(open_image(p)) for p in real_photos])
+    with torch.no_grad():
+        expected = torch.softmax(net.eval()(batch), dim=1)
+    k = len(meta.classes)
+    for path, probs in zip(real_photos, expected):
+        body = server.invoke(path.read_bytes(), headers={"X-Top-K": str(k)}).json()
+        assert body["predicted_class"] == int(probs.argmax()), path
+        for entry in body["top_k"]:
+            assert entry["probability"] == pytest.approx(float(probs[entry["class"]]), abs=1e-4), path
+
+
 def test_content_types_and_top_k(server, real_photos, classes):
     photo = real_photos[0].read_bytes()
     png = io.BytesIO()

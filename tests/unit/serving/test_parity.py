@@ -31,7 +31,8 @@ def test_tensors_match_torchvision(predictor, real_photos, torchvision_eval):
 
 
 def test_tensors_match_the_training_eval_dataset(predictor, real_photos, model_dir):
-    data = pytest.importorskip("dogbreed.data")
+    from dogbreed import data
+
     transform = data.EvalTransform(ModelMetadata.load(model_dir).preprocessing)
     dataset = data.ImageDataset([(p, 0) for p in real_photos], transform)
     for index, path in enumerate(real_photos):
