@@ -15,24 +15,12 @@ def make_model_dir(model_dir: Path, classes: list[str] = BREEDS, arch: str = "re
     import torchvision
 
     from dogbreed.artifacts import ModelMetadata
+    from dogbreed.export import export_model_dir
 
     torch.manual_seed(seed)
     model = torchvision.models.get_model(arch, weights=None, num_classes=len(classes)).eval()
-    metadata = ModelMetadata(arch=arch, classes=list(classes))
     model_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        from dogbreed.export import export_model_dir
-    except ImportError:  # the training side's exporter is not there yet
-        torch.save(model.state_dict(), model_dir / "model.pt")
-        size = metadata.preprocessing.crop_size
-        torch.onnx.export(
-            model, torch.zeros(1, 3, size, size), str(model_dir / "model.onnx"), dynamo=False,
-            opset_version=17, input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )
-        metadata.save(model_dir)
-    else:
-        export_model_dir(model, metadata, model_dir)
+    export_model_dir(model, ModelMetadata(arch=arch, classes=list(classes)), model_dir)
     return model
 
 
