@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,10 @@ def real_photos(dogs3) -> list[Path]:
     for class_dir in sorted((dogs3 / "valid").iterdir()):
         photos += sorted(class_dir.glob("*.jpg"))[:4]
     return photos
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import time
 import uuid
@@ -19,18 +18,13 @@ import pytest
 import requests
 from PIL import Image
 
-from .conftest import docker
+from tests.conftest import free_port
+from tests.docker.conftest import docker
 
 pytestmark = pytest.mark.docker
 
 PAYLOAD_MB = 1  # small, so the over-the-limit body is cheap to send
 MAX_PIXELS = 4_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Container:

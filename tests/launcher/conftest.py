@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from tests.conftest import free_port
 
 
 def require_launcher_venv() -> None:
@@ -29,12 +30,6 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's account
 SERVE_IMAGE = os.environ.get("SERVE_IMAGE", "dogbreed-serve:latest")
 TRAIN_IMAGE = os.environ.get("TRAIN_IMAGE", "dogbreed-train:latest")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,8 @@ from tests.launcher.conftest import require_launcher_venv
 require_launcher_venv()
 
 from dogbreed.sagemaker import cli
-from tests.launcher.conftest import REPO, free_port
+from tests.conftest import free_port
+from tests.launcher.conftest import REPO
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 BREEDS = {"Beagle", "Siberian husky", "Toy poodle"}
