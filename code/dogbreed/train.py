@@ -94,14 +94,10 @@ def progress(loader, desc: str):
     return tqdm(loader, desc=desc, leave=False, disable=not sys.stderr.isatty())
 
 
-def train_one_epoch(model, loader, split, criterion, optimizer, scaler, device, config, hook, stop, amp) -> dict:
-    """One pass over the training set; returns loss, accuracy, images and seconds."""
-    set_train_mode(model, config.freeze)
-    hook.set_mode("train")
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen, start = 0, time.perf_counter()
-    for images, labels, bad in progress(loader, "train"):
+def forward_batches(model, loader, split, criterion, device, stop, amp, desc):
+    """Yield ``(labels, logits, loss)`` per batch: SIGTERM checked, unreadable images
+    recorded, empty batches skipped, the forward pass under autocast when ``amp``."""
+    for images, labels, bad in progress(loader, desc):
         stop.check()
         note_unreadable(split, bad)
         if not len(labels):
@@ -111,6 +107,17 @@ def train_one_epoch(model, loader, split, criterion, optimizer, scaler, device, 
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             logits = model(images)
             loss = criterion(logits, labels)
+        yield labels, logits, loss
+
+
+def train_one_epoch(model, loader, split, criterion, optimizer, scaler, device, config, hook, stop, amp) -> dict:
+    """One pass over the training set; returns loss, accuracy, images and seconds."""
+    set_train_mode(model, config.freeze)
+    hook.set_mode("train")
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, start = 0, time.perf_counter()
+    for labels, logits, loss in forward_batches(model, loader, split, criterion, device, stop, amp, "train"):
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -133,16 +140,7 @@ def evaluate(model, loader, split, criterion, device, num_classes, hook, stop, a
     hook.set_mode("eval")
     loss_sum = torch.zeros((), device=device)
     all_labels, all_preds = [], []
-    for images, labels, bad in progress(loader, split.name):
-        stop.check()
-        note_unreadable(split, bad)
-        if not len(labels):
-            continue
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            logits = model(images)
-            loss = criterion(logits, labels)
+    for labels, logits, loss in forward_batches(model, loader, split, criterion, device, stop, amp, split.name):
         loss_sum += loss.float() * len(labels)
         all_labels.append(labels)
         all_preds.append(logits.argmax(1))
