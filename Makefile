@@ -47,7 +47,7 @@ build-serve:  ## build only the serving image
 
 train-local:  ## train in the container on DATA (a dogImages-style folder) over $(OPT_ML)
 	@test -n "$(DATA)" || { echo "usage: make train-local DATA=path/to/dogImages [HP='epochs=3 arch=resnet18'] [PRETRAINED=weights.pth]" >&2; exit 2; }
-	PYTHONPATH=code python3 -m dogbreed.opt_ml "$(DATA)" "$(OPT_ML)" $(foreach h,$(HP),--hp $(h)) \
+	PYTHONPATH=code python3 -m dogbreed.tools.opt_ml "$(DATA)" "$(OPT_ML)" $(foreach h,$(HP),--hp $(h)) \
 	  $(if $(PRETRAINED),--pretrained "$(PRETRAINED)") $(if $(RESUME),--resume)
 	$(COMPOSE) --profile train run --rm train
 	@echo "model: $(OPT_ML)/model   reports: $(OPT_ML)/output/data"
@@ -59,7 +59,7 @@ SAMPLE ?= build/sample
 sample:  ## generate the demo data set into $(SAMPLE) (runs in the training image: needs Pillow)
 	mkdir -p $(dir $(abspath $(SAMPLE)))
 	docker run --rm --user $$(id -u):$$(id -g) -v $(dir $(abspath $(SAMPLE))):/out dogbreed-train:latest \
-	  python -m dogbreed.sample /out/$(notdir $(abspath $(SAMPLE))) --per-class 100
+	  python -m dogbreed.tools.sample /out/$(notdir $(abspath $(SAMPLE))) --per-class 100
 
 demo:  ## the whole product on a fresh machine: build, train, serve, predict
 	scripts/demo.sh
@@ -88,7 +88,7 @@ lock:  ## re-pin every *.lock from its .in file (needs uv: pip install uv)
 clean:  ## remove build/ (local /opt/ml trees, samples)
 	rm -rf build
 
-# The SageMaker launcher (python -m dogbreed.sagemaker) has its own venv: the SDK 3.x
+# The SageMaker launcher (python -m dogbreed.launcher) has its own venv: the SDK 3.x
 # needs a newer protobuf than smdebug (in .venv) allows.
 LAUNCHER_VENV ?= .venv-launcher
 LAUNCHER_PY := $(LAUNCHER_VENV)/bin/python

@@ -10,7 +10,7 @@ data=${DEMO_DATA:-build/sample}
 # No pretrained weights can be assumed offline, so the generated sample trains a small
 # network from scratch (explicitly: pretrained=none). Real data deserves pretrained=imagenet.
 # Small crops keep it to about a minute on two CPU cores.
-hp=${DEMO_HP:-"arch=resnet18 pretrained=none freeze=none epochs=5 patience=2 batch_size=32 lr=0.001 image_size=96 resize_size=110 num_workers=2"}
+hp=${DEMO_HP:-"arch=resnet18 pretrained=none freeze=none epochs=5 patience=2 batch_size=32 lr=0.001 image_size=96 resize_size=110"}
 port=${DEMO_PORT:-8080}
 opt_ml=${OPT_ML:-build/opt_ml}
 name=dogbreed-demo-serve

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -131,7 +130,7 @@ def test_endpoint_answers_what_the_trained_pytorch_model_predicts(server, real_p
     import torchvision
 
     from dogbreed.artifacts import TORCH_FILE, ModelMetadata
-    from dogbreed.data import EvalTransform
+    from dogbreed.training.data import EvalTransform
     from dogbreed.images import open_image
 
     meta = ModelMetadata.load(trained_model_dir)

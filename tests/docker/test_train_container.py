@@ -11,7 +11,7 @@ import uuid
 import numpy as np
 import pytest
 
-from dogbreed.opt_ml import build_tree
+from dogbreed.tools.opt_ml import build_tree
 from tests.docker.conftest import QUICK_HYPERPARAMETERS, docker, run_training
 
 BREEDS = ["Beagle", "Siberian husky", "Toy poodle"]
@@ -26,8 +26,13 @@ def test_trains_on_real_photos_and_writes_the_model(trained_run):
     assert meta["classes"] == BREEDS
     assert meta["arch"] == "resnet18"
     assert meta["preprocessing"]["crop_size"] == 224
-    assert 0.0 <= meta["metrics"]["test_accuracy"] <= 1.0
     out = trained_run.opt_ml / "output" / "data"
+    # The reported accuracy is the test confusion matrix's: hits on the diagonal over all.
+    rows = [line.split(",")[1:] for line in (out / "test" / "confusion_matrix.csv").read_text().splitlines()[1:]]
+    counts = [[int(v) for v in row] for row in rows]
+    total = sum(map(sum, counts))
+    assert total == sum(1 for _ in (trained_run.opt_ml / "input" / "data" / "test").rglob("*.jpg"))
+    assert meta["metrics"]["test_accuracy"] == pytest.approx(sum(counts[i][i] for i in range(3)) / total, abs=1e-6)  # float32
     for split in ("valid", "test"):
         matrix = (out / split / "confusion_matrix.csv").read_text().splitlines()
         assert all(b in matrix[0] for b in BREEDS)
@@ -37,7 +42,7 @@ def test_trains_on_real_photos_and_writes_the_model(trained_run):
 
 
 def test_log_lines_match_the_documented_metric_regexes(trained_run):
-    from dogbreed.metrics import METRIC_DEFINITIONS
+    from dogbreed.training.metrics import METRIC_DEFINITIONS
 
     found = {}
     for definition in METRIC_DEFINITIONS:
@@ -128,25 +133,37 @@ def test_failures_write_a_one_line_reason_and_exit_non_zero(
     assert not (opt_ml / "model" / "model.onnx").exists()
 
 
-def test_sigterm_saves_a_checkpoint_and_a_restart_resumes(train_image, dogs3, fake_resnet18_weights, tmp_path):
-    hps = dict(QUICK_HYPERPARAMETERS, epochs="3", num_workers="1")
-    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps, fake_resnet18_weights)
+def start_training(image: str, opt_ml) -> str:
+    """``docker run -d`` the training image over ``opt_ml`` with Docker's defaults; its name."""
     name = f"dogbreed-test-{uuid.uuid4().hex[:8]}"
-    docker("run", "-d", "--name", name, "--shm-size", "1g", "-v", f"{opt_ml}:/opt/ml", train_image, "train")
+    docker("run", "-d", "--name", name, "-v", f"{opt_ml}:/opt/ml", image, "train")
+    return name
+
+
+def wait_for_log(name: str, text: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in docker("logs", name, check=False).stdout:
+        assert time.monotonic() < deadline, docker("logs", name, check=False).stdout[-3000:]
+        assert docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true", (
+            docker("logs", name, check=False).stdout[-3000:]
+        )
+        time.sleep(0.5)
+
+
+def test_sigterm_saves_a_checkpoint_and_a_restart_resumes(train_image, dogs3, fake_resnet18_weights, tmp_path):
+    hps = dict(QUICK_HYPERPARAMETERS, epochs="3")
+    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps, fake_resnet18_weights)
+    name = start_training(train_image, opt_ml)
     try:
-        deadline = time.monotonic() + 300
-        while "epoch=1 " not in docker("logs", name, check=False).stdout:
-            assert time.monotonic() < deadline, docker("logs", name, check=False).stdout[-3000:]
-            assert docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true", (
-                docker("logs", name, check=False).stdout[-3000:]
-            )
-            time.sleep(1)
+        wait_for_log(name, "epoch 2/3")
+        time.sleep(3)  # well into epoch 2
         started = time.monotonic()
         docker("stop", "-t", "25", name)  # SIGTERM, then SIGKILL after 25 s
         assert time.monotonic() - started < 25, "the job did not stop on SIGTERM"
         code = int(docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout)
         logs = docker("logs", name, check=False)
         assert code == 143, (code, logs.stdout[-2000:], logs.stderr[-2000:])
+        assert "SIGTERM: stopped during epoch 2" in logs.stdout
         assert "Traceback" not in logs.stdout + logs.stderr
     finally:
         docker("rm", "-f", name, check=False)
@@ -155,9 +172,30 @@ def test_sigterm_saves_a_checkpoint_and_a_restart_resumes(train_image, dogs3, fa
 
     resumed = run_training(train_image, opt_ml)
     assert resumed.returncode == 0, resumed.log[-3000:]
+    assert re.search(r"resuming from \S+ in epoch 2, after \d+ of its \d+ training images", resumed.log)
     assert "epoch=1 " not in resumed.log, "the restarted job trained epoch 1 again"
-    assert "epoch=3 " in resumed.log
+    assert "epoch=2 " in resumed.log and "epoch=3 " in resumed.log
     assert (opt_ml / "model" / "model.onnx").exists()
+
+
+def test_a_killed_loader_worker_fails_the_job_at_once(train_image, dogs3, fake_resnet18_weights, tmp_path):
+    """SIGKILL one DataLoader worker in the container (the OOM killer's way): exit 1, one line, no hang."""
+    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", dict(QUICK_HYPERPARAMETERS, epochs="3"), fake_resnet18_weights)
+    name = start_training(train_image, opt_ml)
+    try:
+        wait_for_log(name, "epoch 1/3")
+        time.sleep(2)
+        kill = ("import os, signal, psutil; worker = psutil.Process(1).children()[0]; "
+                "os.kill(worker.pid, signal.SIGKILL); print(worker.pid)")
+        pid = docker("exec", name, "python", "-c", kill).stdout.strip()
+        code = int(docker("wait", name, timeout=120).stdout)
+        logs = docker("logs", name, check=False).stdout
+    finally:
+        docker("rm", "-f", name, check=False)
+    assert code == 1, logs[-3000:]
+    failure = (opt_ml / "output" / "failure").read_text()
+    assert failure.count("\n") == 1 and "data loading failed" in failure and pid in failure, failure
+    assert not (opt_ml / "model" / "model.onnx").exists()
 
 
 def test_ca_bundle_secret_never_lands_in_the_image(train_image):
@@ -169,7 +207,7 @@ def test_ca_bundle_secret_never_lands_in_the_image(train_image):
 
 
 def test_help_lists_the_hyperparameters(train_image):
-    out = docker("run", "--rm", train_image, "python", "-m", "dogbreed.train", "--help").stdout
+    out = docker("run", "--rm", train_image, "python", "-m", "dogbreed.training", "--help").stdout
     for flag in ("--lr", "--batch_size", "--epochs", "--patience", "--arch", "--pretrained", "--freeze",
-                 "--num_workers", "--seed"):
+                 "--num_workers", "--loader_timeout", "--seed"):
         assert flag in out, flag

@@ -18,7 +18,7 @@ from tests.launcher.conftest import require_launcher_venv
 
 require_launcher_venv()
 
-from dogbreed.sagemaker import cli
+from dogbreed.launcher import cli
 from tests.launcher.aws import RecordingSession
 from tests.launcher.conftest import ACCOUNT, REGION, REPO
 
@@ -41,10 +41,10 @@ def run(aws: RecordingSession, *argv: str) -> int:
 
 
 def test_metric_definitions_import_without_torch():
-    """The launcher venv has no torch; dogbreed.metrics must import there."""
+    """The launcher venv has no torch; dogbreed.training.metrics must import there."""
     proc = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
     assert proc.returncode != 0, "this venv must not have torch"
-    from dogbreed.metrics import METRIC_DEFINITIONS
+    from dogbreed.training.metrics import METRIC_DEFINITIONS
 
     names = {d["Name"] for d in METRIC_DEFINITIONS}
     assert {"valid_accuracy", "valid_loss", "train_loss", "test_accuracy"} <= names
@@ -52,21 +52,21 @@ def test_metric_definitions_import_without_torch():
 
 @pytest.mark.parametrize("command", ["train", "tune", "best", "deploy", "predict", "delete"])
 def test_every_command_has_help(command):
-    proc = subprocess.run([sys.executable, "-m", "dogbreed.sagemaker", command, "--help"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "dogbreed.launcher", command, "--help"], capture_output=True,
                           text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "usage: python -m dogbreed.sagemaker " + command in proc.stdout
+    assert "usage: python -m dogbreed.launcher " + command in proc.stdout
 
 
 def test_the_launcher_never_imports_torch(aws_env):
-    code = "import sys, dogbreed.sagemaker.cli, dogbreed.sagemaker.training, dogbreed.sagemaker.hosting; " \
-           "import dogbreed.sagemaker.tuning, dogbreed.sagemaker.debugging; print('torch' in sys.modules)"
+    code = "import sys, dogbreed.launcher.cli, dogbreed.launcher.training_jobs, dogbreed.launcher.hosting; " \
+           "import dogbreed.launcher.tuning, dogbreed.launcher.debugger_config; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.stdout.strip() == "False", proc.stderr
 
 
 def test_train_creates_a_spot_job_with_checkpoints_metrics_and_debugger(aws):
-    from dogbreed.metrics import METRIC_DEFINITIONS
+    from dogbreed.training.metrics import METRIC_DEFINITIONS
 
     code = run(aws, "train", *TRAIN_ARGS, "--pretrained", "s3://dogbreed-data/weights", "--instance-type",
                "ml.g4dn.xlarge", "--instance-count", "2", "--hp", "epochs=10", "--hp", "arch=resnet50",

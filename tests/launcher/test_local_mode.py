@@ -4,8 +4,8 @@ ModelTrainer(Mode.LOCAL_CONTAINER) runs dogbreed-train:latest over the dogs-3bre
 splits (local directories) plus a `pretrained` channel holding random ResNet18 weights
 under torchvision's file name (nothing can be downloaded); LocalSession serves the
 resulting model.tar.gz with dogbreed-serve:latest, and a real photo gets a breed back.
-One epoch, num_workers=0 (the SDK's compose file sets no shm_size, and Docker's 64 MB
-/dev/shm is too small for DataLoader workers): about a minute on two cores.
+One epoch with the default DataLoader workers, under the SDK's compose file, which sets
+no shm_size (Docker's 64 MB /dev/shm): about a minute on two cores.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.launcher.conftest import require_launcher_venv
 
 require_launcher_venv()
 
-from dogbreed.sagemaker import cli
+from dogbreed.launcher import cli
 from tests.conftest import free_port
 from tests.launcher.conftest import REPO
 
@@ -72,7 +72,7 @@ def test_train_local_then_deploy_local_predicts_a_breed(aws_env, dogs3, train_im
                      "--train", f"file://{dogs3 / 'train'}", "--valid", f"file://{dogs3 / 'valid'}",
                      "--test", f"file://{dogs3 / 'test'}", "--pretrained", f"file://{pretrained_dir}",
                      "--output", str(root),
-                     "--hp", "arch=resnet18", "--hp", "epochs=1", "--hp", "batch_size=32", "--hp", "num_workers=0"])
+                     "--hp", "arch=resnet18", "--hp", "epochs=1"])
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
     model = root / "compressed_artifacts" / "model.tar.gz"

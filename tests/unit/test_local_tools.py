@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from dogbreed import opt_ml, sample
+from dogbreed.tools import opt_ml, sample
 from dogbreed.images import open_image
 
 

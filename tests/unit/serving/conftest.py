@@ -15,7 +15,7 @@ def make_model_dir(model_dir: Path, classes: list[str] = BREEDS, arch: str = "re
     import torchvision
 
     from dogbreed.artifacts import ModelMetadata
-    from dogbreed.export import export_model_dir
+    from dogbreed.training.export import export_model_dir
 
     torch.manual_seed(seed)
     model = torchvision.models.get_model(arch, weights=None, num_classes=len(classes)).eval()

@@ -31,14 +31,14 @@ def test_tensors_match_torchvision(predictor, real_photos, torchvision_eval):
 
 
 def test_tensors_match_the_training_eval_dataset(predictor, real_photos, model_dir):
-    from dogbreed import data
+    from dogbreed.training import data
 
     transform = data.EvalTransform(ModelMetadata.load(model_dir).preprocessing)
     dataset = data.ImageDataset([(p, 0) for p in real_photos], transform)
     for index, path in enumerate(real_photos):
-        tensor, _, _, problem = dataset[index]
-        assert problem is None
-        np.testing.assert_allclose(predictor.preprocess(path.read_bytes()), tensor.numpy(), rtol=0, atol=1e-6)
+        sample = dataset[index, None]  # an evaluation key: no augmentation seed
+        assert sample.unreadable is None
+        np.testing.assert_allclose(predictor.preprocess(path.read_bytes()), sample.image.numpy(), rtol=0, atol=1e-6)
 
 
 def test_onnx_predictions_match_pytorch(torch_model_and_dir, predictor, real_photos, torchvision_eval):

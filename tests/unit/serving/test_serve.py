@@ -1,6 +1,5 @@
 """The `serve` entrypoint: MMS configuration, model check, and the 503 fallback server."""
 
-import json
 import threading
 from http.server import ThreadingHTTPServer
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-import dogbreed.model as model_module
-from dogbreed.failure import TrainingError
-from dogbreed.model import build_model, set_train_mode, weight_file_names
+import dogbreed.training.model as model_module
+from dogbreed.training.failure import TrainingError
+from dogbreed.training.model import build_model, set_train_mode, weight_file_names
 
 
 def test_weight_file_names_come_from_torchvision():

@@ -10,20 +10,25 @@ import torch
 import torchvision
 from PIL import Image
 
-import dogbreed.model
+import dogbreed.training.model
 
 CLASS_DIRS = ["001.Affenpinscher", "002.Afghan_hound", "063.German_shepherd_dog"]
 SIZE = ["--image-size", "64", "--resize-size", "72"]
 
 
-def make_split(root: Path, class_dirs=CLASS_DIRS, per_class: int = 4, seed: int = 0) -> Path:
-    """``root/<class>/<i>.jpg``: small JPEGs whose colour depends on the class (learnable)."""
+def make_split(root: Path, class_dirs=CLASS_DIRS, per_class: int = 4, seed: int = 0, shift: int = 0) -> Path:
+    """``root/<class>/<i>.jpg``: small JPEGs whose colour depends on the class (learnable).
+
+    ``shift`` gives each class the colour of the class ``shift`` places further: a split
+    that contradicts one made without it.
+    """
     rng = np.random.default_rng(seed)
     for c, name in enumerate(class_dirs):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
+        hue = (c + shift) % len(class_dirs)
         for i in range(per_class):
-            pixels = rng.integers(0, 60, (48, 64, 3)) + np.array([c * 90, 200 - c * 90, 100])
+            pixels = rng.integers(0, 60, (48, 64, 3)) + np.array([hue * 90, 200 - hue * 90, 100])
             Image.fromarray(pixels.clip(0, 255).astype("uint8")).save(folder / f"{i:03d}.jpg")
     return root
 
@@ -51,7 +56,7 @@ def no_download(monkeypatch):
     def refuse(arch):
         raise ConnectionError("downloads are disabled in the unit tests")
 
-    monkeypatch.setattr(dogbreed.model, "_download_state_dict", refuse)
+    monkeypatch.setattr(dogbreed.training.model, "_download_state_dict", refuse)
 
 
 @pytest.fixture
@@ -72,5 +77,5 @@ def opt_ml(tmp_path, monkeypatch, fake_torch_home) -> Path:
 
 
 def fast_args(*extra: str) -> list[str]:
-    """Flags for a quick CPU run: resnet18, 64-pixel crops, no worker processes."""
-    return ["--arch", "resnet18", "--num_workers", "0", "--batch_size", "8", *SIZE, *extra]
+    """Flags for a quick CPU run: resnet18 and 64-pixel crops (DataLoader workers as by default)."""
+    return ["--arch", "resnet18", "--batch_size", "8", *SIZE, *extra]

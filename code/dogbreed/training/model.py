@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchvision import models
 
-from dogbreed.failure import TrainingError
+from dogbreed.training.failure import TrainingError
 
 log = logging.getLogger(__name__)
 

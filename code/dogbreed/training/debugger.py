@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from dogbreed.failure import TrainingError
+from dogbreed.training.failure import TrainingError
 
 log = logging.getLogger(__name__)
 

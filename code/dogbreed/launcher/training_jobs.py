@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dogbreed.sagemaker import debugging, uris
-from dogbreed.sagemaker.uris import LauncherError
+from dogbreed.launcher import debugger_config, uris
+from dogbreed.launcher.uris import LauncherError
 
 CHANNELS = ("train", "valid", "test")
 # Where SageMaker syncs checkpoints with S3; the training code saves and resumes there.
@@ -23,12 +23,12 @@ BASE_JOB_NAME = "dogbreed"
 
 
 def metric_definitions() -> list[dict[str, str]]:
-    """``dogbreed.metrics.METRIC_DEFINITIONS``: the regexes for the job's log lines."""
+    """``dogbreed.training.metrics.METRIC_DEFINITIONS``: the regexes for the job's log lines."""
     try:
-        from dogbreed.metrics import METRIC_DEFINITIONS
+        from dogbreed.training.metrics import METRIC_DEFINITIONS
     except ModuleNotFoundError as exc:  # the launcher venv has no torch, by design
         raise LauncherError(
-            f"cannot import dogbreed.metrics without {exc.name}: it must not import {exc.name} at module level"
+            f"cannot import dogbreed.training.metrics without {exc.name}: it must not import {exc.name} at module level"
         ) from exc
     return [dict(d) for d in METRIC_DEFINITIONS]
 
@@ -136,10 +136,10 @@ def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = 
     if spec.debugger and with_debugger:
         job_output = f"{spec.output}/{spec.job_name}"
         request.update(
-            debug_hook_config=debugging.debug_hook_config(job_output),
-            debug_rule_configurations=debugging.debug_rules(region),
-            profiler_config=debugging.profiler_config(job_output),
-            profiler_rule_configurations=debugging.profiler_rules(region),
+            debug_hook_config=debugger_config.debug_hook_config(job_output),
+            debug_rule_configurations=debugger_config.debug_rules(region),
+            profiler_config=debugger_config.profiler_config(job_output),
+            profiler_rule_configurations=debugger_config.profiler_rules(region),
         )
     return request
 

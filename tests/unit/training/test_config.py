@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from dogbreed.config import TrainConfig, build_parser, load_config, parse_values
-from dogbreed.environment import TrainingEnvironment
-from dogbreed.failure import ConfigError
+from dogbreed.training.config import TrainConfig, build_parser, load_config, parse_values
+from dogbreed.training.environment import TrainingEnvironment
+from dogbreed.training.failure import ConfigError
 
 
 def env_with(tmp_path, monkeypatch, hyperparameters=None, **environ):
@@ -63,6 +63,7 @@ def test_unknown_key_names_it_and_lists_valid_ones():
         ("max_unreadable_fraction", "2", "max_unreadable_fraction"),
         ("resize_size", "100", "image_size"),
         ("pretrained", "/no/such/file.pth", "pretrained"),
+        ("loader_timeout", "0", "seconds"),
     ],
 )
 def test_bad_values_are_clear_errors(key, value, words):

@@ -1,4 +1,4 @@
-"""``python -m dogbreed.sagemaker <command>``: train, tune, best, deploy, predict, delete.
+"""``python -m dogbreed.launcher <command>``: train, tune, best, deploy, predict, delete.
 
 Every argument is validated before the first AWS call, so a typo creates nothing. AWS
 settings come from the usual places (AWS_PROFILE, AWS_REGION/AWS_DEFAULT_REGION,
@@ -14,8 +14,8 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from dogbreed.sagemaker import hosting, training, tuning
-from dogbreed.sagemaker.uris import LauncherError
+from dogbreed.launcher import hosting, training_jobs, tuning
+from dogbreed.launcher.uris import LauncherError
 
 SessionFactory = Callable[[], object]
 
@@ -38,12 +38,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", default=os.environ.get("TRAIN_IMAGE_URI"),
                         help="training image: ECR URI (default: $TRAIN_IMAGE_URI); with --local a local tag")
-    for channel in training.CHANNELS:
+    for channel in training_jobs.CHANNELS:
         parser.add_argument(f"--{channel}", required=True, help=f"{channel} split: s3:// prefix (with --local a directory)")
     parser.add_argument("--pretrained", help="optional 'pretrained' channel holding torchvision's .pth weights")
     parser.add_argument("--output", required=True,
                         help="s3:// prefix for model.tar.gz, checkpoints and Debugger output (with --local a directory)")
-    parser.add_argument("--instance-type", default=None, help=f"default {training.DEFAULT_INSTANCE_TYPE} ('local' with --local)")
+    parser.add_argument("--instance-type", default=None, help=f"default {training_jobs.DEFAULT_INSTANCE_TYPE} ('local' with --local)")
     parser.add_argument("--instance-count", type=int, default=1)
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
                         help="hyperparameter passed to the training code, repeatable (e.g. --hp epochs=10)")
@@ -54,17 +54,17 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job-name", help="default dogbreed-<timestamp>-<random>")
 
 
-def _training_spec(args: argparse.Namespace, local: bool) -> training.TrainingSpec:
+def _training_spec(args: argparse.Namespace, local: bool) -> training_jobs.TrainingSpec:
     if not args.image:
         raise LauncherError("no training image: pass --image or set TRAIN_IMAGE_URI")
-    return training.TrainingSpec(
+    return training_jobs.TrainingSpec(
         image=args.image,
-        channels={c: getattr(args, c) for c in training.CHANNELS},
+        channels={c: getattr(args, c) for c in training_jobs.CHANNELS},
         output=args.output,
         role=args.role,
-        instance_type=args.instance_type or ("local" if local else training.DEFAULT_INSTANCE_TYPE),
+        instance_type=args.instance_type or ("local" if local else training_jobs.DEFAULT_INSTANCE_TYPE),
         instance_count=args.instance_count,
-        hyperparameters=training.parse_hyperparameters(args.hp),
+        hyperparameters=training_jobs.parse_hyperparameters(args.hp),
         spot=args.spot,
         max_run_seconds=args.max_run,
         max_wait_seconds=args.max_wait,
@@ -79,9 +79,9 @@ def _training_spec(args: argparse.Namespace, local: bool) -> training.TrainingSp
 def cmd_train(args, session_factory: SessionFactory) -> int:
     spec = _training_spec(args, args.local)
     if args.local:
-        print(training.train_local(spec))
+        print(training_jobs.train_local(spec))
         return 0
-    job = training.start_training_job(spec, session_factory(), wait=args.wait)
+    job = training_jobs.start_training_job(spec, session_factory(), wait=args.wait)
     print(f"training job {spec.job_name} ({job.training_job_status})")
     print(f"model: {spec.output}/{spec.job_name}/output/model.tar.gz")
     return 0
@@ -98,7 +98,7 @@ def cmd_tune(args, session_factory: SessionFactory) -> int:
         name=args.name,
     )
     tuning.start_tuning_job(spec, session_factory())
-    print(f"tuning job {spec.name}: python -m dogbreed.sagemaker best {spec.name}")
+    print(f"tuning job {spec.name}: python -m dogbreed.launcher best {spec.name}")
     return 0
 
 
@@ -164,7 +164,7 @@ def cmd_delete(args, session_factory: SessionFactory) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.sagemaker", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dogbreed.launcher", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     p = commands.add_parser("train", help="start a training job (managed spot, checkpoints, Debugger)")

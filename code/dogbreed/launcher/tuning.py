@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dogbreed.sagemaker import training, uris
-from dogbreed.sagemaker.uris import LauncherError
+from dogbreed.launcher import training_jobs, uris
+from dogbreed.launcher.uris import LauncherError
 
 OBJECTIVE_METRIC = "valid_accuracy"
 TUNED = ("lr", "batch_size")
@@ -17,7 +17,7 @@ MAX_TUNING_JOB_NAME = 32  # SageMaker's limit; its training jobs add a suffix to
 class TuningSpec:
     """The search: ``lr`` log-uniform in [lr_min, lr_max], ``batch_size`` one of ``batch_sizes``."""
 
-    training: training.TrainingSpec
+    training: training_jobs.TrainingSpec
     lr_min: float = 1e-4
     lr_max: float = 1e-1
     batch_sizes: list[int] = field(default_factory=lambda: [16, 32, 64])
@@ -48,7 +48,7 @@ def tuning_job_request(spec: TuningSpec) -> dict[str, Any]:
     from sagemaker.core import shapes
 
     job = spec.training
-    request = training.training_job_request(job, region="", with_debugger=False)  # channels, spot
+    request = training_jobs.training_job_request(job, region="", with_debugger=False)  # channels, spot
     algorithm = request["algorithm_specification"]
     # Tuning jobs start many training jobs: each checkpoints under its own name, which
     # SageMaker appends to the checkpoint URI; Debugger is not available in tuning jobs.
@@ -66,7 +66,7 @@ def tuning_job_request(spec: TuningSpec) -> dict[str, Any]:
         static_hyper_parameters=dict(job.hyperparameters),
         enable_managed_spot_training=job.spot,
         checkpoint_config=shapes.CheckpointConfig(
-            s3_uri=f"{job.output}/{spec.name}/checkpoints", local_path=training.CHECKPOINT_LOCAL_PATH
+            s3_uri=f"{job.output}/{spec.name}/checkpoints", local_path=training_jobs.CHECKPOINT_LOCAL_PATH
         ),
     )
     config = shapes.HyperParameterTuningJobConfig(

@@ -3,10 +3,10 @@ import math
 import subprocess
 import sys
 
-from tests.unit.train.conftest import fast_args
-from dogbreed.debugger import NoHook, SmdebugHook, create_hook
-from dogbreed.model import build_model
-from dogbreed.train import main
+from tests.unit.training.conftest import fast_args
+from dogbreed.training.debugger import NoHook, SmdebugHook, create_hook
+from dogbreed.training.model import build_model
+from dogbreed.training.job import main
 
 
 def test_local_trial_records_losses(opt_ml, tmp_path, capsys):
@@ -31,7 +31,7 @@ def test_no_config_no_flag_means_no_hook_and_no_import(tmp_path):
     model = build_model("resnet18", 3, "none", "all")
     assert isinstance(create_hook(tmp_path / "debughookconfig.json", "", model, None), NoHook)
     code = (
-        "import sys, dogbreed.train; from dogbreed.debugger import create_hook, NoHook; "
+        "import sys, dogbreed.training; from dogbreed.training.debugger import create_hook, NoHook; "
         f"assert isinstance(create_hook('{tmp_path}/none.json', '', None, None), NoHook); "
         "assert 'smdebug' not in sys.modules"
     )

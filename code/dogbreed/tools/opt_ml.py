@@ -1,6 +1,6 @@
 """Lay out a local ``/opt/ml`` tree, as SageMaker does, to run the training image anywhere.
 
-    python -m dogbreed.opt_ml DATA OUT [--hp lr=0.01 --hp epochs=3] [--pretrained FILE] [--resume]
+    python -m dogbreed.tools.opt_ml DATA OUT [--hp lr=0.01 --hp epochs=3] [--pretrained FILE] [--resume]
 
 ``DATA`` is a dogImages-style folder (``train/``, ``valid/``, optional ``test/``, each with
 one folder per class). The splits become the channels under ``OUT/input/data``: hard links
@@ -98,7 +98,7 @@ def build_tree(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.opt_ml", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dogbreed.tools.opt_ml", description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path, help="dogImages-style folder with train/ valid/ [test/]")
     parser.add_argument("out", type=Path, help="the /opt/ml tree to create, e.g. build/opt_ml")
     parser.add_argument("--hp", action="append", type=parse_hyperparameter, default=[], metavar="KEY=VALUE",

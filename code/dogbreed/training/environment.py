@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from dogbreed.failure import ConfigError
+from dogbreed.training.failure import ConfigError
 
 CHANNELS = ("train", "valid", "test", "pretrained")
 

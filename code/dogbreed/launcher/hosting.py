@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dogbreed.sagemaker import uris
-from dogbreed.sagemaker.uris import LauncherError
+from dogbreed.launcher import uris
+from dogbreed.launcher.uris import LauncherError
 
 VARIANT = "AllTraffic"
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"

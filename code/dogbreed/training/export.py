@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dogbreed.artifacts import ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, TORCH_FILE, ModelMetadata
-from dogbreed.failure import TrainingError
+from dogbreed.training.failure import TrainingError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence, get_type_hints
 
-from dogbreed.environment import TrainingEnvironment
-from dogbreed.failure import ConfigError
+from dogbreed.training.environment import TrainingEnvironment
+from dogbreed.training.failure import ConfigError
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 FREEZE_CHOICES = ("all", "none", "layer1", "layer2", "layer3", "layer4")
@@ -75,6 +75,11 @@ class TrainConfig:
         0.05, "fail when more than this fraction of a split's images cannot be decoded"
     )
     num_workers: int = hp(help="DataLoader worker processes (0: load in the main process)", default_factory=_default_workers)
+    loader_timeout: float = hp(
+        120.0,
+        "seconds to wait for one batch from the DataLoader workers: a dead or stuck worker fails the job "
+        "after at most this long instead of hanging it",
+    )
     seed: int = hp(0, "random seed (weights of the new layer, shuffling, augmentation)")
     device: str = hp("auto", "'auto' uses CUDA when available", DEVICES)
     amp: bool = hp(False, "mixed precision (float16 autocast) on CUDA")
@@ -100,6 +105,7 @@ class TrainConfig:
             ("resize_size", self.resize_size >= self.image_size, f"must be >= image_size ({self.image_size})"),
             ("max_unreadable_fraction", 0 <= self.max_unreadable_fraction <= 1, "must be in [0, 1]"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
+            ("loader_timeout", self.loader_timeout > 0, "must be > 0 (seconds)"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -211,7 +217,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(env: TrainingEnvironment) -> argparse.ArgumentParser:
     """``--help`` lists every hyperparameter under its own name, plus the path flags."""
     parser = _Parser(
-        prog="python -m dogbreed.train",
+        prog="python -m dogbreed.training",
         description="Fine-tune an ImageNet ResNet on a folder-per-class image set "
         "(SageMaker training contract; with no arguments everything comes from /opt/ml).",
     )

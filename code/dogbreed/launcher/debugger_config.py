@@ -2,7 +2,7 @@
 
 ``ModelTrainer`` has no Debugger settings, so these are ``sagemaker.core.shapes`` passed
 straight to ``TrainingJob.create``. The training image's smdebug hook reads the hook
-config SageMaker writes into the container (see ``dogbreed.debugger``).
+config SageMaker writes into the container (see ``dogbreed.training.debugger``).
 """
 
 from __future__ import annotations

@@ -4,12 +4,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-import dogbreed.export
+import dogbreed.training.export
 from dogbreed.artifacts import ModelMetadata
-from dogbreed.export import export_model_dir
-from dogbreed.failure import TrainingError
+from dogbreed.training.export import export_model_dir
+from dogbreed.training.failure import TrainingError
 from dogbreed.images import open_image
-from dogbreed.model import build_model
+from dogbreed.training.model import build_model
 from dogbreed.preprocessing import Preprocessing
 
 
@@ -51,7 +51,7 @@ def test_onnx_matches_pytorch_on_real_photos(trained_like_model, real_photos, tm
 
 
 def test_parity_failure_fails_the_export(trained_like_model, tmp_path, monkeypatch):
-    monkeypatch.setattr(dogbreed.export, "ONNX_TOLERANCE", -1.0)
+    monkeypatch.setattr(dogbreed.training.export, "ONNX_TOLERANCE", -1.0)
     metadata = ModelMetadata(arch="resnet18", classes=["a", "b", "c"], preprocessing=Preprocessing(72, 64))
     with pytest.raises(TrainingError, match="disagrees"):
         export_model_dir(trained_like_model, metadata, tmp_path, torch.randn(2, 3, 64, 64))

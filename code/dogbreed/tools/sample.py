@@ -1,6 +1,6 @@
 """Generate a small labelled image set in the dogImages layout, for demos with no downloads.
 
-    python -m dogbreed.sample OUT [--per-class 60] [--seed 0]
+    python -m dogbreed.tools.sample OUT [--per-class 60] [--seed 0]
 
 Three synthetic "breeds" that a small network can tell apart from scratch in a minute:
 close-ups of a striped, a spotted and a checked coat, each with its own colouring, and
@@ -84,7 +84,7 @@ def generate(out: Path, per_class: int = 60, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.sample", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dogbreed.tools.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--per-class", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -40,6 +41,26 @@ _FORMATS = {"epoch": "{:d}", "images_per_sec": "{:.1f}", "epoch_seconds": "{:.1f
 def format_metrics(values: Mapping[str, float]) -> str:
     """``name=value`` pairs separated by spaces, losses and accuracies to 4 decimals."""
     return " ".join(f"{k}={_FORMATS.get(k, '{:.4f}').format(v)}" for k, v in values.items())
+
+
+@dataclass
+class EpochMetrics:
+    """One epoch's figures: its metric line, and one entry of ``metrics.json``'s history."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    valid_loss: float
+    valid_accuracy: float
+    images_per_sec: float
+    epoch_seconds: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def line(self) -> str:
+        """The metric line SageMaker's regexes read (:data:`EPOCH_METRICS`, in that order)."""
+        return format_metrics(self.to_dict())
 
 
 def confusion_matrix(labels: Iterable[int], predictions: Iterable[int], num_classes: int) -> list[list[int]]:

@@ -1,21 +1,14 @@
 import csv
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 
 import torch
 
-from tests.unit.train.conftest import CLASS_DIRS, fast_args
+from tests.unit.training.conftest import CLASS_DIRS, fast_args
 from dogbreed.artifacts import ModelMetadata
-from dogbreed.checkpoints import load_checkpoint
-from dogbreed.failure import EXIT_SIGTERM
-from dogbreed.metrics import METRIC_DEFINITIONS
-from dogbreed.train import main
-from tests.unit.train.test_data import add_corrupt_images
+from dogbreed.training.metrics import METRIC_DEFINITIONS
+from dogbreed.training.job import main
+from tests.unit.training.test_data import add_corrupt_images
 
 
 def metric_values(text: str) -> dict[str, list[float]]:
@@ -125,38 +118,12 @@ def test_no_weights_fails(opt_ml, tmp_path, monkeypatch, capsys):
 
 
 def test_unexpected_exception_writes_type_and_message(opt_ml, monkeypatch, capsys):
-    import dogbreed.train
+    import dogbreed.training.job
 
     def boom(*args, **kwargs):
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(dogbreed.train, "build_model", boom)
+    monkeypatch.setattr(dogbreed.training.job, "build_model", boom)
     assert main(fast_args()) == 1
     assert (opt_ml / "output" / "failure").read_text() == "RuntimeError: CUDA out of memory\n"
     assert "Traceback" in capsys.readouterr().out
-
-
-def test_sigterm_saves_checkpoint_and_exits_143(opt_ml):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dogbreed.train", *fast_args("--epochs", "50", "--batch_size", "2", "--patience", "0")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if "epoch 1/50" in line:
-                break
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    out = "".join(lines) + rest
-    assert proc.returncode == EXIT_SIGTERM, out
-    assert "SIGTERM" in out and "checkpoint saved" in out and "Traceback" not in out
-    assert not (opt_ml / "output" / "failure").exists()
-    expected = {"arch": "resnet18", "class_dirs": CLASS_DIRS, "freeze": "all", "optimizer": "adam", "lr_scheduler": "none"}
-    checkpoint = load_checkpoint(opt_ml / "checkpoints", expected)
-    assert checkpoint is not None and checkpoint["epoch"] < 50

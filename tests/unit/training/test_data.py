@@ -3,11 +3,11 @@ import shutil
 import pytest
 import torch
 
-from tests.unit.train.conftest import CLASS_DIRS, make_split
-from dogbreed.data import (
-    EvalTransform, class_name, collate_skip_unreadable, make_loader, scan_split, train_transform,
+from tests.unit.training.conftest import CLASS_DIRS, make_split
+from dogbreed.training.data import (
+    EvalTransform, EpochBatches, Sample, class_name, collate, make_loader, scan_split, train_transform,
 )
-from dogbreed.failure import TrainingError
+from dogbreed.training.failure import TrainingError
 from dogbreed.preprocessing import Preprocessing
 
 
@@ -73,10 +73,10 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
     assert len(split.samples) == 10 and split.total == 12
     loader = make_loader(split, EvalTransform(Preprocessing(72, 64)), 4, False, 0, False)
     seen, bad = 0, []
-    for images, labels, skipped in loader:
-        assert images.shape[0] == labels.shape[0]
-        seen += len(labels)
-        bad += skipped
+    for batch in loader:
+        assert batch.images.shape[0] == batch.labels.shape[0] == len(batch)
+        seen += len(batch)
+        bad += batch.unreadable
     assert seen == 9 and len(bad) == 1 and "truncated" in bad[0][1]
     assert split.samples[bad[0][0]][0].name == "truncated.jpg"
 
@@ -91,8 +91,8 @@ def test_unreadable_fraction_check(tmp_path):
 
 
 def test_collate_with_only_unreadable_images():
-    images, labels, bad = collate_skip_unreadable([(None, 0, 5, "broken")])
-    assert len(labels) == 0 and bad == [(5, "broken")]
+    batch = collate([Sample(None, 0, 5, "broken")])
+    assert len(batch) == 0 and batch.unreadable == [(5, "broken")]
 
 
 def test_transforms_share_normalisation_and_eval_is_preprocessing(tmp_path, real_photos):
@@ -107,8 +107,49 @@ def test_transforms_share_normalisation_and_eval_is_preprocessing(tmp_path, real
     assert tuple(normalize.mean) == pre.mean and tuple(normalize.std) == pre.std
 
 
-def test_loader_with_workers(tmp_path):
+def epoch_batches(loader, epoch, start=0):
+    loader.batch_sampler.set_epoch(epoch, start)
+    return [(b.images.clone(), b.labels.clone()) for b in loader]
+
+
+def test_loader_with_workers_sends_batches_through_a_pipe_not_shared_memory(tmp_path):
     split = scan_split("train", make_split(tmp_path / "train", per_class=2))
-    loader = make_loader(split, train_transform(Preprocessing(72, 64)), 4, True, 1, False, torch.Generator().manual_seed(0))
-    assert sum(len(labels) for _, labels, _ in loader) == 6
+    loader = make_loader(split, train_transform(Preprocessing(72, 64)), 4, True, 2, False, seed=0, timeout=60)
+    batches = list(loader)
+    assert sum(len(b) for b in batches) == 6
+    # torch moves a worker's tensors through /dev/shm (64 MB in a default container);
+    # ours arrive as bytes, so nothing of theirs is shared memory.
+    assert not any(b.images.is_shared() or b.labels.is_shared() for b in batches)
     shutil.rmtree(tmp_path / "train")
+
+
+def test_an_epoch_is_the_same_with_any_number_of_workers_and_when_resumed(tmp_path):
+    split = scan_split("train", make_split(tmp_path / "train", per_class=5))
+    transform = train_transform(Preprocessing(72, 64))
+    alone = make_loader(split, transform, 4, True, 0, False, seed=3)
+    workers = make_loader(split, transform, 4, True, 2, False, seed=3, timeout=60)
+    for epoch in (1, 2):
+        expected = epoch_batches(alone, epoch)
+        got = epoch_batches(workers, epoch)
+        assert len(expected) == 4 and len(got) == 4
+        for (x, y), (x2, y2) in zip(expected, got):
+            assert torch.equal(x, x2) and torch.equal(y, y2)
+        # Resuming after 8 images: the rest of the very same epoch.
+        tail = epoch_batches(alone, epoch, start=8)
+        assert len(tail) == 2 and all(torch.equal(a[0], b[0]) for a, b in zip(tail, expected[2:]))
+    one, two = epoch_batches(alone, 1), epoch_batches(alone, 2)
+    assert not torch.equal(torch.cat([y for _, y in one]), torch.cat([y for _, y in two])) or not torch.equal(
+        one[0][0], two[0][0]
+    ), "two epochs drew the same order and augmentations"
+
+
+def test_epoch_batches_cover_each_sample_once():
+    sampler = EpochBatches(10, 4, shuffle=True, seed=0)
+    keys = [key for batch in sampler for key in batch]
+    assert sorted(i for i, _ in keys) == list(range(10)) and len(sampler) == 3
+    assert all(isinstance(seed, int) for _, seed in keys)
+    sampler.set_epoch(1, start=8)
+    assert len(sampler) == 1 and [i for i, _ in next(iter(sampler))] == [i for i, _ in keys[8:]]
+    evaluation = EpochBatches(5, 2, shuffle=False)
+    assert [[i for i, _ in b] for b in evaluation] == [[0, 1], [2, 3], [4]]
+    assert all(seed is None for b in evaluation for _, seed in b)

@@ -1,0 +1,10 @@
+"""The training job (the training image's ``train``): ``python -m dogbreed.training``.
+
+Modules, in the order a job uses them: :mod:`.environment` (the SageMaker paths),
+:mod:`.config` (hyperparameters), :mod:`.data` (splits and loaders), :mod:`.model`,
+:mod:`.loop` (one epoch of training or evaluation), :mod:`.checkpoints` (the typed
+state a stopped job resumes from), :mod:`.debugger` (smdebug), :mod:`.export`,
+:mod:`.metrics` and :mod:`.failure`; :mod:`.job` runs them as named stages.
+
+Nothing is imported here: the launcher, which has no torch, imports :mod:`.metrics`.
+"""

@@ -1,0 +1,323 @@
+"""The image set: one folder per class in each split, e.g. ``train/001.Affenpinscher/*.jpg``.
+
+Unreadable files (empty, text renamed ``.jpg``, truncated JPEGs) do not stop the job:
+a cheap header check drops most of them at scan time, the rest fail to decode in the
+Dataset and are dropped by :func:`collate`. Both are counted per split,
+and too many of them (``max_unreadable_fraction``) fail the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import re
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import transforms as T
+
+from dogbreed.training.failure import TrainingError
+from dogbreed.images import ImageDecodeError, open_image
+from dogbreed.preprocessing import Preprocessing
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+_NUMBERED = re.compile(r"^\d+\.(.+)$")
+
+
+def class_name(folder: str) -> str:
+    """``001.Affenpinscher`` -> ``Affenpinscher``, ``063.German_shepherd_dog`` -> ``German shepherd dog``."""
+    match = _NUMBERED.match(folder)
+    return (match.group(1) if match else folder).replace("_", " ").strip()
+
+
+@dataclass
+class Split:
+    """One split: its classes (folder names, sorted) and its readable-looking images."""
+
+    name: str
+    root: Path
+    class_dirs: list[str]
+    samples: list[tuple[Path, int]]
+    unreadable: dict[str, str] = field(default_factory=dict)  # path -> reason, scan and load time
+
+    @property
+    def total(self) -> int:
+        """Every image file found, readable or not."""
+        return len(self.samples) + sum(1 for p in self.unreadable if p not in self._sample_paths)
+
+    def __post_init__(self):
+        self._sample_paths = {str(p) for p, _ in self.samples}
+
+    def add_unreadable(self, path: str, reason: str) -> bool:
+        """Record a file that failed to decode; True the first time it is seen."""
+        if path in self.unreadable:
+            return False
+        self.unreadable[path] = reason
+        return True
+
+    def check_unreadable(self, max_fraction: float) -> None:
+        """Raise :class:`TrainingError` when too many of this split's images are unreadable."""
+        bad, total = len(self.unreadable), self.total
+        if total and bad / total > max_fraction:
+            examples = "; ".join(f"{p} ({r})" for p, r in list(self.unreadable.items())[:3])
+            raise TrainingError(
+                f"{bad} of {total} images ({bad / total:.1%}) in the {self.name} split cannot be "
+                f"decoded, over max_unreadable_fraction={max_fraction}; e.g. {examples}"
+            )
+
+
+def _header_problem(path: Path) -> str | None:
+    """A reason when the file is obviously not an image; reading the header only is cheap."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        with Image.open(path) as image:
+            image.size  # noqa: B018 - parsing the header is the check
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not an image"
+        return f"not a recognised image: {type(exc).__name__}"
+    return None
+
+
+def scan_split(name: str, root: Path, class_dirs: Sequence[str] | None = None) -> Split:
+    """List ``root/<class>/<image>``; raise :class:`TrainingError` for a missing or malformed split.
+
+    ``class_dirs``, when given, is the class list of the train split: this split must have
+    exactly the same folders.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise TrainingError(f"the {name} channel is missing: {root} is not a directory")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise TrainingError(f"the {name} channel {root} has no class folders (expected {root}/001.Breed/*.jpg)")
+    if class_dirs is not None and found != list(class_dirs):
+        missing = sorted(set(class_dirs) - set(found))
+        extra = sorted(set(found) - set(class_dirs))
+        raise TrainingError(
+            f"the {name} split's class folders differ from the train split's: "
+            f"missing in {name}: {missing or 'none'}; only in {name}: {extra or 'none'}"
+        )
+    samples: list[tuple[Path, int]] = []
+    unreadable: dict[str, str] = {}
+    for index, folder in enumerate(found):
+        files = sorted(
+            p for p in (root / folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        if not files:
+            raise TrainingError(f"the class folder {root / folder} in the {name} split holds no images")
+        for path in files:
+            problem = _header_problem(path)
+            if problem:
+                unreadable[str(path)] = problem
+            else:
+                samples.append((path, index))
+    split = Split(name, root, found, samples, unreadable)
+    log.info(
+        "%s: %d images in %d classes from %s (%d unreadable, skipped)",
+        name, len(samples), len(found), root, len(unreadable),
+    )
+    for path, reason in list(unreadable.items())[:10]:
+        log.warning("%s: skipping unreadable image %s: %s", name, path, reason)
+    return split
+
+
+class EvalTransform:
+    """The evaluation transform: exactly :class:`Preprocessing`, as a tensor."""
+
+    def __init__(self, preprocessing: Preprocessing):
+        self.preprocessing = preprocessing
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(self.preprocessing(image))
+
+
+def train_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
+    """Random crops and flips, normalised with the same mean/std as evaluation."""
+    return T.Compose([
+        T.RandomResizedCrop(preprocessing.crop_size, antialias=True),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(preprocessing.mean, preprocessing.std),
+    ])
+
+
+@dataclass
+class Sample:
+    """One image as :class:`ImageDataset` returns it; ``image`` is None when it could not be read."""
+
+    image: torch.Tensor | None
+    label: int
+    index: int
+    unreadable: str | None = None
+
+
+class ImageDataset(Dataset):
+    """Decodes and transforms one image per key ``(index, augmentation_seed)``.
+
+    The seed, drawn by :class:`EpochBatches`, seeds torch's RNG for that image's random
+    transform alone: an image looks the same in a given epoch whichever worker loads
+    it, with any ``num_workers``, and when a stopped job resumes mid-epoch.
+    """
+
+    def __init__(self, samples: Sequence[tuple[Path, int]], transform: Callable[[Image.Image], torch.Tensor]):
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int | None]) -> Sample:
+        index, seed = key
+        path, label = self.samples[index]
+        try:
+            image = open_image(path)
+        except ImageDecodeError as exc:
+            return Sample(None, label, index, str(exc))
+        except OSError as exc:  # vanished or unreadable file
+            return Sample(None, label, index, f"{type(exc).__name__}: {exc}")
+        if seed is None:
+            return Sample(self.transform(image), label, index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return Sample(self.transform(image), label, index)
+
+
+@dataclass
+class Batch:
+    """The readable images of one batch, and ``(index, reason)`` for each unreadable one.
+
+    A batch crosses from a worker process to the job as plain bytes through the
+    loader's pipe (see ``__getstate__``), never through ``/dev/shm``: torch would put
+    its tensors there, and Docker gives a container 64 MB of it by default, which a few
+    batches in flight exhaust (the job then waits forever for a batch that never comes).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    unreadable: list[tuple[int, str]]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getstate__(self) -> dict:
+        return {"images": self.images.numpy(), "labels": self.labels.numpy(), "unreadable": self.unreadable}
+
+    def __setstate__(self, state: dict) -> None:
+        self.images = torch.from_numpy(state["images"])
+        self.labels = torch.from_numpy(state["labels"])
+        self.unreadable = state["unreadable"]
+
+    def pin_memory(self) -> "Batch":
+        """Called by the DataLoader's pinning thread (CUDA jobs): page-locked copies for fast transfers."""
+        return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.unreadable)
+
+
+def collate(samples: list[Sample]) -> Batch:
+    """Stack the readable samples into a :class:`Batch`; the unreadable ones are listed in it."""
+    good = [s for s in samples if s.unreadable is None]
+    bad = [(s.index, s.unreadable) for s in samples if s.unreadable is not None]
+    if not good:
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), bad)
+    return Batch(torch.stack([s.image for s in good]), torch.tensor([s.label for s in good], dtype=torch.long), bad)
+
+
+class EpochBatches(Sampler[list[tuple[int, "int | None"]]]):
+    """The batches of one epoch, as lists of :class:`ImageDataset` keys.
+
+    Shuffled batches follow a permutation seeded by ``(seed, epoch)`` and carry one
+    augmentation seed per image, so an epoch is the same whenever it runs; evaluation
+    batches are in file order without seeds. :meth:`set_epoch` picks the epoch and how
+    many of its samples to skip (a job resumed mid-epoch skips those it trained on).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0):
+        self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
+        self.epoch, self.start = 1, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return math.ceil(max(0, self.num_samples - self.start) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
+        if self.shuffle:
+            epoch_seed = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]
+            generator = torch.Generator().manual_seed(int(epoch_seed))
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
+            seeds = torch.randint(2**62, (self.num_samples,), generator=generator).tolist()
+        else:
+            order, seeds = list(range(self.num_samples)), [None] * self.num_samples
+        for first in range(self.start, self.num_samples, self.batch_size):
+            chunk = slice(first, first + self.batch_size)
+            yield list(zip(order[chunk], seeds[chunk]))
+
+
+def make_loader(
+    split: Split,
+    transform: Callable[[Image.Image], torch.Tensor],
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    pin_memory: bool,
+    seed: int = 0,
+    timeout: float = 0,
+) -> DataLoader:
+    """A DataLoader of :class:`Batch` over a split's readable-looking images; ``loader.batch_sampler``
+    is its :class:`EpochBatches`. With workers, a batch that takes over ``timeout`` seconds
+    (a stuck worker) raises instead of waiting forever."""
+    workers = dict(persistent_workers=True, prefetch_factor=4, timeout=timeout) if num_workers else {}
+    return DataLoader(
+        ImageDataset(split.samples, transform),
+        batch_sampler=EpochBatches(len(split.samples), batch_size, shuffle, seed),
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        collate_fn=collate,
+        # Workers draw nothing from their own RNG (every image has its seed); a fixed
+        # generator keeps their creation from consuming the job's global RNG.
+        generator=torch.Generator().manual_seed(seed),
+        **workers,
+    )
+
+
+def loader_failure(exc: BaseException) -> TrainingError | None:
+    """A one-line :class:`TrainingError` for torch's errors about dead or stuck loader workers."""
+    text = str(exc)
+    if not isinstance(exc, RuntimeError) or "DataLoader" not in text:
+        return None
+    if "timed out" in text:
+        return TrainingError(
+            f"data loading stalled: {text} (loader_timeout) waiting for one batch; a DataLoader worker is "
+            "stuck (e.g. on a hung file system). Raise loader_timeout if one batch legitimately takes longer"
+        )
+    return TrainingError(
+        f"data loading failed: {text}. A killed worker is often out of memory: lower num_workers or batch_size"
+    )
+
+
+def stop_loader_workers() -> None:
+    """Kill the DataLoader worker processes still alive at the end of the job.
+
+    Python's exit joins every daemonic child process, so one stuck (or stopped) worker
+    would keep a failed job from ever exiting. The job starts no other daemonic
+    processes. torch's SIGCHLD handler is removed first: it would raise for each kill.
+    """
+    workers = [p for p in multiprocessing.active_children() if p.daemon]
+    if not workers:
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for worker in workers:
+        worker.kill()
+    for worker in workers:
+        worker.join(timeout=10)

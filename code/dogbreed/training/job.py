@@ -1,0 +1,374 @@
+"""The training job: fine-tune an ImageNet ResNet on a folder-per-class image set.
+
+SageMaker runs the image's ``train`` (``python -m dogbreed.training``) with no
+arguments; everything then comes from ``/opt/ml`` (see :mod:`.environment`). ``--help``
+lists every flag. Exit status: 0 done, 1 failed (reason in ``/opt/ml/output/failure``),
+2 bad hyperparameter or flag, 143 stopped by SIGTERM after saving a checkpoint.
+
+:func:`run` reads top to bottom as the job's stages: data, model, restore, epochs,
+finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dogbreed.artifacts import ModelMetadata
+from dogbreed.images import ImageDecodeError, open_image
+from dogbreed.preprocessing import Preprocessing
+from dogbreed.training.checkpoints import (
+    BestEpoch, JobIdentity, PartialEpoch, TrainingState, load_checkpoint, save_checkpoint,
+)
+from dogbreed.training.config import JobPaths, TrainConfig, load_config
+from dogbreed.training.data import (
+    EvalTransform, Split, class_name, loader_failure, make_loader, scan_split, stop_loader_workers, train_transform,
+)
+from dogbreed.training.debugger import NoHook, create_hook
+from dogbreed.training.environment import TrainingEnvironment
+from dogbreed.training.export import export_model_dir
+from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError, failure_reason, write_failure
+from dogbreed.training.loop import Evaluation, GracefulStop, Learner, PassTotals, StopRequested, evaluate, train_pass
+from dogbreed.training.metrics import EpochMetrics, format_metrics, write_metrics_json, write_reports
+from dogbreed.training.model import build_model, trainable_parameters
+
+log = logging.getLogger("dogbreed.training")
+
+ONNX_CHECK_IMAGES = 8
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is when a record is logged (callers may swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def setup_logging() -> None:
+    """Plain lines on stdout, which SageMaker sends to CloudWatch and matches metric regexes against."""
+    logging.basicConfig(
+        handlers=[_StdoutHandler()], level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+@dataclass
+class Data:
+    """The splits, their loaders and what the model needs to know of them."""
+
+    train: Split
+    valid: Split
+    test: Split | None
+    train_loader: DataLoader
+    valid_loader: DataLoader
+    test_loader: DataLoader | None
+    classes: list[str]
+    preprocessing: Preprocessing
+
+    @property
+    def splits(self) -> list[Split]:
+        return [s for s in (self.train, self.valid, self.test) if s is not None]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+    if config.lr_scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.lr_scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
+    return None
+
+
+# Stage 1: data. Every split is checked before any weights are loaded.
+def load_data(config: TrainConfig, paths: JobPaths, device: torch.device) -> Data:
+    """Scan the splits (failing on a missing or malformed one) and make their loaders."""
+    train = scan_split("train", paths.train)
+    valid = scan_split("valid", paths.valid, train.class_dirs)
+    test = None
+    if paths.test.is_dir():
+        test = scan_split("test", paths.test, train.class_dirs)
+    else:
+        log.info("no test channel at %s: test metrics are skipped", paths.test)
+    for split in (train, valid, test):
+        if split is not None:
+            split.check_unreadable(config.max_unreadable_fraction)
+
+    preprocessing = Preprocessing(resize_size=config.resize_size, crop_size=config.image_size)
+    eval_transform = EvalTransform(preprocessing)
+
+    def loader(split: Split, transform, shuffle: bool) -> DataLoader:
+        return make_loader(
+            split, transform, config.batch_size, shuffle, config.num_workers, pin_memory=device.type == "cuda",
+            seed=config.seed, timeout=config.loader_timeout,
+        )
+
+    return Data(
+        train=train, valid=valid, test=test,
+        train_loader=loader(train, train_transform(preprocessing), shuffle=True),
+        valid_loader=loader(valid, eval_transform, shuffle=False),
+        test_loader=loader(test, eval_transform, shuffle=False) if test is not None else None,
+        classes=[class_name(d) for d in train.class_dirs],
+        preprocessing=preprocessing,
+    )
+
+
+# Stage 2: the model and what trains it.
+def build_learner(
+    config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, data: Data, device: torch.device
+) -> Learner:
+    """The network with pretrained weights and a new head, its loss, optimizer, schedule and scaler."""
+    amp = config.amp and device.type == "cuda"
+    if config.amp and not amp:
+        log.warning("amp=true needs CUDA; training in float32 on %s", device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    log.info("device: %s%s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+
+    channel = paths.pretrained if paths.pretrained.is_dir() else None
+    model = build_model(config.arch, len(data.classes), config.pretrained, config.freeze, channel, env.torch_home)
+    model.to(device)
+    params = trainable_parameters(model)
+    log.info(
+        "%s: %d classes, %d of %d parameters trainable (freeze=%s)",
+        config.arch, len(data.classes), sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()),
+        config.freeze,
+    )
+    optimizer = make_optimizer(config, params)
+    return Learner(
+        model=model,
+        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        optimizer=optimizer,
+        scheduler=make_scheduler(config, optimizer),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp),
+        device=device,
+        amp=amp,
+        freeze=config.freeze,
+        hook=NoHook(),
+    )
+
+
+# Stage 3: restore a stopped job's progress (managed spot training, a stopped job).
+def restore(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner) -> TrainingState:
+    """The checkpoint's state (the learner restored with it), or a fresh state."""
+    identity = JobIdentity(config.arch, tuple(data.train.class_dirs), config.freeze, config.optimizer,
+                           config.lr_scheduler)
+    state = load_checkpoint(paths.checkpoint_dir, identity, learner)
+    if state is None:
+        return TrainingState(identity)
+    for split in data.splits:
+        split.unreadable.update(state.unreadable.get(split.name, {}))
+    where = f"after epoch {state.epoch}"
+    if state.partial is not None:
+        partial = state.partial
+        where = (f"in epoch {partial.epoch}, " + ("at its validation" if partial.trained
+                 else f"after {partial.totals.positions} of its {len(data.train.samples)} training images"))
+    best = f"best valid_loss {state.best.valid_loss:.4f} at epoch {state.best.epoch}" if state.best else "no best yet"
+    log.info("resuming from %s %s (%s)", paths.checkpoint_dir / "checkpoint.pt", where, best)
+    return state
+
+
+# Stage 4: the epochs, with early stopping.
+def train_epochs(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, state: TrainingState,
+                 stop: GracefulStop) -> None:
+    """Train until ``epochs`` or early stopping; raises :class:`StopRequested` after checkpointing."""
+    first = state.partial.epoch if state.partial else state.epoch + 1
+    for epoch in range(first, config.epochs + 1):
+        if patience_exhausted(config, state):  # a resumed job that had stopped early
+            return
+        log.info("epoch %d/%d", epoch, config.epochs)
+        metrics, valid = run_epoch(epoch, config, paths, data, learner, state, stop)
+        log.info(metrics.line())
+        record_epoch(state, metrics, valid, learner.model)
+        checkpoint(paths, data, learner, state)
+        if patience_exhausted(config, state):
+            log.info(
+                "early stopping: valid_loss has not improved for %d epochs (best %.4f at epoch %d)",
+                state.bad_epochs, state.best.valid_loss, state.best.epoch,
+            )
+            return
+
+
+def run_epoch(epoch: int, config: TrainConfig, paths: JobPaths, data: Data, learner: Learner,
+              state: TrainingState, stop: GracefulStop) -> tuple[EpochMetrics, Evaluation]:
+    """Train one epoch (or the rest of a stopped one) and validate it; on SIGTERM, checkpoint and re-raise."""
+    start = time.perf_counter()
+    partial = state.partial = state.partial or PartialEpoch(epoch, PassTotals.zero(learner.device))
+    try:
+        if not partial.trained:
+            data.train_loader.batch_sampler.set_epoch(epoch, start=partial.totals.positions)
+            train_pass(learner, data.train_loader, data.train, stop, partial.totals)
+            partial.trained = True
+        valid = evaluate(learner, data.valid_loader, data.valid, stop, len(data.classes))
+    except StopRequested:
+        checkpoint(paths, data, learner, state)
+        raise
+    if learner.scheduler is not None:
+        learner.scheduler.step()
+    for split in (data.train, data.valid):
+        split.check_unreadable(config.max_unreadable_fraction)
+    totals = partial.totals
+    metrics = EpochMetrics(
+        epoch=epoch, train_loss=totals.loss, train_accuracy=totals.accuracy,
+        valid_loss=valid.loss, valid_accuracy=valid.accuracy,
+        images_per_sec=totals.images / totals.seconds, epoch_seconds=time.perf_counter() - start,
+    )
+    return metrics, valid
+
+
+def record_epoch(state: TrainingState, metrics: EpochMetrics, valid: Evaluation, model: nn.Module) -> None:
+    """Add a finished epoch to the state; keep its weights when its validation loss is the best yet."""
+    state.history.append(metrics)
+    state.epoch, state.partial = metrics.epoch, None
+    if valid.loss < state.best_valid_loss:
+        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        state.best = BestEpoch(metrics.epoch, valid.loss, valid.matrix, weights)
+        state.bad_epochs = 0
+    else:
+        state.bad_epochs += 1
+
+
+def patience_exhausted(config: TrainConfig, state: TrainingState) -> bool:
+    """True once ``patience`` epochs in a row have not lowered the validation loss."""
+    return bool(config.patience) and state.bad_epochs >= config.patience
+
+
+def checkpoint(paths: JobPaths, data: Data, learner: Learner, state: TrainingState) -> None:
+    state.unreadable = {s.name: dict(s.unreadable) for s in data.splits}
+    save_checkpoint(paths.checkpoint_dir, state, learner)
+
+
+# Stage 5: the best epoch's weights are the model; test, export, report.
+def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, state: TrainingState,
+           stop: GracefulStop) -> None:
+    """Test the best weights, then write the model directory and the reports."""
+    learner.model.load_state_dict(state.best.weights)
+    final: dict[str, Any] = {
+        "best_epoch": state.best.epoch,
+        "epochs_trained": state.epoch,
+        "valid_loss": state.best.valid_loss,
+        "valid_accuracy": state.history[state.best.epoch - 1].valid_accuracy,
+    }
+    reports = {"valid": state.best.valid_matrix}
+    if data.test is not None:
+        # A SIGTERM here leaves the last epoch's checkpoint, from which the test is redone.
+        test = evaluate(learner, data.test_loader, data.test, stop, len(data.classes))
+        data.test.check_unreadable(config.max_unreadable_fraction)
+        final.update(test_loss=test.loss, test_accuracy=test.accuracy)
+        reports["test"] = test.matrix
+        log.info(format_metrics({"test_loss": test.loss, "test_accuracy": test.accuracy}))
+
+    metadata = ModelMetadata(
+        arch=config.arch, classes=data.classes, preprocessing=data.preprocessing, class_dirs=data.train.class_dirs,
+        metrics=final, hyperparameters=config.to_dict(),
+    )
+    sample = sample_batch(data.valid, data.preprocessing)
+    final["onnx_max_abs_diff"] = export_model_dir(learner.model, metadata, paths.model_dir, sample)
+    for split_name, matrix in reports.items():
+        write_reports(paths.output_data_dir, split_name, matrix, data.classes)
+    write_metrics_json(paths.output_data_dir, {
+        "final": final,
+        "history": [h.to_dict() for h in state.history],
+        "unreadable": {s.name: s.unreadable for s in data.splits},
+        "classes": data.classes,
+    })
+    log.info("model written to %s, reports to %s", paths.model_dir, paths.output_data_dir)
+
+
+def sample_batch(split: Split, preprocessing: Preprocessing, n: int = ONNX_CHECK_IMAGES) -> torch.Tensor:
+    """Up to ``n`` evaluation-transformed images of a split, for the ONNX parity check."""
+    transform, tensors = EvalTransform(preprocessing), []
+    for path, _ in split.samples:
+        try:
+            tensors.append(transform(open_image(path)))
+        except (ImageDecodeError, OSError):
+            continue
+        if len(tensors) == n:
+            break
+    return torch.stack(tensors)
+
+
+def run(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: GracefulStop) -> int:
+    """The job proper; raises :class:`TrainingError` on expected failures."""
+    log.info("hyperparameters: %s", " ".join(f"{k}={v}" for k, v in config.to_dict().items()))
+    if len(env.hosts) > 1:
+        log.warning("%d hosts: multi-host training is not implemented; %s trains alone", len(env.hosts),
+                    env.current_host)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+
+    device = pick_device(config.device)
+    data = load_data(config, paths, device)
+    learner = build_learner(config, paths, env, data, device)
+    state = restore(config, paths, data, learner)
+    learner.hook = create_hook(env.debughook_config_path, config.smdebug_dir, learner.model, learner.criterion)
+    try:
+        train_epochs(config, paths, data, learner, state, stop)
+        finish(config, paths, data, learner, state, stop)
+    except StopRequested:
+        if state.partial:
+            log.warning("SIGTERM: stopped during epoch %d; checkpoint saved to %s", state.partial.epoch,
+                        paths.checkpoint_dir)
+        else:
+            log.warning("SIGTERM: stopped during the test pass; the checkpoint of epoch %d in %s is kept",
+                        state.epoch, paths.checkpoint_dir)
+        return EXIT_SIGTERM
+    except RuntimeError as exc:
+        failure = loader_failure(exc)
+        if failure is None:
+            raise
+        raise failure from exc
+    finally:
+        learner.hook.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the job; returns the exit status. Failures write ``/opt/ml/output/failure`` first."""
+    setup_logging()
+    env = TrainingEnvironment.from_env()
+    stop = GracefulStop().install()
+    try:
+        config, paths = load_config(argv, env)
+        return run(config, paths, env, stop)
+    except TrainingError as exc:
+        reason = failure_reason(exc)
+        write_failure(env.failure_path, reason)
+        log.error("training failed: %s", reason)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - any crash must leave a failure reason
+        reason = failure_reason(exc)
+        write_failure(env.failure_path, reason)
+        log.exception("training failed with an unexpected error: %s", reason)
+        return 1
+    finally:
+        stop_loader_workers()
+        stop.uninstall()

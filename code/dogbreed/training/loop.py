@@ -1,0 +1,192 @@
+"""One pass over a split: an epoch of training, or an evaluation.
+
+SIGTERM (a stopped job, a spot interruption) only sets a flag; the passes check it at
+every batch boundary and raise :class:`StopRequested`. A training pass keeps its running
+sums in a :class:`PassTotals` that the caller owns, so what a stopped pass had done is
+exactly what the checkpoint saves and what a resumed pass continues from.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from dogbreed.training.data import Batch, Split
+from dogbreed.training.failure import TrainingError
+from dogbreed.training.metrics import confusion_matrix
+from dogbreed.training.model import set_train_mode
+
+log = logging.getLogger(__name__)
+
+
+class StopRequested(Exception):
+    """Raised at a batch boundary after SIGTERM."""
+
+
+class GracefulStop:
+    """Installs a SIGTERM handler that only sets a flag; the passes poll :meth:`check`."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def install(self) -> "GracefulStop":
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def check(self) -> None:
+        """Raise :class:`StopRequested` if SIGTERM has arrived."""
+        if self.requested:
+            raise StopRequested()
+
+
+@dataclass
+class Learner:
+    """The network and everything that trains it, as the passes use them."""
+
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch LR scheduler, or None
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: bool  # float16 autocast (CUDA only)
+    freeze: str
+    hook: Any  # dogbreed.training.debugger's SmdebugHook or NoHook
+
+
+@dataclass
+class PassTotals:
+    """Running sums of a training pass. Loss and hits stay on the device (no sync per batch)."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    images: int = 0
+    positions: int = 0  # samples of the epoch's order consumed, readable or not
+    seconds: float = 0.0
+
+    @classmethod
+    def zero(cls, device: torch.device) -> "PassTotals":
+        return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long))
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum.item() / self.images
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct.item() / self.images
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum.cpu(), "correct": self.correct.cpu(), "images": self.images,
+                "positions": self.positions, "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], device: torch.device) -> "PassTotals":
+        return cls(d["loss_sum"].to(device), d["correct"].to(device), d["images"], d["positions"], d["seconds"])
+
+
+@dataclass
+class Evaluation:
+    """Loss, accuracy and confusion matrix of the model on one split."""
+
+    loss: float
+    accuracy: float
+    matrix: list[list[int]]
+
+
+def note_unreadable(split: Split, bad: list[tuple[int, str]]) -> None:
+    """Count images that failed to decode in the loader; each is logged once."""
+    for index, reason in bad:
+        path = str(split.samples[index][0])
+        if split.add_unreadable(path, reason):
+            log.warning("%s: skipping unreadable image %s: %s", split.name, path, reason)
+
+
+def batches(loader: DataLoader, split: Split, stop: GracefulStop, desc: str) -> Iterator[Batch]:
+    """The loader's batches, SIGTERM checked before each and unreadable images recorded."""
+    # A bar for people at a terminal; CloudWatch gets the epoch lines only.
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not sys.stderr.isatty()):
+        stop.check()
+        note_unreadable(split, batch.unreadable)
+        yield batch
+
+
+def forward(learner: Learner, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(labels, logits, loss)`` of one batch, under float16 autocast when ``amp``."""
+    images = batch.images.to(learner.device, non_blocking=True)
+    labels = batch.labels.to(learner.device, non_blocking=True)
+    with torch.autocast(learner.device.type, dtype=torch.float16, enabled=learner.amp):
+        logits = learner.model(images)
+        loss = learner.criterion(logits, labels)
+    return labels, logits, loss
+
+
+def train_pass(learner: Learner, loader: DataLoader, split: Split, stop: GracefulStop, totals: PassTotals) -> None:
+    """Train on the rest of an epoch, adding to ``totals`` batch by batch.
+
+    The loader's sampler must start at ``totals.positions``; on SIGTERM, ``totals``
+    holds exactly the batches whose updates the weights have.
+    """
+    set_train_mode(learner.model, learner.freeze)
+    learner.hook.set_mode("train")
+    start = time.perf_counter()
+    try:
+        for batch in batches(loader, split, stop, "train"):
+            if len(batch):
+                labels, logits, loss = forward(learner, batch)
+                learner.optimizer.zero_grad(set_to_none=True)
+                learner.scaler.scale(loss).backward()
+                learner.scaler.step(learner.optimizer)
+                learner.scaler.update()
+                totals.loss_sum += loss.detach() * len(labels)
+                totals.correct += (logits.argmax(1) == labels).sum()
+                totals.images += len(labels)
+            totals.positions += len(batch) + len(batch.unreadable)
+        stop.check()
+    finally:
+        totals.seconds += time.perf_counter() - start
+    if not totals.images:
+        raise TrainingError("the train split has no readable images")
+
+
+@torch.no_grad()
+def evaluate(learner: Learner, loader: DataLoader, split: Split, stop: GracefulStop, num_classes: int) -> Evaluation:
+    """Evaluate the model on a whole split (deterministic: a stopped evaluation is simply redone)."""
+    learner.model.eval()
+    learner.hook.set_mode("eval")
+    loss_sum = torch.zeros((), device=learner.device)
+    all_labels, all_preds = [], []
+    for batch in batches(loader, split, stop, split.name):
+        if not len(batch):
+            continue
+        labels, logits, loss = forward(learner, batch)
+        loss_sum += loss.float() * len(labels)
+        all_labels.append(labels)
+        all_preds.append(logits.argmax(1))
+    stop.check()
+    if not all_labels:
+        raise TrainingError(f"the {split.name} split has no readable images")
+    labels, preds = torch.cat(all_labels).cpu(), torch.cat(all_preds).cpu()
+    return Evaluation(
+        loss=loss_sum.item() / len(labels),
+        accuracy=(labels == preds).float().mean().item(),
+        matrix=confusion_matrix(labels.tolist(), preds.tolist(), num_classes),
+    )
