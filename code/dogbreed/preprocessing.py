@@ -61,10 +61,22 @@ class Preprocessing:
         top, left = int(round((h - c) / 2.0)), int(round((w - c) / 2.0))
         return image.crop((left, top, left + c, top + c))
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        """An RGB image -> float32 array of shape (3, crop_size, crop_size)."""
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """An RGB image -> uint8 array of shape (3, crop_size, crop_size), resized and cropped."""
         if image.mode != "RGB":
             raise ValueError(f"expected an RGB image, got mode {image.mode}")
-        pixels = np.asarray(self.resize_and_crop(image), dtype=np.float32) / 255.0
-        pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        return np.ascontiguousarray(np.asarray(self.resize_and_crop(image), dtype=np.uint8).transpose(2, 0, 1))
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 ``(..., 3, H, W)`` -> float32: scaled to [0, 1], minus ``mean``, over ``std``.
+
+        The same float32 operations as torchvision's ``ToTensor`` + ``Normalize`` (and as
+        the training job's ``Normalize`` on a batch), so the results are bit-identical.
+        """
+        mean = np.asarray(self.mean, np.float32).reshape(3, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(3, 1, 1)
+        return (pixels.astype(np.float32) / np.float32(255) - mean) / std
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """An RGB image -> the float32 model input of shape (3, crop_size, crop_size)."""
+        return self.normalize(self.pixels(image))

@@ -130,14 +130,14 @@ def test_endpoint_answers_what_the_trained_pytorch_model_predicts(server, real_p
     import torchvision
 
     from dogbreed.artifacts import TORCH_FILE, ModelMetadata
-    from dogbreed.training.data import EvalTransform
+    from dogbreed.training.data import EvalTransform, Normalize
     from dogbreed.images import open_image
 
     meta = ModelMetadata.load(trained_model_dir)
     net = getattr(torchvision.models, meta.arch)(num_classes=len(meta.classes))
     net.load_state_dict(torch.load(Path(trained_model_dir) / TORCH_FILE, map_location="cpu", weights_only=True))
     transform = EvalTransform(meta.preprocessing)
-    batch = torch.stack([transform(open_image(p)) for p in real_photos])
+    batch = Normalize.of(meta.preprocessing)(torch.stack([transform(open_image(p)) for p in real_photos]))
     with torch.no_grad():
         expected = torch.softmax(net.eval()(batch), dim=1)
     k = len(meta.classes)

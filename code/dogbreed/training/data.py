@@ -132,23 +132,45 @@ def scan_split(name: str, root: Path, class_dirs: Sequence[str] | None = None) -
 
 
 class EvalTransform:
-    """The evaluation transform: exactly :class:`Preprocessing`, as a tensor."""
+    """The evaluation transform: :meth:`Preprocessing.pixels`, as a uint8 tensor (3, H, W)."""
 
     def __init__(self, preprocessing: Preprocessing):
         self.preprocessing = preprocessing
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return torch.from_numpy(self.preprocessing(image))
+        return torch.from_numpy(self.preprocessing.pixels(image))
 
 
 def train_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
-    """Random crops and flips, normalised with the same mean/std as evaluation."""
+    """Random crops and flips, as a uint8 tensor (3, H, W); :class:`Normalize` follows in the job."""
     return T.Compose([
         T.RandomResizedCrop(preprocessing.crop_size, antialias=True),
         T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(preprocessing.mean, preprocessing.std),
+        T.PILToTensor(),
     ])
+
+
+@dataclass(frozen=True)
+class Normalize:
+    """uint8 pixels ``(N, 3, H, W)`` -> the network's float32 input, on the pixels' device.
+
+    Loaders carry pixels, a quarter of the bytes of the float input; this runs on the
+    batch in the job (on the GPU where there is one). It does the float32 operations of
+    :meth:`Preprocessing.normalize` and torchvision's ``ToTensor`` + ``Normalize``, so
+    training and serving see bit-identical inputs.
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, preprocessing: Preprocessing) -> "Normalize":
+        return cls(preprocessing.mean, preprocessing.std)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+        return pixels.float().div_(255).sub_(mean).div_(std)
 
 
 @dataclass
@@ -194,7 +216,7 @@ class ImageDataset(Dataset):
 
 @dataclass
 class Batch:
-    """The readable images of one batch, and ``(index, reason)`` for each unreadable one.
+    """The readable images of one batch (uint8 pixels), and ``(index, reason)`` for each unreadable one.
 
     A batch crosses from a worker process to the job as plain bytes through the
     loader's pipe (see ``__getstate__``), never through ``/dev/shm``: torch would put
@@ -227,7 +249,7 @@ def collate(samples: list[Sample]) -> Batch:
     good = [s for s in samples if s.unreadable is None]
     bad = [(s.index, s.unreadable) for s in samples if s.unreadable is not None]
     if not good:
-        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), bad)
+        return Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), bad)
     return Batch(torch.stack([s.image for s in good]), torch.tensor([s.label for s in good], dtype=torch.long), bad)
 
 

@@ -31,7 +31,8 @@ from dogbreed.training.checkpoints import (
 )
 from dogbreed.training.config import JobPaths, TrainConfig, load_config
 from dogbreed.training.data import (
-    EvalTransform, Split, class_name, loader_failure, make_loader, scan_split, stop_loader_workers, train_transform,
+    EvalTransform, Normalize, Split, class_name, loader_failure, make_loader, scan_split, stop_loader_workers,
+    train_transform,
 )
 from dogbreed.training.debugger import NoHook, create_hook
 from dogbreed.training.environment import TrainingEnvironment
@@ -164,6 +165,7 @@ def build_learner(
     optimizer = make_optimizer(config, params)
     return Learner(
         model=model,
+        normalize=Normalize.of(data.preprocessing),
         criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
         optimizer=optimizer,
         scheduler=make_scheduler(config, optimizer),
@@ -312,7 +314,7 @@ def sample_batch(split: Split, preprocessing: Preprocessing, n: int = ONNX_CHECK
             continue
         if len(tensors) == n:
             break
-    return torch.stack(tensors)
+    return Normalize.of(preprocessing)(torch.stack(tensors))
 
 
 def run(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: GracefulStop) -> int:

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dogbreed.training.data import Batch, Split
+from dogbreed.training.data import Batch, Normalize, Split
 from dogbreed.training.failure import TrainingError
 from dogbreed.training.metrics import confusion_matrix
 from dogbreed.training.model import set_train_mode
@@ -62,6 +62,7 @@ class Learner:
     """The network and everything that trains it, as the passes use them."""
 
     model: nn.Module
+    normalize: Normalize  # the batches' uint8 pixels -> the model's input
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any  # a torch LR scheduler, or None
@@ -131,7 +132,7 @@ def batches(loader: DataLoader, split: Split, stop: GracefulStop, desc: str) -> 
 
 def forward(learner: Learner, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(labels, logits, loss)`` of one batch, under float16 autocast when ``amp``."""
-    images = batch.images.to(learner.device, non_blocking=True)
+    images = learner.normalize(batch.images.to(learner.device, non_blocking=True))
     labels = batch.labels.to(learner.device, non_blocking=True)
     with torch.autocast(learner.device.type, dtype=torch.float16, enabled=learner.amp):
         logits = learner.model(images)

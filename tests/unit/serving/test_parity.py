@@ -38,7 +38,8 @@ def test_tensors_match_the_training_eval_dataset(predictor, real_photos, model_d
     for index, path in enumerate(real_photos):
         sample = dataset[index, None]  # an evaluation key: no augmentation seed
         assert sample.unreadable is None
-        np.testing.assert_allclose(predictor.preprocess(path.read_bytes()), sample.image.numpy(), rtol=0, atol=1e-6)
+        tensor = data.Normalize.of(transform.preprocessing)(sample.image[None])[0]
+        np.testing.assert_allclose(predictor.preprocess(path.read_bytes()), tensor.numpy(), rtol=0, atol=1e-6)
 
 
 def test_onnx_predictions_match_pytorch(torch_model_and_dir, predictor, real_photos, torchvision_eval):

@@ -2,10 +2,11 @@ import shutil
 
 import pytest
 import torch
+from torchvision import transforms as T
 
 from tests.unit.training.conftest import CLASS_DIRS, make_split
 from dogbreed.training.data import (
-    EvalTransform, EpochBatches, Sample, class_name, collate, make_loader, scan_split, train_transform,
+    EvalTransform, EpochBatches, Normalize, Sample, class_name, collate, make_loader, scan_split, train_transform,
 )
 from dogbreed.training.failure import TrainingError
 from dogbreed.preprocessing import Preprocessing
@@ -99,12 +100,18 @@ def test_transforms_share_normalisation_and_eval_is_preprocessing(tmp_path, real
     from dogbreed.images import open_image
 
     pre = Preprocessing(resize_size=256, crop_size=224)
-    image = open_image(real_photos[0])
-    assert torch.equal(EvalTransform(pre)(image), torch.from_numpy(pre(image)))
+    normalize = Normalize.of(pre)
+    for path in real_photos:
+        image = open_image(path)
+        pixels = EvalTransform(pre)(image)
+        assert pixels.dtype == torch.uint8
+        # The job's batch normalisation is the serving image's preprocessing, bit for bit.
+        assert torch.equal(normalize(pixels[None])[0], torch.from_numpy(pre(image)))
     augmented = train_transform(pre)(image)
-    assert augmented.shape == (3, 224, 224)
-    normalize = train_transform(pre).transforms[-1]
-    assert tuple(normalize.mean) == pre.mean and tuple(normalize.std) == pre.std
+    assert augmented.shape == (3, 224, 224) and augmented.dtype == torch.uint8
+    # ... and torchvision's ToTensor + Normalize on the augmented crop, bit for bit.
+    expected = T.Normalize(pre.mean, pre.std)(T.ToTensor()(T.ToPILImage()(augmented)))
+    assert torch.equal(normalize(augmented[None])[0], expected)
 
 
 def epoch_batches(loader, epoch, start=0):
