@@ -74,6 +74,7 @@ class TrainingState:
     bad_epochs: int = 0  # epochs since the best one (early stopping)
     partial: PartialEpoch | None = None
     unreadable: dict[str, dict[str, str]] = field(default_factory=dict)  # split -> path -> reason
+    debugger_steps: dict[str, int] = field(default_factory=dict)  # the smdebug trial's step numbers
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types and tensors only, as ``torch.load(weights_only=True)`` reads them."""
@@ -88,6 +89,7 @@ class TrainingState:
                 "epoch": partial.epoch, "totals": partial.totals.to_dict(), "trained": partial.trained,
             },
             "unreadable": self.unreadable,
+            "debugger_steps": self.debugger_steps,
         }
 
     @classmethod
@@ -104,6 +106,7 @@ class TrainingState:
                 partial["epoch"], PassTotals.from_dict(partial["totals"], device), partial["trained"]
             ),
             unreadable=d["unreadable"],
+            debugger_steps=d["debugger_steps"],
         )
 
     @property

@@ -83,7 +83,21 @@ class TrainConfig:
     seed: int = hp(0, "random seed (weights of the new layer, shuffling, augmentation)")
     device: str = hp("auto", "'auto' uses CUDA when available", DEVICES)
     amp: bool = hp(False, "mixed precision (float16 autocast) on CUDA")
-    smdebug_dir: str = hp("", "write a local smdebug trial here (SageMaker Debugger's config wins when present)")
+    debug: bool = hp(
+        True,
+        "record the job's SageMaker Debugger (smdebug) trial: losses and accuracy per step, reductions of "
+        "weights, gradients and activations; the report's curves and rules read it. off: no trial",
+    )
+    profile: bool = hp(
+        True,
+        "record the profile: system utilisation, each step's time split, top operators (torch.profiler) "
+        "and its TensorBoard trace. off: none",
+    )
+    smdebug_dir: str = hp(
+        "",
+        "where the local smdebug trial goes [default: debug-output beside metrics.json]; SageMaker "
+        "Debugger's config wins when present",
+    )
 
     def __post_init__(self):
         for f in fields(self):

@@ -31,6 +31,7 @@ class TrainingEnvironment:
     output_data_dir: Path
     failure_path: Path
     checkpoint_dir: Path
+    tensorboard_dir: Path
     torch_home: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -59,6 +60,8 @@ class TrainingEnvironment:
             output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR", root / "output" / "data")),
             failure_path=root / "output" / "failure",
             checkpoint_dir=Path(env.get("DOGBREED_CHECKPOINT_DIR", root / "checkpoints")),
+            # SageMaker's TensorBoardOutputConfig syncs this folder with S3 during the job.
+            tensorboard_dir=root / "output" / "tensorboard",
             torch_home=Path(env["TORCH_HOME"]) if env.get("TORCH_HOME") else None,
             env=env,
         )

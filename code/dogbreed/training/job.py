@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,6 +28,9 @@ from torch.utils.data import DataLoader
 from dogbreed.artifacts import ModelMetadata
 from dogbreed.images import ImageDecodeError, open_image
 from dogbreed.preprocessing import Preprocessing
+from dogbreed.report.data import EPOCH_PREFIX, EPOCH_SCALARS
+from dogbreed.report.page import build_report
+from dogbreed.report.paths import PROFILE_DIR, TRIAL_DIR
 from dogbreed.training.checkpoints import (
     BestEpoch, JobIdentity, PartialEpoch, TrainingState, load_checkpoint, save_checkpoint,
 )
@@ -41,6 +46,7 @@ from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError, 
 from dogbreed.training.loop import Evaluation, GracefulStop, Learner, PassTotals, StopRequested, evaluate, train_pass
 from dogbreed.training.metrics import EpochMetrics, format_metrics, write_metrics_json, write_reports
 from dogbreed.training.model import build_model, trainable_parameters
+from dogbreed.training.profiler import JobProfiler
 
 log = logging.getLogger("dogbreed.training")
 
@@ -174,6 +180,7 @@ def build_learner(
         amp=amp,
         freeze=config.freeze,
         hook=NoHook(),
+        profiler=JobProfiler.off(device),
     )
 
 
@@ -226,9 +233,9 @@ def run_epoch(epoch: int, config: TrainConfig, paths: JobPaths, data: Data, lear
     try:
         if not partial.trained:
             data.train_loader.batch_sampler.set_epoch(epoch, start=partial.totals.positions)
-            train_pass(learner, data.train_loader, data.train, stop, partial.totals)
+            train_pass(learner, data.train_loader, data.train, stop, partial.totals, epoch)
             partial.trained = True
-        valid = evaluate(learner, data.valid_loader, data.valid, stop, len(data.classes))
+        valid = evaluate(learner, data.valid_loader, data.valid, stop, len(data.classes), epoch)
     except StopRequested:
         checkpoint(paths, data, learner, state)
         raise
@@ -242,6 +249,8 @@ def run_epoch(epoch: int, config: TrainConfig, paths: JobPaths, data: Data, lear
         valid_loss=valid.loss, valid_accuracy=valid.accuracy,
         images_per_sec=totals.images / totals.seconds, epoch_seconds=time.perf_counter() - start,
     )
+    for name in EPOCH_SCALARS:  # the report's per-epoch curves read them back from the trial
+        learner.hook.save_scalar(EPOCH_PREFIX + name, getattr(metrics, name))
     return metrics, valid
 
 
@@ -264,6 +273,7 @@ def patience_exhausted(config: TrainConfig, state: TrainingState) -> bool:
 
 def checkpoint(paths: JobPaths, data: Data, learner: Learner, state: TrainingState) -> None:
     state.unreadable = {s.name: dict(s.unreadable) for s in data.splits}
+    state.debugger_steps = learner.hook.steps()
     save_checkpoint(paths.checkpoint_dir, state, learner)
 
 
@@ -281,7 +291,7 @@ def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, s
     reports = {"valid": state.best.valid_matrix}
     if data.test is not None:
         # A SIGTERM here leaves the last epoch's checkpoint, from which the test is redone.
-        test = evaluate(learner, data.test_loader, data.test, stop, len(data.classes))
+        test = evaluate(learner, data.test_loader, data.test, stop, len(data.classes), state.epoch)
         data.test.check_unreadable(config.max_unreadable_fraction)
         final.update(test_loss=test.loss, test_accuracy=test.accuracy)
         reports["test"] = test.matrix
@@ -300,6 +310,7 @@ def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, s
         "history": [h.to_dict() for h in state.history],
         "unreadable": {s.name: s.unreadable for s in data.splits},
         "classes": data.classes,
+        "hyperparameters": config.to_dict(),
     })
     log.info("model written to %s, reports to %s", paths.model_dir, paths.output_data_dir)
 
@@ -331,10 +342,11 @@ def run(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: Gr
     data = load_data(config, paths, device)
     learner = build_learner(config, paths, env, data, device)
     state = restore(config, paths, data, learner)
-    learner.hook = create_hook(env.debughook_config_path, config.smdebug_dir, learner.model, learner.criterion)
+    observe(config, paths, env, learner, state, resumed=bool(state.epoch or state.partial))
     try:
         train_epochs(config, paths, data, learner, state, stop)
-        finish(config, paths, data, learner, state, stop)
+        if state.best is not None:
+            finish(config, paths, data, learner, state, stop)
     except StopRequested:
         if state.partial:
             log.warning("SIGTERM: stopped during epoch %d; checkpoint saved to %s", state.partial.epoch,
@@ -350,7 +362,56 @@ def run(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: Gr
         raise failure from exc
     finally:
         learner.hook.close()
+        learner.profiler.close()
+    if state.best is None:
+        diverged(config, paths, data, state)
+    write_report(config, paths)
     return 0
+
+
+def diverged(config: TrainConfig, paths: JobPaths, data: Data, state: TrainingState) -> None:
+    """No epoch had a finite validation loss: keep the history and the report (whose rules say
+    why), export no model, and fail."""
+    write_metrics_json(paths.output_data_dir, {
+        "final": {}, "history": [h.to_dict() for h in state.history],
+        "unreadable": {s.name: s.unreadable for s in data.splits}, "classes": data.classes,
+        "hyperparameters": config.to_dict(),
+    })
+    write_report(config, paths)
+    losses = ", ".join(f"{h.valid_loss:.4g}" for h in state.history)
+    raise TrainingError(
+        f"training diverged: the validation loss was never finite in {state.epoch} epochs ({losses}); no model "
+        f"was exported. Lower lr (now {config.lr}); the report in {paths.output_data_dir} shows the Debugger rules"
+    )
+
+
+def observe(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, learner: Learner,
+            state: TrainingState, resumed: bool) -> None:
+    """Start the smdebug trial and the profile (``debug``/``profile`` on); a resumed job continues both."""
+    trial_dir = Path(config.smdebug_dir) if config.smdebug_dir else paths.output_data_dir / TRIAL_DIR
+    profile_dir = paths.output_data_dir / PROFILE_DIR
+    if not resumed:  # this job's own outputs from an earlier run on the same folders
+        for stale in ([] if config.smdebug_dir else [trial_dir]) + [profile_dir]:
+            shutil.rmtree(stale, ignore_errors=True)
+    if config.debug:
+        learner.hook = create_hook(env.debughook_config_path, str(trial_dir), learner.model, learner.criterion,
+                                   resume_steps=state.debugger_steps if resumed else None)
+    if config.profile:
+        learner.profiler = JobProfiler(profile_dir, env.tensorboard_dir / "profiler", learner.device,
+                                       config.num_workers, config.batch_size).start()
+
+
+def write_report(config: TrainConfig, paths: JobPaths) -> None:
+    """``report.html`` beside ``metrics.json``; a report that cannot be built only costs a warning."""
+    trial_dir = Path(config.smdebug_dir) if config.smdebug_dir else paths.output_data_dir / TRIAL_DIR
+    try:
+        path = build_report(paths.output_data_dir, trial_dir if config.debug else None,
+                            paths.output_data_dir / PROFILE_DIR if config.profile else None)
+    except Exception as exc:  # noqa: BLE001 - the model is written; the job has succeeded
+        log.warning("the training report could not be built (%s: %s); the model is unaffected",
+                    type(exc).__name__, exc)
+        return
+    log.info("report written to %s", path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

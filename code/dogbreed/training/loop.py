@@ -24,6 +24,8 @@ from dogbreed.training.data import Batch, Normalize, Split
 from dogbreed.training.failure import TrainingError
 from dogbreed.training.metrics import confusion_matrix
 from dogbreed.training.model import set_train_mode
+from dogbreed.training.profiler import JobProfiler, PhaseClock, StepTiming
+from dogbreed.report.data import STEP_ACCURACY
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,8 @@ class Learner:
     device: torch.device
     amp: bool  # float16 autocast (CUDA only)
     freeze: str
-    hook: Any  # dogbreed.training.debugger's SmdebugHook or NoHook
+    hook: Any  # dogbreed.training.debugger's hook: the smdebug trial, or NoHook
+    profiler: JobProfiler  # step timings and top operators (records nothing with profile=off)
 
 
 @dataclass
@@ -140,48 +143,69 @@ def forward(learner: Learner, batch: Batch) -> tuple[torch.Tensor, torch.Tensor,
     return labels, logits, loss
 
 
-def train_pass(learner: Learner, loader: DataLoader, split: Split, stop: GracefulStop, totals: PassTotals) -> None:
+def train_pass(learner: Learner, loader: DataLoader, split: Split, stop: GracefulStop, totals: PassTotals,
+               epoch: int) -> None:
     """Train on the rest of an epoch, adding to ``totals`` batch by batch.
 
     The loader's sampler must start at ``totals.positions``; on SIGTERM, ``totals``
-    holds exactly the batches whose updates the weights have.
+    holds exactly the batches whose updates the weights have. Each step's time is split
+    into waiting for data, forward/backward and optimizer for the profile, and its loss
+    and batch accuracy go to the smdebug trial.
     """
     set_train_mode(learner.model, learner.freeze)
     learner.hook.set_mode("train")
-    start = time.perf_counter()
+    clock, step, start = PhaseClock(learner.device), 0, time.perf_counter()
     try:
         for batch in batches(loader, split, stop, "train"):
+            data_seconds = clock.lap()
             if len(batch):
                 labels, logits, loss = forward(learner, batch)
                 learner.optimizer.zero_grad(set_to_none=True)
                 learner.scaler.scale(loss).backward()
+                forward_backward_seconds = clock.lap()
                 learner.scaler.step(learner.optimizer)
                 learner.scaler.update()
+                optimizer_seconds = clock.lap()
+                correct = (logits.argmax(1) == labels).sum()
                 totals.loss_sum += loss.detach() * len(labels)
-                totals.correct += (logits.argmax(1) == labels).sum()
+                totals.correct += correct
                 totals.images += len(labels)
+                if learner.hook.recording:  # one sync per step, only when the trial is on
+                    learner.hook.save_scalar(STEP_ACCURACY, correct.item() / len(labels))
+                learner.profiler.recorder.record(StepTiming(
+                    epoch, step, "train", len(labels), data_seconds, forward_backward_seconds, optimizer_seconds,
+                ))
+                learner.profiler.operators.step()
             totals.positions += len(batch) + len(batch.unreadable)
+            step += 1
+            clock.reset()  # bookkeeping and the profiler's own work are not waiting for data
         stop.check()
     finally:
         totals.seconds += time.perf_counter() - start
+        learner.profiler.recorder.flush()
     if not totals.images:
         raise TrainingError("the train split has no readable images")
 
 
 @torch.no_grad()
-def evaluate(learner: Learner, loader: DataLoader, split: Split, stop: GracefulStop, num_classes: int) -> Evaluation:
+def evaluate(learner: Learner, loader: DataLoader, split: Split, stop: GracefulStop, num_classes: int,
+             epoch: int) -> Evaluation:
     """Evaluate the model on a whole split (deterministic: a stopped evaluation is simply redone)."""
     learner.model.eval()
     learner.hook.set_mode("eval")
     loss_sum = torch.zeros((), device=learner.device)
     all_labels, all_preds = [], []
+    clock, step = PhaseClock(learner.device), 0
     for batch in batches(loader, split, stop, split.name):
-        if not len(batch):
-            continue
-        labels, logits, loss = forward(learner, batch)
-        loss_sum += loss.float() * len(labels)
-        all_labels.append(labels)
-        all_preds.append(logits.argmax(1))
+        data_seconds = clock.lap()
+        if len(batch):
+            labels, logits, loss = forward(learner, batch)
+            loss_sum += loss.float() * len(labels)
+            all_labels.append(labels)
+            all_preds.append(logits.argmax(1))
+            learner.profiler.recorder.record(StepTiming(epoch, step, "eval", len(labels), data_seconds, clock.lap()))
+        step += 1
+        clock.reset()
     stop.check()
     if not all_labels:
         raise TrainingError(f"the {split.name} split has no readable images")

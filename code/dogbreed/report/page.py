@@ -1,0 +1,254 @@
+"""Build ``report.html`` (one self-contained file: figures inlined) and the PNG figures beside it.
+
+Each part (curves, rules, profile, results) is built on its own: a part whose data is
+missing or unreadable becomes a warning at the top of the page, never a broken report.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from dogbreed.report.data import SplitResults, StepSplit, SystemSeries, read_curves
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+DATA_FILE = "report.json"  # the rule and bottleneck verdicts, for programs
+FIGURES_DIR = "report_figures"
+SPLITS = ("valid", "test")
+
+
+@dataclass
+class Figure:
+    section: str
+    name: str  # the PNG's file name, without .png
+    title: str
+    png: bytes
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+@dataclass
+class Card:
+    key: str
+    label: str
+    value: str
+
+
+@dataclass
+class VerdictRow:
+    """One rule or bottleneck check as the page shows it."""
+
+    name: str
+    verdict: str  # "issues found", "no issues", "not evaluated"
+    css: str
+    message: str
+    step: int | None = None
+    advice: str = ""
+
+    @property
+    def finding(self) -> str:
+        return self.message
+
+
+@dataclass
+class EpochRow:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    valid_loss: float
+    valid_accuracy: float
+
+
+@dataclass
+class ReportPage:
+    """Everything the template shows."""
+
+    title: str
+    subtitle: str
+    cards: list[Card] = field(default_factory=list)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    figures: list[Figure] = field(default_factory=list)
+    epochs: list[EpochRow] = field(default_factory=list)
+    rules: list[VerdictRow] = field(default_factory=list)
+    bottlenecks: list[VerdictRow] = field(default_factory=list)
+    operator_columns: list[str] = field(default_factory=list)
+    operators: list[list[str]] = field(default_factory=list)
+    splits: list[SplitResults] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # The verdicts as plain data, written beside the page as report.json.
+    data: dict[str, list] = field(default_factory=lambda: {"rules": [], "bottlenecks": []})
+
+    def figures_in(self, section: str) -> list[Figure]:
+        return [f for f in self.figures if f.section == section]
+
+
+def verdict_row(name: str, evaluated: bool, triggered: bool, message: str, step: int | None = None,
+                advice: str = "") -> VerdictRow:
+    if not evaluated:
+        return VerdictRow(name, "not evaluated", "unknown", message, step, advice)
+    if triggered:
+        return VerdictRow(name, "issues found", "issues", message, step, advice)
+    return VerdictRow(name, "no issues", "ok", message, step, advice)
+
+
+def _part(page: ReportPage, what: str, build: Callable[[], None]) -> None:
+    """Run one part of the report; its failure becomes a warning on the page and in the log."""
+    try:
+        build()
+    except Exception as exc:  # noqa: BLE001 - one missing part must not lose the others
+        reason = f"{what}: not available ({type(exc).__name__}: {exc})"
+        log.warning("report: %s", reason)
+        page.warnings.append(reason)
+
+
+def add_summary(page: ReportPage, metrics: dict[str, Any]) -> None:
+    final = metrics.get("final", {})
+    names = [("valid_accuracy", "valid accuracy (best epoch)"), ("test_accuracy", "test accuracy"),
+             ("valid_loss", "valid loss (best epoch)"), ("test_loss", "test loss"),
+             ("best_epoch", "best epoch"), ("epochs_trained", "epochs trained")]
+    for key, label in names:
+        if key in final:
+            value = final[key]
+            page.cards.append(Card(key, label, f"{value:.4f}" if isinstance(value, float) else str(value)))
+    page.hyperparameters = dict(metrics.get("hyperparameters", {}))
+
+
+def add_curves(page: ReportPage, trial_dir: Path, best_epoch: int | None) -> None:
+    from dogbreed.report import figures  # noqa: PLC0415 - matplotlib only when drawing
+
+    steps, epochs = read_curves(trial_dir)
+    if not steps.steps:
+        raise ValueError(f"the trial {trial_dir} has no training steps")
+    page.figures.append(Figure("curves", "steps", "Training loss and accuracy per step", figures.step_curves(steps)))
+    if epochs.epochs:
+        page.figures.append(Figure("curves", "epochs", "Loss and accuracy per epoch",
+                                   figures.epoch_curves(epochs, best_epoch)))
+    page.epochs = [EpochRow(*row) for row in zip(epochs.epochs, epochs.train_loss, epochs.train_accuracy,
+                                                  epochs.valid_loss, epochs.valid_accuracy)]
+
+
+def add_results(page: ReportPage, output_dir: Path) -> None:
+    from dogbreed.report import figures  # noqa: PLC0415
+
+    for split in SPLITS:
+        if not (output_dir / split / "confusion_matrix.csv").is_file():
+            continue
+        results = SplitResults.from_csv(output_dir / split)
+        page.splits.append(results)
+        title = f"{split} confusion matrix"
+        page.figures.append(Figure(f"confusion-{split}", f"confusion_{split}", title,
+                                   figures.confusion_matrix(results.matrix, results.classes, title)))
+
+
+def render(page: ReportPage) -> str:
+    environment = Environment(loader=PackageLoader("dogbreed.report", "."), autoescape=select_autoescape(["j2"]))
+    return environment.get_template("report.html.j2").render(report=page)
+
+
+def write_report(page: ReportPage, output_dir: Path) -> Path:
+    """``report.html``, ``report.json`` and ``report_figures/*.png`` into ``output_dir``."""
+    figures_dir = output_dir / FIGURES_DIR
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for figure in page.figures:
+        (figures_dir / f"{figure.name}.png").write_bytes(figure.png)
+    path = output_dir / REPORT_FILE
+    path.write_text(render(page), encoding="utf-8")
+    (output_dir / DATA_FILE).write_text(json.dumps({**page.data, "warnings": page.warnings}, indent=2) + "\n")
+    return path
+
+
+def build_report(output_dir: Path, trial_dir: Path | None, profile_dir: Path | None,
+                 title: str = "dogbreed training report") -> Path:
+    """Read a job's outputs and write its report into ``output_dir``; returns the report's path."""
+    output_dir = Path(output_dir)
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    subtitle = f"{len(metrics.get('classes', []))} classes · built {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+    page = ReportPage(title=title, subtitle=subtitle)
+    add_summary(page, metrics)
+    best = metrics.get("final", {}).get("best_epoch")
+    if trial_dir is not None and Path(trial_dir).is_dir():
+        _part(page, "training curves", lambda: add_curves(page, Path(trial_dir), best))
+        _part(page, "Debugger rules", lambda: add_rules(page, Path(trial_dir)))
+    else:
+        page.warnings.append("training curves and Debugger rules: no smdebug trial (debug=off)")
+    if profile_dir is not None and Path(profile_dir).is_dir():
+        _part(page, "profile", lambda: add_profile(page, Path(profile_dir)))
+    else:
+        page.warnings.append("profile: no profile was recorded (profile=off)")
+    _part(page, "results", lambda: add_results(page, output_dir))
+    return write_report(page, output_dir)
+
+
+def add_rules(page: ReportPage, trial_dir: Path) -> None:
+    from dogbreed.report.rules import evaluate_rules  # noqa: PLC0415 - smdebug only when there is a trial
+
+    for rule in evaluate_rules(trial_dir):
+        page.rules.append(verdict_row(rule.name, rule.evaluated, rule.triggered, rule.message, rule.step))
+        page.data["rules"].append({"name": rule.name, "evaluated": rule.evaluated, "triggered": rule.triggered,
+                                   "step": rule.step, "message": rule.message, "parameters": rule.parameters})
+
+
+def add_profile(page: ReportPage, profile_dir: Path) -> None:
+    from dogbreed.report import figures  # noqa: PLC0415
+    from dogbreed.report.bottlenecks import evaluate_bottlenecks  # noqa: PLC0415
+    from dogbreed.training.profiler import load_profile  # noqa: PLC0415
+
+    profile = load_profile(profile_dir)
+    has_gpu = bool(profile.metadata) and str(profile.metadata.device).startswith("cuda")
+    for check in evaluate_bottlenecks(profile, has_gpu=has_gpu):
+        page.bottlenecks.append(verdict_row(check.name, check.evaluated, check.triggered, check.finding,
+                                            advice=check.advice if check.triggered else ""))
+        page.data["bottlenecks"].append(vars(check).copy())
+    system = system_series(profile)
+    if system.seconds:
+        page.figures.append(Figure("profile", "system", "System utilisation", figures.system_utilisation(system)))
+    split = step_split(profile)
+    if split.steps:
+        page.figures.append(Figure("profile", "step_split", "Training step time: data, forward/backward, optimizer",
+                                   figures.step_split(split)))
+    if profile.operators is not None:
+        page.operator_columns = ["operator", "calls", "self CPU ms", "total CPU ms", "share of self CPU %"]
+        page.operators = [[op.name, str(op.calls), f"{op.self_ms:.2f}", f"{op.total_ms:.2f}",
+                           f"{op.share_percent:.1f}"] for op in profile.operators.by_self_cpu[:15]]
+
+
+def system_series(profile) -> SystemSeries:
+    """The monitor's samples as the figure plots them, in seconds since the first sample."""
+    series = SystemSeries()
+    if not profile.samples:
+        return series
+    start = profile.samples[0].timestamp
+    for sample in profile.samples:
+        series.seconds.append(sample.timestamp - start)
+        series.cpu_per_core.append(list(sample.cpu_percent))
+        series.memory_percent.append(sample.memory_percent)
+        series.disk_read.append(sample.disk_read_bytes_per_s or 0.0)
+        series.disk_write.append(sample.disk_write_bytes_per_s or 0.0)
+        series.net_recv.append(sample.net_recv_bytes_per_s or 0.0)
+        series.net_sent.append(sample.net_sent_bytes_per_s or 0.0)
+        if sample.gpu_percent is not None:
+            series.gpu_utilisation.append(sample.gpu_percent)
+            series.gpu_memory_percent.append(sample.gpu_memory_percent or 0.0)
+    return series
+
+
+def step_split(profile) -> StepSplit:
+    """The training steps' timings, numbered in the order they ran."""
+    split = StepSplit()
+    for index, step in enumerate(s for s in profile.steps if s.mode == "train"):
+        split.steps.append(index)
+        split.data_seconds.append(step.data_seconds)
+        split.forward_backward_seconds.append(step.forward_backward_seconds)
+        split.optimizer_seconds.append(step.optimizer_seconds)
+    return split
