@@ -96,6 +96,8 @@ def test_train_creates_a_spot_job_with_checkpoints_metrics_and_debugger(aws):
     assert request["DebugHookConfig"]["S3OutputPath"] == f"{OUT}/dogbreed-test-1/debug-output"
     assert request["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
     assert request["ProfilerRuleConfigurations"][0]["RuleConfigurationName"] == "ProfilerReport"
+    assert request["TensorBoardOutputConfig"] == {"S3OutputPath": f"{OUT}/dogbreed-test-1/tensorboard",
+                                                  "LocalPath": "/opt/ml/output/tensorboard"}
     # moto holds the job as created.
     described = aws.session.client("sagemaker").describe_training_job(TrainingJobName="dogbreed-test-1")
     assert described["AlgorithmSpecification"]["TrainingImage"] == IMAGE

@@ -18,6 +18,7 @@ from dogbreed.launcher.uris import LauncherError
 CHANNELS = ("train", "valid", "test")
 # Where SageMaker syncs checkpoints with S3; the training code saves and resumes there.
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"  # the training job's TensorBoard folder
 DEFAULT_INSTANCE_TYPE = "ml.g4dn.xlarge"
 BASE_JOB_NAME = "dogbreed"
 
@@ -141,6 +142,10 @@ def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = 
             profiler_config=debugger_config.profiler_config(job_output),
             profiler_rule_configurations=debugger_config.profiler_rules(region),
         )
+    # The job writes TensorBoard scalars and its profiler trace here; SageMaker syncs it to S3.
+    request["tensor_board_output_config"] = shapes.TensorBoardOutputConfig(
+        s3_output_path=f"{spec.output}/{spec.job_name}/tensorboard", local_path=TENSORBOARD_LOCAL_PATH
+    )
     return request
 
 

@@ -127,7 +127,7 @@ class SmdebugHook:
 
 
 def create_hook(config_path: Path, local_dir: str, model: nn.Module, criterion: nn.Module,
-                resume_steps: Mapping[str, int] | None = None):
+                resume_steps: Mapping[str, int] | None = None, tensorboard_dir: str | None = None):
     """A hook registered on ``model`` and ``criterion``, or :class:`NoHook`.
 
     SageMaker's ``debughookconfig.json`` (written when the estimator has a
@@ -154,7 +154,10 @@ def create_hook(config_path: Path, local_dir: str, model: nn.Module, criterion: 
         source = str(config_path)
     else:
         _prepare_local_dir(Path(local_dir), resuming=resume_steps is not None)
-        hook = smd.Hook(out_dir=local_dir, save_config=smd.SaveConfig(save_interval=1), include_collections=["losses"])
+        # tensorboard_dir: the losses and the scalars the job saves also become TensorBoard
+        # scalars (SageMaker's own config carries its TensorBoardOutputConfig instead).
+        hook = smd.Hook(out_dir=local_dir, save_config=smd.SaveConfig(save_interval=1), include_collections=["losses"],
+                        tensorboard_dir=tensorboard_dir)
         source = f"local trial in {local_dir}"
     added = _add_rule_collections(hook, smd)
     if "relu_input" in hook.include_collections:

@@ -395,7 +395,8 @@ def observe(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, lear
             shutil.rmtree(stale, ignore_errors=True)
     if config.debug:
         learner.hook = create_hook(env.debughook_config_path, str(trial_dir), learner.model, learner.criterion,
-                                   resume_steps=state.debugger_steps if resumed else None)
+                                   resume_steps=state.debugger_steps if resumed else None,
+                                   tensorboard_dir=str(env.tensorboard_dir / "scalars"))
     if config.profile:
         learner.profiler = JobProfiler(profile_dir, env.tensorboard_dir / "profiler", learner.device,
                                        config.num_workers, config.batch_size).start()

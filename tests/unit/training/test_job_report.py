@@ -42,6 +42,12 @@ def test_a_healthy_job_writes_a_report_with_curves_rules_profile_and_results(opt
     gpu = next(b for b in report["bottlenecks"] if b["name"] == "LowGPUUtilization")
     assert not gpu["evaluated"] and "no GPU" in gpu["finding"]
 
+    # TensorBoard (SageMaker's TensorBoardOutputConfig folder): the scalars and the profiler trace.
+    tensorboard = opt_ml / "output" / "tensorboard"
+    events = b"".join(p.read_bytes() for p in (tensorboard / "scalars").rglob("*tfevents*"))
+    assert b"CrossEntropyLoss_output_0" in events and b"epoch/valid_loss" in events
+    assert list((tensorboard / "profiler").glob("*.pt.trace.json"))
+
     # python -m dogbreed.report rebuilds the same verdicts from the files alone.
     (out / "report.html").unlink()
     before = (out / "report.json").read_text()
