@@ -71,6 +71,7 @@ class NoHook:
     """Stands in when debugging is off, so the training loop has no ``if hook`` branches."""
 
     recording = False  # whether values given to save_scalar are kept (skip computing them if not)
+    out_dir = None  # where the trial is written
 
     def set_mode(self, mode: str) -> None:
         pass
@@ -95,6 +96,11 @@ class SmdebugHook:
 
     def __init__(self, hook: Any, smd: Any):
         self.hook, self._smd = hook, smd
+
+    @property
+    def out_dir(self) -> Path:
+        """The trial's folder: the local one, or SageMaker Debugger's LocalPath (uploaded to S3)."""
+        return Path(self.hook.out_dir)
 
     def set_mode(self, mode: str) -> None:
         self.hook.set_mode({"train": self._smd.modes.TRAIN, "eval": self._smd.modes.EVAL}[mode])

@@ -364,12 +364,12 @@ def run(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: Gr
         learner.hook.close()
         learner.profiler.close()
     if state.best is None:
-        diverged(config, paths, data, state)
-    write_report(config, paths)
+        diverged(config, paths, data, state, learner.hook.out_dir)
+    write_report(config, paths, learner.hook.out_dir)
     return 0
 
 
-def diverged(config: TrainConfig, paths: JobPaths, data: Data, state: TrainingState) -> None:
+def diverged(config: TrainConfig, paths: JobPaths, data: Data, state: TrainingState, trial_dir: Path | None) -> None:
     """No epoch had a finite validation loss: keep the history and the report (whose rules say
     why), export no model, and fail."""
     write_metrics_json(paths.output_data_dir, {
@@ -377,7 +377,7 @@ def diverged(config: TrainConfig, paths: JobPaths, data: Data, state: TrainingSt
         "unreadable": {s.name: s.unreadable for s in data.splits}, "classes": data.classes,
         "hyperparameters": config.to_dict(),
     })
-    write_report(config, paths)
+    write_report(config, paths, trial_dir)
     losses = ", ".join(f"{h.valid_loss:.4g}" for h in state.history)
     raise TrainingError(
         f"training diverged: the validation loss was never finite in {state.epoch} epochs ({losses}); no model "
@@ -388,7 +388,7 @@ def diverged(config: TrainConfig, paths: JobPaths, data: Data, state: TrainingSt
 def observe(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, learner: Learner,
             state: TrainingState, resumed: bool) -> None:
     """Start the smdebug trial and the profile (``debug``/``profile`` on); a resumed job continues both."""
-    trial_dir = Path(config.smdebug_dir) if config.smdebug_dir else paths.output_data_dir / TRIAL_DIR
+    trial_dir = local_trial_dir(config, paths)
     profile_dir = paths.output_data_dir / PROFILE_DIR
     if not resumed:  # this job's own outputs from an earlier run on the same folders
         for stale in ([] if config.smdebug_dir else [trial_dir]) + [profile_dir]:
@@ -402,11 +402,18 @@ def observe(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, lear
                                        config.num_workers, config.batch_size).start()
 
 
-def write_report(config: TrainConfig, paths: JobPaths) -> None:
-    """``report.html`` beside ``metrics.json``; a report that cannot be built only costs a warning."""
-    trial_dir = Path(config.smdebug_dir) if config.smdebug_dir else paths.output_data_dir / TRIAL_DIR
+def local_trial_dir(config: TrainConfig, paths: JobPaths) -> Path:
+    """Where the job's own smdebug trial goes: ``smdebug_dir``, else ``debug-output`` beside metrics.json."""
+    return Path(config.smdebug_dir) if config.smdebug_dir else paths.output_data_dir / TRIAL_DIR
+
+
+def write_report(config: TrainConfig, paths: JobPaths, trial_dir: Path | None) -> None:
+    """``report.html`` beside ``metrics.json``; a report that cannot be built only costs a warning.
+
+    ``trial_dir`` is the job's smdebug trial (None with ``debug=off``).
+    """
     try:
-        path = build_report(paths.output_data_dir, trial_dir if config.debug else None,
+        path = build_report(paths.output_data_dir, trial_dir,
                             paths.output_data_dir / PROFILE_DIR if config.profile else None)
     except Exception as exc:  # noqa: BLE001 - the model is written; the job has succeeded
         log.warning("the training report could not be built (%s: %s); the model is unaffected",
