@@ -50,7 +50,7 @@ def test_metric_definitions_import_without_torch():
     assert {"valid_accuracy", "valid_loss", "train_loss", "test_accuracy"} <= names
 
 
-@pytest.mark.parametrize("command", ["train", "tune", "best", "deploy", "predict", "delete"])
+@pytest.mark.parametrize("command", ["train", "tune", "best", "deploy", "predict", "delete", "report"])
 def test_every_command_has_help(command):
     proc = subprocess.run([sys.executable, "-m", "dogbreed.launcher", command, "--help"], capture_output=True,
                           text=True, cwd=REPO, timeout=120)
@@ -96,8 +96,7 @@ def test_train_creates_a_spot_job_with_checkpoints_metrics_and_debugger(aws):
     assert request["DebugHookConfig"]["S3OutputPath"] == f"{OUT}/dogbreed-test-1/debug-output"
     assert request["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
     assert request["ProfilerRuleConfigurations"][0]["RuleConfigurationName"] == "ProfilerReport"
-    assert request["TensorBoardOutputConfig"] == {"S3OutputPath": f"{OUT}/dogbreed-test-1/tensorboard",
-                                                  "LocalPath": "/opt/ml/output/tensorboard"}
+    assert request["TensorBoardOutputConfig"] == {"S3OutputPath": OUT, "LocalPath": "/opt/ml/output/tensorboard"}
     # moto holds the job as created.
     described = aws.session.client("sagemaker").describe_training_job(TrainingJobName="dogbreed-test-1")
     assert described["AlgorithmSpecification"]["TrainingImage"] == IMAGE

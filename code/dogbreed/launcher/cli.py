@@ -12,9 +12,10 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
-from dogbreed.launcher import hosting, training_jobs, tuning
+from dogbreed.launcher import hosting, reports, training_jobs, tuning
 from dogbreed.launcher.uris import LauncherError
 
 SessionFactory = Callable[[], object]
@@ -163,6 +164,13 @@ def cmd_delete(args, session_factory: SessionFactory) -> int:
     return 0
 
 
+def cmd_report(args, session_factory: SessionFactory) -> int:
+    dest = args.dir or Path("build") / "reports" / args.job
+    output = reports.download_job_output(args.job, session_factory(), dest)
+    print(reports.build_report(output, args.image))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dogbreed.launcher", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -219,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("delete", help="delete an endpoint, its config, its model and its autoscaling")
     p.add_argument("endpoint")
     p.set_defaults(run=cmd_delete)
+
+    p = commands.add_parser("report", help="download a training job's output and Debugger data; build its report")
+    p.add_argument("job", help="training job name")
+    p.add_argument("--dir", type=Path, help="where to put it (default: build/reports/JOB)")
+    p.add_argument("--image", default=os.environ.get("TRAIN_IMAGE", "dogbreed-train:latest"),
+                   help="a local training image that builds the report (default: $TRAIN_IMAGE or dogbreed-train:latest)")
+    p.set_defaults(run=cmd_report)
     return parser
 
 

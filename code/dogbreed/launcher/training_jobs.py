@@ -142,9 +142,10 @@ def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = 
             profiler_config=debugger_config.profiler_config(job_output),
             profiler_rule_configurations=debugger_config.profiler_rules(region),
         )
-    # The job writes TensorBoard scalars and its profiler trace here; SageMaker syncs it to S3.
+    # The job writes TensorBoard scalars and its profiler trace here; SageMaker syncs it to
+    # <output>/<job>/tensorboard-output (it appends the job's name and that folder itself).
     request["tensor_board_output_config"] = shapes.TensorBoardOutputConfig(
-        s3_output_path=f"{spec.output}/{spec.job_name}/tensorboard", local_path=TENSORBOARD_LOCAL_PATH
+        s3_output_path=spec.output, local_path=TENSORBOARD_LOCAL_PATH
     )
     return request
 
