@@ -4,8 +4,8 @@ ModelTrainer(Mode.LOCAL_CONTAINER) runs dogbreed-train:latest over the dogs-3bre
 splits (local directories) plus a `pretrained` channel holding random ResNet18 weights
 under torchvision's file name (nothing can be downloaded); LocalSession serves the
 resulting model.tar.gz with dogbreed-serve:latest, and a real photo gets a breed back.
-One epoch with the default DataLoader workers, under the SDK's compose file, which sets
-no shm_size (Docker's 64 MB /dev/shm): about a minute on two cores.
+One epoch with the default DataLoader workers, under the SDK's compose file, which leaves
+/dev/shm at Docker's 64 MB: about a minute on two cores.
 """
 
 from __future__ import annotations
