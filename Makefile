@@ -50,7 +50,7 @@ train-local:  ## train in the container on DATA (a dogImages-style folder) over 
 	PYTHONPATH=code python3 -m dogbreed.tools.opt_ml "$(DATA)" "$(OPT_ML)" $(foreach h,$(HP),--hp $(h)) \
 	  $(if $(PRETRAINED),--pretrained "$(PRETRAINED)") $(if $(RESUME),--resume)
 	$(COMPOSE) --profile train run --rm train
-	@echo "model: $(OPT_ML)/model   reports: $(OPT_ML)/output/data"
+	@echo "model: $(OPT_ML)/model   report: $(OPT_ML)/output/data/report.html"
 
 serve:  ## serve the model of the last train-local run on localhost:8080
 	$(COMPOSE) up serve
