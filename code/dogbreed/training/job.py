@@ -305,6 +305,13 @@ def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, s
     final["onnx_max_abs_diff"] = export_model_dir(learner.model, metadata, paths.model_dir, sample)
     for split_name, matrix in reports.items():
         write_reports(paths.output_data_dir, split_name, matrix, data.classes)
+    write_metrics(config, paths, data, state, final)
+    log.info("model written to %s, reports to %s", paths.model_dir, paths.output_data_dir)
+
+
+def write_metrics(config: TrainConfig, paths: JobPaths, data: Data, state: TrainingState,
+                  final: dict[str, Any]) -> None:
+    """``metrics.json``: the final figures, every epoch's, the unreadable files, classes and hyperparameters."""
     write_metrics_json(paths.output_data_dir, {
         "final": final,
         "history": [h.to_dict() for h in state.history],
@@ -312,7 +319,6 @@ def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, s
         "classes": data.classes,
         "hyperparameters": config.to_dict(),
     })
-    log.info("model written to %s, reports to %s", paths.model_dir, paths.output_data_dir)
 
 
 def sample_batch(split: Split, preprocessing: Preprocessing, n: int = ONNX_CHECK_IMAGES) -> torch.Tensor:
@@ -372,11 +378,7 @@ def run(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: Gr
 def diverged(config: TrainConfig, paths: JobPaths, data: Data, state: TrainingState, trial_dir: Path | None) -> None:
     """No epoch had a finite validation loss: keep the history and the report (whose rules say
     why), export no model, and fail."""
-    write_metrics_json(paths.output_data_dir, {
-        "final": {}, "history": [h.to_dict() for h in state.history],
-        "unreadable": {s.name: s.unreadable for s in data.splits}, "classes": data.classes,
-        "hyperparameters": config.to_dict(),
-    })
+    write_metrics(config, paths, data, state, final={})
     write_report(config, paths, trial_dir)
     losses = ", ".join(f"{h.valid_loss:.4g}" for h in state.history)
     raise TrainingError(
