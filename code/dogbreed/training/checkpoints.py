@@ -42,6 +42,7 @@ class JobIdentity:
     freeze: str
     optimizer: str
     lr_scheduler: str
+    features: bool = False  # the head trained on cached features: the checkpoint holds fc alone
 
 
 @dataclass
@@ -152,8 +153,8 @@ def save_checkpoint(checkpoint_dir: Path, state: TrainingState, learner: Learner
     })
 
 
-def write_atomically(checkpoint_dir: Path, payload: dict[str, Any]) -> Path:
-    """``torch.save`` to a temporary file, fsync, rename over ``checkpoint.pt``, fsync the folder.
+def write_atomically(checkpoint_dir: Path, payload: dict[str, Any], name: str = CHECKPOINT_FILE) -> Path:
+    """``torch.save`` to a temporary file, fsync, rename over ``name``, fsync the folder.
 
     A kill at any moment leaves either the old or the new checkpoint, never half of one;
     temporary files left by a killed job are removed here.
@@ -161,7 +162,7 @@ def write_atomically(checkpoint_dir: Path, payload: dict[str, Any]) -> Path:
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     for stale in checkpoint_dir.glob(f"{_TEMP_PREFIX}*.tmp"):
         stale.unlink(missing_ok=True)
-    path = checkpoint_dir / CHECKPOINT_FILE
+    path = checkpoint_dir / name
     fd, tmp = tempfile.mkstemp(dir=checkpoint_dir, prefix=_TEMP_PREFIX, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -22,6 +22,7 @@ FREEZE_CHOICES = ("all", "none", "layer1", "layer2", "layer3", "layer4")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
+FEATURES_CHOICES = ("auto", "on", "off")
 # Keys SageMaker itself adds to hyperparameters.json; accepted and ignored.
 SAGEMAKER_KEY = re.compile(r"^(sagemaker_.*|_tuning_objective_metric)$")
 
@@ -69,6 +70,23 @@ class TrainConfig:
     lr_step_size: int = hp(5, "epochs between learning-rate drops (lr_scheduler=step)")
     lr_gamma: float = hp(0.1, "learning-rate multiplier at each drop (lr_scheduler=step)")
     label_smoothing: float = hp(0.0, "label smoothing of the cross-entropy loss")
+    augment: bool = hp(
+        True, "random resized crops and flips of the training images; off: the evaluation transform"
+    )
+    features: str = hp(
+        "auto",
+        "train the head on cached backbone features: the frozen network's outputs are computed once per "
+        "split (and read from the 'features' channel when it holds a matching cache). 'auto': on when freeze=all",
+        FEATURES_CHOICES,
+    )
+    feature_views: int = hp(
+        2,
+        "with features and augment on: augmented views cached per training image; each epoch draws one "
+        "per image (augment off: the evaluation view only)",
+    )
+    features_only: bool = hp(
+        False, "compute the feature cache into the output (features/ beside metrics.json) and stop: a features job"
+    )
     image_size: int = hp(224, "side of the square crop the network sees")
     resize_size: int = hp(256, "evaluation: the shorter side is resized to this before the centre crop")
     max_unreadable_fraction: float = hp(
@@ -120,6 +138,7 @@ class TrainConfig:
             ("max_unreadable_fraction", 0 <= self.max_unreadable_fraction <= 1, "must be in [0, 1]"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("loader_timeout", self.loader_timeout > 0, "must be > 0 (seconds)"),
+            ("feature_views", self.feature_views >= 1, "must be >= 1"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -129,6 +148,24 @@ class TrainConfig:
                 f"hyperparameter pretrained={self.pretrained!r} is neither 'imagenet', 'none' "
                 "nor an existing weights file"
             )
+
+        if self.features == "on" and self.freeze != "all":
+            raise ConfigError(
+                f"hyperparameter features=on needs freeze=all (now freeze={self.freeze}): a backbone that "
+                "trains has no fixed features to cache"
+            )
+        if self.features_only and not self.use_features:
+            raise ConfigError("hyperparameter features_only=true needs features on (features=auto|on, freeze=all)")
+
+    @property
+    def use_features(self) -> bool:
+        """Whether the head trains on cached backbone features (``features``, resolved)."""
+        return self.features == "on" or (self.features == "auto" and self.freeze == "all")
+
+    @property
+    def cached_views(self) -> int:
+        """Views of each training image in the feature cache: augmented ones, or the evaluation view."""
+        return self.feature_views if self.augment else 1
 
     @classmethod
     def names(cls) -> list[str]:
@@ -208,6 +245,7 @@ class JobPaths:
     valid: Path
     test: Path
     pretrained: Path
+    features: Path  # the optional channel holding a feature cache (files or an output.tar.gz)
     model_dir: Path
     output_data_dir: Path
     checkpoint_dir: Path
@@ -274,5 +312,5 @@ def load_config(argv: Sequence[str] | None, env: TrainingEnvironment) -> tuple[T
     values = parse_values(env.hyperparameters(), str(env.hyperparameters_path))
     values.update(parse_values(args, "the command line"))
     config = TrainConfig(**values)
-    paths = JobPaths(pretrained=env.channels["pretrained"], **path_values)
+    paths = JobPaths(pretrained=env.channels["pretrained"], features=env.channels["features"], **path_values)
     return config, paths

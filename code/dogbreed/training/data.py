@@ -141,8 +141,13 @@ class EvalTransform:
         return torch.from_numpy(self.preprocessing.pixels(image))
 
 
-def train_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
-    """Random crops and flips, as a uint8 tensor (3, H, W); :class:`Normalize` follows in the job."""
+def train_transform(preprocessing: Preprocessing, augment: bool = True) -> Callable[[Image.Image], torch.Tensor]:
+    """Random crops and flips, as a uint8 tensor (3, H, W); :class:`Normalize` follows in the job.
+
+    Without ``augment``, the evaluation transform.
+    """
+    if not augment:
+        return EvalTransform(preprocessing)
     return T.Compose([
         T.RandomResizedCrop(preprocessing.crop_size, antialias=True),
         T.RandomHorizontalFlip(),
@@ -227,30 +232,35 @@ class Batch:
     images: torch.Tensor
     labels: torch.Tensor
     unreadable: list[tuple[int, str]]
+    indices: torch.Tensor | None = None  # the readable images' sample indices (the feature cache needs them)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getstate__(self) -> dict:
-        return {"images": self.images.numpy(), "labels": self.labels.numpy(), "unreadable": self.unreadable}
+        return {"images": self.images.numpy(), "labels": self.labels.numpy(), "unreadable": self.unreadable,
+                "indices": None if self.indices is None else self.indices.numpy()}
 
     def __setstate__(self, state: dict) -> None:
         self.images = torch.from_numpy(state["images"])
         self.labels = torch.from_numpy(state["labels"])
         self.unreadable = state["unreadable"]
+        self.indices = None if state["indices"] is None else torch.from_numpy(state["indices"])
 
     def pin_memory(self) -> "Batch":
         """Called by the DataLoader's pinning thread (CUDA jobs): page-locked copies for fast transfers."""
-        return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.unreadable)
+        return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.unreadable, self.indices)
 
 
 def collate(samples: list[Sample]) -> Batch:
     """Stack the readable samples into a :class:`Batch`; the unreadable ones are listed in it."""
     good = [s for s in samples if s.unreadable is None]
     bad = [(s.index, s.unreadable) for s in samples if s.unreadable is not None]
+    indices = torch.tensor([s.index for s in good], dtype=torch.long)
     if not good:
-        return Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), bad)
-    return Batch(torch.stack([s.image for s in good]), torch.tensor([s.label for s in good], dtype=torch.long), bad)
+        return Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), bad, indices)
+    labels = torch.tensor([s.label for s in good], dtype=torch.long)
+    return Batch(torch.stack([s.image for s in good]), labels, bad, indices)
 
 
 class EpochBatches(Sampler[list[tuple[int, "int | None"]]]):
@@ -262,8 +272,13 @@ class EpochBatches(Sampler[list[tuple[int, "int | None"]]]):
     many of its samples to skip (a job resumed mid-epoch skips those it trained on).
     """
 
-    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0):
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0,
+                 seeded: bool | None = None, stream: int = 0):
         self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
+        # seeded: augmentation seeds (default: with shuffle); stream: a separate sequence of
+        # them (the feature cache's augmented views use their own).
+        self.seeded = shuffle if seeded is None else seeded
+        self.stream = stream
         self.epoch, self.start = 1, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -273,13 +288,14 @@ class EpochBatches(Sampler[list[tuple[int, "int | None"]]]):
         return math.ceil(max(0, self.num_samples - self.start) / self.batch_size)
 
     def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
-        if self.shuffle:
-            epoch_seed = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]
-            generator = torch.Generator().manual_seed(int(epoch_seed))
-            order = torch.randperm(self.num_samples, generator=generator).tolist()
-            seeds = torch.randint(2**62, (self.num_samples,), generator=generator).tolist()
-        else:
-            order, seeds = list(range(self.num_samples)), [None] * self.num_samples
+        order, seeds = list(range(self.num_samples)), [None] * self.num_samples
+        if self.shuffle or self.seeded:
+            entropy = [self.seed, self.epoch] + ([self.stream] if self.stream else [])
+            generator = torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+            if self.shuffle:
+                order = torch.randperm(self.num_samples, generator=generator).tolist()
+            if self.seeded:
+                seeds = torch.randint(2**62, (self.num_samples,), generator=generator).tolist()
         for first in range(self.start, self.num_samples, self.batch_size):
             chunk = slice(first, first + self.batch_size)
             yield list(zip(order[chunk], seeds[chunk]))
@@ -294,6 +310,8 @@ def make_loader(
     pin_memory: bool,
     seed: int = 0,
     timeout: float = 0,
+    seeded: bool | None = None,
+    stream: int = 0,
 ) -> DataLoader:
     """A DataLoader of :class:`Batch` over a split's readable-looking images; ``loader.batch_sampler``
     is its :class:`EpochBatches`. With workers, a batch that takes over ``timeout`` seconds
@@ -301,7 +319,7 @@ def make_loader(
     workers = dict(persistent_workers=True, prefetch_factor=4, timeout=timeout) if num_workers else {}
     return DataLoader(
         ImageDataset(split.samples, transform),
-        batch_sampler=EpochBatches(len(split.samples), batch_size, shuffle, seed),
+        batch_sampler=EpochBatches(len(split.samples), batch_size, shuffle, seed, seeded, stream),
         num_workers=num_workers,
         pin_memory=pin_memory,
         collate_fn=collate,

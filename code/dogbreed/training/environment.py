@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from dogbreed.training.failure import ConfigError
 
-CHANNELS = ("train", "valid", "test", "pretrained")
+CHANNELS = ("train", "valid", "test", "pretrained", "features")
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from dogbreed.training.data import (
 from dogbreed.training.debugger import NoHook, create_hook
 from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.export import export_model_dir
+from dogbreed.training.features import (
+    CACHE_DIR, FeatureLoader, FeatureStore, SplitFeatures, extract, feature_key, mark_unreadable, trunk_checksum,
+)
 from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError, failure_reason, write_failure
 from dogbreed.training.loop import Evaluation, GracefulStop, Learner, PassTotals, StopRequested, evaluate, train_pass
 from dogbreed.training.metrics import EpochMetrics, format_metrics, write_metrics_json, write_reports
@@ -80,11 +83,12 @@ class Data:
     train: Split
     valid: Split
     test: Split | None
-    train_loader: DataLoader
-    valid_loader: DataLoader
-    test_loader: DataLoader | None
+    train_loader: DataLoader | FeatureLoader
+    valid_loader: DataLoader | FeatureLoader
+    test_loader: DataLoader | FeatureLoader | None
     classes: list[str]
     preprocessing: Preprocessing
+    features: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> where its cached features came from
 
     @property
     def splits(self) -> list[Split]:
@@ -139,7 +143,7 @@ def load_data(config: TrainConfig, paths: JobPaths, device: torch.device) -> Dat
 
     return Data(
         train=train, valid=valid, test=test,
-        train_loader=loader(train, train_transform(preprocessing), shuffle=True),
+        train_loader=loader(train, train_transform(preprocessing, config.augment), shuffle=True),
         valid_loader=loader(valid, eval_transform, shuffle=False),
         test_loader=loader(test, eval_transform, shuffle=False) if test is not None else None,
         classes=[class_name(d) for d in train.class_dirs],
@@ -171,6 +175,7 @@ def build_learner(
     optimizer = make_optimizer(config, params)
     return Learner(
         model=model,
+        network=model,
         normalize=Normalize.of(data.preprocessing),
         criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
         optimizer=optimizer,
@@ -184,11 +189,49 @@ def build_learner(
     )
 
 
+# Stage 2b (features on): the frozen trunk runs once per image; the passes then train fc alone.
+def use_cached_features(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner,
+                        stop: GracefulStop) -> dict[str, SplitFeatures]:
+    """Put each split's cached trunk features (read, or computed and saved) in place of its images.
+
+    The loaders keep the image loaders' order and seeds, so training ``fc`` on them is
+    training the whole network with a trunk that does not change, minus the trunk's cost.
+    Returns each split's features.
+    """
+    features: dict[str, SplitFeatures] = {}
+    store = FeatureStore(paths.output_data_dir / CACHE_DIR, paths.features)
+    weights = trunk_checksum(learner.network)
+    for split in data.splits:
+        is_train = split is data.train
+        key = feature_key(split, config.arch, weights, data.preprocessing, config.cached_views,
+                          augment=is_train and config.augment, seed=config.seed)
+        start = time.perf_counter()
+        cached = store.find(key)
+        if cached is None:
+            cached = extract(learner.network, split, key, data.preprocessing, learner.device, config.batch_size,
+                             config.num_workers, config.loader_timeout, config.seed, stop)
+            source = str(store.save(cached))
+        else:
+            mark_unreadable(split, cached)
+            source = "cache"
+        split.check_unreadable(config.max_unreadable_fraction)
+        features[split.name] = cached
+        data.features[split.name] = {"views": key.views, "source": source, "key": key.digest()[:16],
+                                     "seconds": round(time.perf_counter() - start, 3)}
+        loader = FeatureLoader(cached, config.batch_size, shuffle=is_train, seed=config.seed, device=learner.device)
+        setattr(data, f"{split.name}_loader", loader)
+    learner.model, learner.normalize, learner.freeze = learner.network.fc, nn.Identity(), "none"
+    if config.augment and config.feature_views == 1:
+        log.warning("features with augment=true and feature_views=1: every epoch sees the same random crop "
+                    "of each image; raise feature_views, or set augment=false")
+    return features
+
+
 # Stage 3: restore a stopped job's progress (managed spot training, a stopped job).
 def restore(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner) -> TrainingState:
     """The checkpoint's state (the learner restored with it), or a fresh state."""
     identity = JobIdentity(config.arch, tuple(data.train.class_dirs), config.freeze, config.optimizer,
-                           config.lr_scheduler)
+                           config.lr_scheduler, config.use_features)
     state = load_checkpoint(paths.checkpoint_dir, identity, learner)
     if state is None:
         return TrainingState(identity)
@@ -206,8 +249,11 @@ def restore(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner) 
 
 # Stage 4: the epochs, with early stopping.
 def train_epochs(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, state: TrainingState,
-                 stop: GracefulStop) -> None:
-    """Train until ``epochs`` or early stopping; raises :class:`StopRequested` after checkpointing."""
+                 stop: GracefulStop, after_epoch: Callable[[EpochMetrics], None] | None = None) -> None:
+    """Train until ``epochs`` or early stopping; raises :class:`StopRequested` after checkpointing.
+
+    ``after_epoch`` sees each finished epoch's metrics (the tuner prunes there).
+    """
     first = state.partial.epoch if state.partial else state.epoch + 1
     for epoch in range(first, config.epochs + 1):
         if patience_exhausted(config, state):  # a resumed job that had stopped early
@@ -217,6 +263,8 @@ def train_epochs(config: TrainConfig, paths: JobPaths, data: Data, learner: Lear
         log.info(metrics.line())
         record_epoch(state, metrics, valid, learner.model)
         checkpoint(paths, data, learner, state)
+        if after_epoch is not None:
+            after_epoch(metrics)
         if patience_exhausted(config, state):
             log.info(
                 "early stopping: valid_loss has not improved for %d epochs (best %.4f at epoch %d)",
@@ -302,22 +350,24 @@ def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, s
         metrics=final, hyperparameters=config.to_dict(),
     )
     sample = sample_batch(data.valid, data.preprocessing)
-    final["onnx_max_abs_diff"] = export_model_dir(learner.model, metadata, paths.model_dir, sample)
+    final["onnx_max_abs_diff"] = export_model_dir(learner.network, metadata, paths.model_dir, sample)
     for split_name, matrix in reports.items():
         write_reports(paths.output_data_dir, split_name, matrix, data.classes)
     write_metrics(config, paths, data, state, final)
     log.info("model written to %s, reports to %s", paths.model_dir, paths.output_data_dir)
 
 
-def write_metrics(config: TrainConfig, paths: JobPaths, data: Data, state: TrainingState,
+def write_metrics(config: TrainConfig, paths: JobPaths, data: Data, state: TrainingState | None,
                   final: dict[str, Any]) -> None:
-    """``metrics.json``: the final figures, every epoch's, the unreadable files, classes and hyperparameters."""
+    """``metrics.json``: the final figures, every epoch's, the unreadable files, classes, hyperparameters
+    and, with features on, where each split's features came from (``state`` None: no epoch was run)."""
     write_metrics_json(paths.output_data_dir, {
         "final": final,
-        "history": [h.to_dict() for h in state.history],
+        "history": [h.to_dict() for h in state.history] if state else [],
         "unreadable": {s.name: s.unreadable for s in data.splits},
         "classes": data.classes,
         "hyperparameters": config.to_dict(),
+        **({"features": data.features} if data.features else {}),
     })
 
 
@@ -347,6 +397,19 @@ def run(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: Gr
     device = pick_device(config.device)
     data = load_data(config, paths, device)
     learner = build_learner(config, paths, env, data, device)
+    if config.use_features:
+        try:
+            use_cached_features(config, paths, data, learner, stop)
+        except StopRequested:
+            log.warning("SIGTERM: stopped while computing features; the caches already written are kept")
+            return EXIT_SIGTERM
+        except RuntimeError as exc:
+            raise loader_failure(exc) or exc
+        if config.features_only:
+            write_metrics(config, paths, data, None, final={})
+            log.info("features_only: feature caches written to %s; pass that folder, or this job's "
+                     "output.tar.gz, as the 'features' channel", paths.output_data_dir / CACHE_DIR)
+            return 0
     state = restore(config, paths, data, learner)
     observe(config, paths, env, learner, state, resumed=bool(state.epoch or state.partial))
     try:

@@ -13,14 +13,14 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dogbreed.training.data import Batch, Normalize, Split
+from dogbreed.training.data import Batch, Split
 from dogbreed.training.failure import TrainingError
 from dogbreed.training.metrics import confusion_matrix
 from dogbreed.training.model import set_train_mode
@@ -63,8 +63,9 @@ class GracefulStop:
 class Learner:
     """The network and everything that trains it, as the passes use them."""
 
-    model: nn.Module
-    normalize: Normalize  # the batches' uint8 pixels -> the model's input
+    model: nn.Module  # what the passes run: the network, or its fc alone on cached features
+    network: nn.Module  # the whole network, which is exported (the same object as model without features)
+    normalize: Callable[[torch.Tensor], torch.Tensor]  # a batch's images -> the model's input (Normalize)
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any  # a torch LR scheduler, or None

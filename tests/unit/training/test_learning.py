@@ -53,10 +53,12 @@ def test_early_stopping_stops_at_the_right_epoch_and_exports_the_best_weights(op
     assert all(loss >= losses[best - 1] for loss in losses[best:])
     assert f"early stopping: valid_loss has not improved for {patience} epochs" in out
 
-    # The exported model is the best epoch's weights, not the last epoch's ...
+    # The exported model is the best epoch's weights, not the last epoch's (the head on
+    # cached features: the checkpoint holds fc alone) ...
     model = torch.load(opt_ml / "model" / "model.pt", weights_only=True)
     last = torch.load(opt_ml / "checkpoints" / CHECKPOINT_FILE, weights_only=True)["model"]
-    assert not torch.equal(model["fc.weight"], last["fc.weight"])
+    assert last.keys() == {"weight", "bias"}
+    assert not torch.equal(model["fc.weight"], last["weight"])
     # ... exactly those of a job that trains only up to that epoch.
     assert main([*args, "--epochs", str(best), "--patience", "0", "--model-dir", str(opt_ml / "best"),
                  "--output-data-dir", str(opt_ml / "best-data"), "--checkpoint-dir", str(opt_ml / "best-ckpt")]) == 0

@@ -165,9 +165,10 @@ def test_a_dead_or_stuck_loader_worker_fails_the_job_in_bounded_time(opt_ml, how
     import psutil
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # Slow batches (batch_size 1) so the workers are busy when one is hit.
+    # Slow batches (batch_size 1) so the workers are busy when one is hit; features off, so
+    # the image loader's workers run in every epoch.
     args = fast_args("--epochs", "50", "--batch_size", "1", "--patience", "0", "--num_workers", "2",
-                     "--loader_timeout", "10")
+                     "--loader_timeout", "10", "--features", "off")
     proc = subprocess.Popen([sys.executable, "-m", "dogbreed.training", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
     lines = []
