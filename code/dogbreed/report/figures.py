@@ -18,7 +18,7 @@ DPI = 110
 TRAIN, VALID = "#1f77b4", "#d62728"
 
 
-def _png(fig) -> bytes:
+def to_png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
@@ -35,7 +35,7 @@ def step_curves(steps: StepSeries) -> bytes:
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
     acc_ax.set_ylim(-0.02, 1.02)
-    return _png(fig)
+    return to_png(fig)
 
 
 def epoch_curves(epochs: EpochSeries, best_epoch: int | None) -> bytes:
@@ -54,7 +54,7 @@ def epoch_curves(epochs: EpochSeries, best_epoch: int | None) -> bytes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     acc_ax.set_ylim(-0.02, 1.02)
-    return _png(fig)
+    return to_png(fig)
 
 
 def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> bytes:
@@ -78,7 +78,7 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], ti
                 ax.text(j, i, int(value), ha="center", va="center", fontsize=8,
                         color="white" if share[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    return _png(fig)
+    return to_png(fig)
 
 
 def system_utilisation(system: SystemSeries) -> bytes:
@@ -111,7 +111,7 @@ def system_utilisation(system: SystemSeries) -> bytes:
     axes[-1].set_xlabel("seconds since the job started")
     for ax in axes:
         ax.grid(alpha=0.3)
-    return _png(fig)
+    return to_png(fig)
 
 
 def step_split(split: StepSplit) -> bytes:
@@ -126,4 +126,41 @@ def step_split(split: StepSplit) -> bytes:
     ax.set_ylabel("seconds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
-    return _png(fig)
+    return to_png(fig)
+
+
+def search_trials(trials: Sequence, objective: str) -> bytes:
+    """Left: each trial's objective against its lr (log scale), coloured by batch size; pruned
+    trials hollow at their last epoch's value. Right: every trial's valid accuracy per epoch."""
+    fig, (scatter_ax, curve_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
+    sizes = sorted({t.params.get("batch_size") for t in trials if t.params.get("batch_size") is not None})
+    colours = {size: plt.cm.viridis(i / max(1, len(sizes) - 1)) for i, size in enumerate(sizes)}
+    for trial in trials:
+        last = trial.history[-1]["valid_accuracy"] if trial.history else None
+        value = trial.value if trial.value is not None else last
+        if value is None or "lr" not in trial.params:
+            continue
+        colour = colours.get(trial.params.get("batch_size"), TRAIN)
+        hollow = trial.state != "COMPLETE"
+        scatter_ax.scatter(trial.params["lr"], value, s=36, edgecolors=colour,
+                           facecolors="none" if hollow else colour)
+    for size, colour in colours.items():
+        scatter_ax.scatter([], [], color=colour, label=f"batch_size={size}")
+    scatter_ax.set_xscale("log")
+    scatter_ax.set_xlabel("lr")
+    scatter_ax.set_ylabel(objective)
+    scatter_ax.set_title(f"{objective} by trial (hollow: pruned)", fontsize=10)
+    if colours:
+        scatter_ax.legend(fontsize=8)
+    for trial in trials:
+        if trial.history:
+            epochs = [h["epoch"] for h in trial.history]
+            accuracy = [h["valid_accuracy"] for h in trial.history]
+            curve_ax.plot(epochs, accuracy, "-", lw=1, alpha=0.8 if trial.state == "COMPLETE" else 0.35,
+                          color=VALID if trial.state == "COMPLETE" else "grey")
+    curve_ax.set_xlabel("epoch")
+    curve_ax.set_title("valid accuracy per epoch (grey: pruned)", fontsize=10)
+    curve_ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in (scatter_ax, curve_ax):
+        ax.grid(alpha=0.3)
+    return to_png(fig)

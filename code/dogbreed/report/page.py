@@ -17,6 +17,7 @@ from typing import Any, Callable
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from dogbreed.report.data import SplitResults, StepSplit, SystemSeries, read_curves
+from dogbreed.report.search import SEARCH_DIR, TRIALS_FILE, SearchSummary
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class ReportPage:
 
     title: str
     subtitle: str
+    kind: str = "training"  # or "search": the hyperparameter search's own page
     cards: list[Card] = field(default_factory=list)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
@@ -86,6 +88,8 @@ class ReportPage:
     operators: list[list[str]] = field(default_factory=list)
     splits: list[SplitResults] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    search: SearchSummary | None = None
+    search_cards: list[Card] = field(default_factory=list)
     # The verdicts as plain data, written beside the page as report.json.
     data: dict[str, list] = field(default_factory=lambda: {"rules": [], "bottlenecks": []})
 
@@ -151,18 +155,42 @@ def add_results(page: ReportPage, output_dir: Path) -> None:
                                    figures.confusion_matrix(results.matrix, results.classes, title)))
 
 
+def add_search(page: ReportPage, search_dir: Path) -> None:
+    """The hyperparameter search that chose this job's hyperparameters (``tune/trials.json``)."""
+    from dogbreed.report import figures  # noqa: PLC0415
+
+    summary = SearchSummary.read(search_dir)
+    page.search = summary
+    best = summary.best
+    page.search_cards = [
+        Card("search_best", f"best {summary.objective}", f"{best.value:.4f}" if best else "none"),
+        Card("search_trials", "trials (complete / pruned / failed)",
+             f"{summary.count('COMPLETE')} / {summary.count('PRUNED')} / {summary.count('FAIL')}"),
+        Card("search_seconds", "search wall time", f"{summary.seconds:.0f} s"),
+    ]
+    page.figures.append(Figure("search", "search_trials", "Trials of the hyperparameter search",
+                               figures.search_trials(summary.trials, summary.objective)))
+
+
+def build_search_page(search_dir: Path, title: str = "dogbreed hyperparameter search") -> Path:
+    """The search's own page, ``tune.html`` (and its figures) in ``search_dir``."""
+    page = ReportPage(title=title, subtitle=f"built {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", kind="search")
+    add_search(page, Path(search_dir))
+    return write_report(page, Path(search_dir), "tune.html")
+
+
 def render(page: ReportPage) -> str:
     environment = Environment(loader=PackageLoader("dogbreed.report", "."), autoescape=select_autoescape(["j2"]))
     return environment.get_template("report.html.j2").render(report=page)
 
 
-def write_report(page: ReportPage, output_dir: Path) -> Path:
-    """``report.html``, ``report.json`` and ``report_figures/*.png`` into ``output_dir``."""
+def write_report(page: ReportPage, output_dir: Path, name: str = REPORT_FILE) -> Path:
+    """``report.html`` (or ``name``), ``report.json`` and ``report_figures/*.png`` into ``output_dir``."""
     figures_dir = output_dir / FIGURES_DIR
     figures_dir.mkdir(parents=True, exist_ok=True)
     for figure in page.figures:
         (figures_dir / f"{figure.name}.png").write_bytes(figure.png)
-    path = output_dir / REPORT_FILE
+    path = output_dir / name
     path.write_text(render(page), encoding="utf-8")
     (output_dir / DATA_FILE).write_text(json.dumps({**page.data, "warnings": page.warnings}, indent=2) + "\n")
     return path
@@ -187,6 +215,8 @@ def build_report(output_dir: Path, trial_dir: Path | None, profile_dir: Path | N
     else:
         page.warnings.append("profile: no profile was recorded (profile=off)")
     _part(page, "results", lambda: add_results(page, output_dir))
+    if (output_dir / SEARCH_DIR / TRIALS_FILE).is_file():
+        _part(page, "hyperparameter search", lambda: add_search(page, output_dir / SEARCH_DIR))
     return write_report(page, output_dir)
 
 

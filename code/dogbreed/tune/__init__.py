@@ -1,0 +1,1 @@
+"""Local hyperparameter search on cached backbone features (``python -m dogbreed.tune``)."""
