@@ -50,7 +50,7 @@ def test_metric_definitions_import_without_torch():
     assert {"valid_accuracy", "valid_loss", "train_loss", "test_accuracy"} <= names
 
 
-@pytest.mark.parametrize("command", ["train", "tune", "best", "deploy", "predict", "delete", "report"])
+@pytest.mark.parametrize("command", ["train", "features", "tune", "best", "deploy", "predict", "delete", "report"])
 def test_every_command_has_help(command):
     proc = subprocess.run([sys.executable, "-m", "dogbreed.launcher", command, "--help"], capture_output=True,
                           text=True, cwd=REPO, timeout=120)
@@ -144,7 +144,8 @@ def test_best_prints_the_best_job_and_its_hyperparameters(aws, capsys):
     assert run(aws, "best", "dogbreed-hpo-1") == 0
     out = capsys.readouterr().out
     assert "dogbreed-hpo-1-007-abcd: valid_accuracy=0.9125" in out
-    assert "  batch_size=32\n  lr=0.0031" in out
+    assert "  batch_size=32\n  lr=0.0031\n" in out
+    assert out.endswith("deploy it: python -m dogbreed.launcher deploy --model dogbreed-hpo-1-007-abcd\n")
     assert aws.params("DescribeHyperParameterTuningJob") == {"HyperParameterTuningJobName": "dogbreed-hpo-1"}
 
 

@@ -1,4 +1,4 @@
-"""``python -m dogbreed.launcher <command>``: train, tune, best, deploy, predict, delete.
+"""``python -m dogbreed.launcher <command>``: train, features, tune, best, deploy, predict, delete, report.
 
 Every argument is validated before the first AWS call, so a typo creates nothing. AWS
 settings come from the usual places (AWS_PROFILE, AWS_REGION/AWS_DEFAULT_REGION,
@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from dogbreed.launcher import hosting, reports, training_jobs, tuning
+from dogbreed.launcher import features, hosting, local_tuning, reports, training_jobs, tuning
 from dogbreed.launcher.uris import LauncherError
 
 SessionFactory = Callable[[], object]
@@ -44,7 +45,9 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", help="optional 'pretrained' channel holding torchvision's .pth weights")
     parser.add_argument("--output", required=True,
                         help="s3:// prefix for model.tar.gz, checkpoints and Debugger output (with --local a directory)")
-    parser.add_argument("--instance-type", default=None, help=f"default {training_jobs.DEFAULT_INSTANCE_TYPE} ('local' with --local)")
+    parser.add_argument("--instance-type", default=None,
+                        help=f"default {training_jobs.DEFAULT_INSTANCE_TYPE}, {features.INSTANCE_TYPE} with --features-from "
+                             "('local' with --local; 'local_gpu' for the GPUs)")
     parser.add_argument("--instance-count", type=int, default=1)
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
                         help="hyperparameter passed to the training code, repeatable (e.g. --hp epochs=10)")
@@ -55,7 +58,15 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job-name", help="default dogbreed-<timestamp>-<random>")
 
 
-def _training_spec(args: argparse.Namespace, local: bool) -> training_jobs.TrainingSpec:
+def _add_features_from(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--features-from", metavar="JOB_OR_URI",
+                        help="train on a feature cache: a Completed features job's name or an s3:// URI of its "
+                             "output.tar.gz (with --local: a directory; tune --local also takes a file); "
+                             "sets features=on and a CPU instance type")
+
+
+def _training_spec(args: argparse.Namespace, local: bool,
+                   hyperparameters: dict[str, str] | None = None) -> training_jobs.TrainingSpec:
     if not args.image:
         raise LauncherError("no training image: pass --image or set TRAIN_IMAGE_URI")
     return training_jobs.TrainingSpec(
@@ -63,9 +74,9 @@ def _training_spec(args: argparse.Namespace, local: bool) -> training_jobs.Train
         channels={c: getattr(args, c) for c in training_jobs.CHANNELS},
         output=args.output,
         role=args.role,
-        instance_type=args.instance_type or ("local" if local else training_jobs.DEFAULT_INSTANCE_TYPE),
+        instance_type=args.instance_type,
         instance_count=args.instance_count,
-        hyperparameters=training_jobs.parse_hyperparameters(args.hp),
+        hyperparameters=training_jobs.parse_hyperparameters(args.hp) if hyperparameters is None else hyperparameters,
         spot=args.spot,
         max_run_seconds=args.max_run,
         max_wait_seconds=args.max_wait,
@@ -74,6 +85,7 @@ def _training_spec(args: argparse.Namespace, local: bool) -> training_jobs.Train
         debugger=getattr(args, "debugger", True),
         job_name=args.job_name,
         local=local,
+        features_from=getattr(args, "features_from", None),
     )
 
 
@@ -88,7 +100,48 @@ def cmd_train(args, session_factory: SessionFactory) -> int:
     return 0
 
 
+def cmd_features(args, session_factory: SessionFactory) -> int:
+    """A features job: the feature cache and nothing else, then the command that reads it."""
+    hyperparameters = features.features_job_hyperparameters(training_jobs.parse_hyperparameters(args.hp))
+    spec = _training_spec(args, args.local, hyperparameters)
+    if args.local:
+        training_jobs.train_local(spec)
+        cache = training_jobs.local_output_data(spec) / "features"
+        print(f"feature cache: {cache}")
+        print(f"next: {_next_tune_command(args, str(cache), local=True)}")
+        return 0
+    job = training_jobs.start_training_job(spec, session_factory(), wait=args.wait)
+    print(f"features job {spec.job_name} ({job.training_job_status})")
+    print(f"feature cache: {spec.output}/{spec.job_name}/output/{reports.OUTPUT_ARCHIVE} (once the job is Completed)")
+    print(f"next: {_next_tune_command(args, spec.job_name, local=False)}")
+    return 0
+
+
+def _next_tune_command(args, features_from: str, local: bool) -> str:
+    """``tune --features-from ...`` with the features job's data, weights and hyperparameters.
+
+    The cache is keyed on what shaped it (arch, image size, views, seed, ...): the same
+    ``--hp`` make the trials find it instead of computing it again.
+    """
+    argv = ["python", "-m", "dogbreed.launcher", "tune", "--features-from", features_from]
+    if local:
+        argv += ["--local", "--image", args.image]
+    for name in (*training_jobs.CHANNELS, "pretrained"):
+        if getattr(args, name):
+            argv += [f"--{name}", getattr(args, name)]
+    argv += ["--output", f"{args.output.rstrip('/')}/tuning" if local else args.output]
+    for pair in args.hp:
+        if pair.partition("=")[0].strip() not in ("features", "features_only"):
+            argv += ["--hp", pair]
+    return shlex.join(argv)
+
+
 def cmd_tune(args, session_factory: SessionFactory) -> int:
+    if args.local:
+        return _tune_local(args)
+    if args.timeout is not None or not args.final:
+        raise LauncherError("--timeout and --no-final are for tune --local (a SageMaker tuning job is bounded by "
+                            "--max-jobs and each job's --max-run, and each of its trials is a model)")
     spec = tuning.TuningSpec(
         training=_training_spec(args, local=False),
         lr_min=args.lr_min,
@@ -100,7 +153,37 @@ def cmd_tune(args, session_factory: SessionFactory) -> int:
     )
     tuning.start_tuning_job(spec, session_factory())
     print(f"tuning job {spec.name}: python -m dogbreed.launcher best {spec.name}")
+    cache = spec.training.channels.get(features.CHANNEL)
+    if cache:
+        print(f"trials on {spec.training.instance_type} read the feature cache {cache}")
     return 0
+
+
+def _tune_local(args) -> int:
+    """``python -m dogbreed.tune`` in the local training image; its exit status is the command's."""
+    if args.instance_count != 1:
+        raise LauncherError("tune --local runs one container: --instance-count must be 1")
+    spec = local_tuning.LocalTuningSpec(
+        image=args.image,
+        channels={c: getattr(args, c) for c in training_jobs.CHANNELS},
+        output=args.output,
+        lr_min=args.lr_min,
+        lr_max=args.lr_max,
+        batch_sizes=args.batch_sizes,
+        trials=args.max_jobs,
+        hyperparameters=training_jobs.parse_hyperparameters(args.hp),
+        pretrained=args.pretrained,
+        features_from=args.features_from,
+        timeout_seconds=args.timeout,
+        final=args.final,
+        instance_type=args.instance_type or "local",
+    )
+    code = local_tuning.run(spec)
+    if code == 0:
+        print(f"tune report: {spec.report_dir}")
+        if spec.final:
+            print(f"model: {spec.model_dir}")
+    return code
 
 
 def cmd_best(args, session_factory: SessionFactory) -> int:
@@ -109,6 +192,8 @@ def cmd_best(args, session_factory: SessionFactory) -> int:
     print(f"best training job {best.training_job}: {best.objective}={best.value:.4f}")
     for name, value in sorted(best.hyperparameters.items()):
         print(f"  {name}={value}")
+    # Its model.tar.gz is the whole network (backbone and trained head), cached features or not.
+    print(f"deploy it: python -m dogbreed.launcher deploy --model {best.training_job}")
     return 0
 
 
@@ -178,21 +263,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="start a training job (managed spot, checkpoints, Debugger)")
     _add_common(p)
     _add_training(p)
+    _add_features_from(p)
     p.add_argument("--no-debugger", dest="debugger", action="store_false", help="no Debugger hook, rules or profiler")
     p.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
     p.add_argument("--local", action="store_true", help="run in Docker on this machine with the SDK's local mode")
     p.set_defaults(run=cmd_train)
 
+    p = commands.add_parser("features", help="start a features job: the frozen backbone's outputs, cached for tune")
+    _add_common(p)
+    _add_training(p)
+    p.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
+    p.add_argument("--local", action="store_true", help="run in Docker on this machine with the SDK's local mode")
+    p.set_defaults(run=cmd_features, debugger=False)  # no Debugger: nothing trains
+
     p = commands.add_parser("tune", help="start a tuning job over lr and batch_size, maximising valid_accuracy")
     _add_common(p)
     _add_training(p)
+    _add_features_from(p)
     p.add_argument("--lr-min", type=float, default=1e-4)
     p.add_argument("--lr-max", type=float, default=1e-1)
     p.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32, 64],
                    help="comma-separated (default 16,32,64)")
-    p.add_argument("--max-jobs", type=int, default=10)
+    p.add_argument("--max-jobs", type=int, default=10, help="training jobs (with --local: trials) in all")
     p.add_argument("--max-parallel-jobs", type=int, default=2)
     p.add_argument("--name", help="tuning job name, at most 32 characters")
+    p.add_argument("--local", action="store_true",
+                   help="search on this machine instead: python -m dogbreed.tune in the local training image "
+                        "(--image a local tag; directories instead of s3:// URIs; --output a directory)")
+    p.add_argument("--timeout", type=int, metavar="SECONDS", help="--local: the search's time limit")
+    p.add_argument("--no-final", dest="final", action="store_false",
+                   help="--local: do not train the final model with the best hyperparameters")
     p.set_defaults(run=cmd_tune)
 
     p = commands.add_parser("best", help="print a tuning job's best training job and its hyperparameters")

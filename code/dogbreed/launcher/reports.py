@@ -19,7 +19,7 @@ from pathlib import Path
 from dogbreed.launcher import uris
 from dogbreed.launcher.uris import LauncherError
 
-OUTPUT_ARCHIVE = "output.tar.gz"
+OUTPUT_ARCHIVE = uris.OUTPUT_ARCHIVE
 
 
 @dataclass
@@ -53,7 +53,7 @@ def download_job_output(job_name: str, boto_session, dest: Path) -> JobOutput:
     if not model:
         raise LauncherError(f"training job {job_name} has no output location")
     s3 = boto_session.client("s3")
-    bucket, key = _split_s3(model.rsplit("/", 1)[0] + "/" + OUTPUT_ARCHIVE)
+    bucket, key = _split_s3(uris.job_output_archive(model))
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest / OUTPUT_ARCHIVE
     try:

@@ -3,7 +3,8 @@
 A :class:`TrainingSpec` holds what the user chose, validated on construction; the cloud
 path sends it to ``CreateTrainingJob`` through ``sagemaker.core.resources.TrainingJob``
 (so Debugger can be set), the local path runs it with ``ModelTrainer`` in
-``Mode.LOCAL_CONTAINER``.
+``Mode.LOCAL_CONTAINER``. ``features_from`` adds a ``features`` channel holding a feature
+cache (see :mod:`dogbreed.launcher.features`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dogbreed.launcher import debugger_config, uris
+from dogbreed.launcher import debugger_config, features, uris
 from dogbreed.launcher.uris import LauncherError
 
 CHANNELS = ("train", "valid", "test")
@@ -47,13 +48,18 @@ def parse_hyperparameters(pairs: list[str]) -> dict[str, str]:
 
 @dataclass
 class TrainingSpec:
-    """One training job. Channels are ``s3://`` URIs, or local directories with ``local``."""
+    """One training job. Channels are ``s3://`` URIs, or local directories with ``local``.
+
+    ``instance_type`` defaults to ``local`` in local mode, to a CPU instance with
+    ``features_from`` (a features job's name or an ``s3://`` URI; with ``local`` a directory),
+    else to a GPU instance.
+    """
 
     image: str
     channels: dict[str, str]
     output: str
     role: str | None = None
-    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_type: str | None = None
     instance_count: int = 1
     hyperparameters: dict[str, str] = field(default_factory=dict)
     spot: bool = True
@@ -65,24 +71,32 @@ class TrainingSpec:
     volume_size_gb: int = 30
     job_name: str | None = None
     local: bool = False
+    features_from: str | None = None
 
     def __post_init__(self) -> None:
         missing = [c for c in CHANNELS if not self.channels.get(c)]
         if missing:
             raise LauncherError(f"missing data channel(s): {', '.join(missing)} (--train, --valid, --test)")
-        self.instance_type = uris.instance_type(self.instance_type, local=self.local)
+        self.instance_type = uris.instance_type(self.instance_type or self._default_instance_type(), local=self.local)
         uris.count(self.instance_count, "instance count")
         self.job_name = uris.resource_name(self.job_name or uris.unique_name(BASE_JOB_NAME), "job name")
         if self.pretrained:
             self.channels = dict(self.channels, pretrained=self.pretrained)
+        if self.features_from:
+            self.hyperparameters = features.reuse_hyperparameters(self.hyperparameters)
+            if not self.local:
+                self.features_from = features.source(self.features_from)
+            if self.local or self.features_from.startswith("s3://"):
+                self.channels = {**self.channels, features.CHANNEL: self.features_from}
+            # else a job name: resolve_features adds its output.tar.gz once a session exists
         if self.local:
             # Local mode runs a local tag (dogbreed-train:latest) as happily as an ECR URI.
-            self.channels = {name: uris.local_dir(uri, f"--{name}") for name, uri in self.channels.items()}
+            self.channels = {name: uris.local_dir(uri, _flag(name)) for name, uri in self.channels.items()}
             self.output = str(Path(self.output).expanduser().resolve())
             return
         self.image = uris.ecr_image(self.image, "training image")
         self.role = uris.role_arn(self.role)
-        self.channels = {name: uris.s3_uri(uri, f"--{name}") for name, uri in self.channels.items()}
+        self.channels = {name: uris.s3_uri(uri, _flag(name)) for name, uri in self.channels.items()}
         self.output = uris.s3_uri(self.output, "--output")
         if self.checkpoint_uri:
             self.checkpoint_uri = uris.s3_uri(self.checkpoint_uri, "--checkpoint-uri")
@@ -90,6 +104,26 @@ class TrainingSpec:
             self.checkpoint_uri = f"{self.output}/{self.job_name}/checkpoints"
         if self.spot and self.max_wait_seconds < self.max_run_seconds:
             raise LauncherError("--max-wait must be at least --max-run for spot training")
+
+    def _default_instance_type(self) -> str:
+        if self.local:
+            return "local"
+        return features.INSTANCE_TYPE if self.features_from else DEFAULT_INSTANCE_TYPE
+
+    def resolve_features(self, boto_session) -> None:
+        """With ``features_from`` a job name: add its ``output.tar.gz`` as the ``features`` channel.
+
+        The first AWS call of the job's launch (after every check on the input): the job
+        must be Completed and have written a cache, else :class:`LauncherError`.
+        """
+        if self.features_from and features.CHANNEL not in self.channels:
+            archive = features.job_archive(self.features_from, boto_session)
+            self.channels = {**self.channels, features.CHANNEL: archive}
+
+
+def _flag(channel: str) -> str:
+    """The command-line flag that names a channel, for messages."""
+    return "--features-from" if channel == features.CHANNEL else f"--{channel}"
 
 
 def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = True) -> dict[str, Any]:
@@ -158,6 +192,7 @@ def start_training_job(spec: TrainingSpec, boto_session, wait: bool = False):
     if uris.ecr_region(spec.image) != region:
         raise LauncherError(f"the image is in {uris.ecr_region(spec.image)}, the job would run in {region}: "
                             "SageMaker needs the image in the job's region")
+    spec.resolve_features(boto_session)
     job = TrainingJob.create(session=boto_session, region=region, **training_job_request(spec, region))
     if wait:
         job.wait(logs=True)
@@ -185,3 +220,8 @@ def train_local(spec: TrainingSpec) -> Path:
     if not model.is_file():
         raise LauncherError(f"local training finished without {model}")
     return model
+
+
+def local_output_data(spec: TrainingSpec) -> Path:
+    """Where :func:`train_local` leaves the job's ``/opt/ml/output/data`` (the SDK's layout)."""
+    return Path(spec.output) / "artifacts" / "output" / "data"

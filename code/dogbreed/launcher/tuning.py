@@ -1,4 +1,9 @@
-"""Hyperparameter tuning: Bayesian search over ``lr`` and ``batch_size`` for ``valid_accuracy``."""
+"""Hyperparameter tuning: Bayesian search over ``lr`` and ``batch_size`` for ``valid_accuracy``.
+
+A SageMaker tuning job runs one training job per trial; with ``features_from`` every trial
+reads the same feature cache (a ``features`` channel) on a CPU instance. The same search
+runs on this machine with :mod:`dogbreed.launcher.local_tuning`.
+"""
 
 from __future__ import annotations
 
@@ -27,11 +32,8 @@ class TuningSpec:
 
     def __post_init__(self) -> None:
         if self.training.local:
-            raise LauncherError("tuning runs on SageMaker only (no local mode)")
-        if not 0 < self.lr_min < self.lr_max:
-            raise LauncherError(f"need 0 < --lr-min < --lr-max, got {self.lr_min} and {self.lr_max}")
-        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise LauncherError(f"--batch-sizes must be positive integers, got {self.batch_sizes}")
+            raise LauncherError("a SageMaker tuning job cannot run in local mode: use local_tuning.LocalTuningSpec")
+        check_search(self.lr_min, self.lr_max, self.batch_sizes, self.training.hyperparameters)
         uris.count(self.max_jobs, "--max-jobs")
         uris.count(self.max_parallel_jobs, "--max-parallel-jobs")
         if self.max_parallel_jobs > self.max_jobs:
@@ -39,8 +41,16 @@ class TuningSpec:
         self.name = uris.resource_name(
             self.name or uris.unique_name("dogbreed-hpo", MAX_TUNING_JOB_NAME), "tuning job name", MAX_TUNING_JOB_NAME
         )
-        if self.training.hyperparameters.keys() & set(TUNED):
-            raise LauncherError(f"{' and '.join(TUNED)} are tuned: do not also pass them with --hp")
+
+
+def check_search(lr_min: float, lr_max: float, batch_sizes: list[int], static: dict[str, str]) -> None:
+    """The search space (SageMaker's or the local one) and the static hyperparameters beside it."""
+    if not 0 < lr_min < lr_max:
+        raise LauncherError(f"need 0 < --lr-min < --lr-max, got {lr_min} and {lr_max}")
+    if not batch_sizes or any(b < 1 for b in batch_sizes):
+        raise LauncherError(f"--batch-sizes must be positive integers, got {batch_sizes}")
+    if static.keys() & set(TUNED):
+        raise LauncherError(f"{' and '.join(TUNED)} are tuned: do not also pass them with --hp")
 
 
 def tuning_job_request(spec: TuningSpec) -> dict[str, Any]:
@@ -100,6 +110,7 @@ def start_tuning_job(spec: TuningSpec, boto_session):
     """Create the tuning job (it runs for hours; ``best`` reads the result)."""
     from sagemaker.core.resources import HyperParameterTuningJob
 
+    spec.training.resolve_features(boto_session)  # the features channel, when from a job name
     return HyperParameterTuningJob.create(session=boto_session, region=boto_session.region_name,
                                           **tuning_job_request(spec))
 

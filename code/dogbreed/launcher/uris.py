@@ -24,6 +24,7 @@ _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # ml.<family>.<size>: ml.m5.large, ml.g4dn.xlarge, ml.p4d.24xlarge, ml.trn1.32xlarge.
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.(?:[0-9]*x?large|medium|small|metal|[0-9]+xlarge)$")
 LOCAL_INSTANCE_TYPES = ("local", "local_gpu")
+OUTPUT_ARCHIVE = "output.tar.gz"  # what SageMaker makes of a training job's /opt/ml/output/data
 _ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 # Training jobs, models, endpoints and their configs: 1-63 alphanumerics and hyphens.
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
@@ -54,6 +55,15 @@ def s3_uri(uri: str, what: str) -> str:
     if parsed.scheme != "s3" or not _S3_BUCKET.match(parsed.netloc) or ".." in parsed.netloc:
         raise LauncherError(f"{what} {uri!r} is not an S3 URI like s3://my-bucket/dogbreed/train")
     return uri.rstrip("/")
+
+
+def job_output_archive(model_artifacts: str) -> str:
+    """A training job's ``output.tar.gz`` (``/opt/ml/output/data``), beside its ``model.tar.gz``.
+
+    ``model_artifacts`` is ``ModelArtifacts.S3ModelArtifacts`` from ``DescribeTrainingJob``:
+    ``<S3OutputPath>/<job>/output/model.tar.gz``.
+    """
+    return f"{model_artifacts.rsplit('/', 1)[0]}/{OUTPUT_ARCHIVE}"
 
 
 def local_dir(uri: str, what: str) -> str:
