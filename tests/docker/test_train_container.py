@@ -151,7 +151,8 @@ def wait_for_log(name: str, text: str, timeout: float = 300) -> None:
 
 
 def test_sigterm_saves_a_checkpoint_and_a_restart_resumes(train_image, dogs3, fake_resnet18_weights, tmp_path):
-    hps = dict(QUICK_HYPERPARAMETERS, epochs="3")
+    # features off: every epoch decodes the photos, so epoch 2 lasts long enough to be stopped in.
+    hps = dict(QUICK_HYPERPARAMETERS, epochs="3", features="off")
     opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps, fake_resnet18_weights)
     name = start_training(train_image, opt_ml)
     try:
@@ -178,9 +179,34 @@ def test_sigterm_saves_a_checkpoint_and_a_restart_resumes(train_image, dogs3, fa
     assert (opt_ml / "model" / "model.onnx").exists()
 
 
+def test_sigterm_while_computing_features_exits_143_and_a_restart_finishes(
+        train_image, dogs3, fake_resnet18_weights, tmp_path):
+    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", dict(QUICK_HYPERPARAMETERS, epochs="1"), fake_resnet18_weights)
+    name = start_training(train_image, opt_ml)
+    try:
+        wait_for_log(name, "features: train: computing 2 view(s) of 408 images")
+        time.sleep(3)
+        docker("stop", "-t", "25", name)
+        code = int(docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout)
+        logs = docker("logs", name, check=False)
+    finally:
+        docker("rm", "-f", name, check=False)
+    assert code == 143, (code, logs.stdout[-2000:], logs.stderr[-2000:])
+    assert "SIGTERM: stopped while computing features" in logs.stdout
+    assert "Traceback" not in logs.stdout + logs.stderr
+    assert not (opt_ml / "output" / "failure").exists()
+    assert not list((opt_ml / "output" / "data" / "features").glob("train-*.pt"))
+
+    resumed = run_training(train_image, opt_ml)
+    assert resumed.returncode == 0, resumed.log[-3000:]
+    assert "features: train: computing" in resumed.log and (opt_ml / "model" / "model.onnx").exists()
+
+
 def test_a_killed_loader_worker_fails_the_job_at_once(train_image, dogs3, fake_resnet18_weights, tmp_path):
     """SIGKILL one DataLoader worker in the container (the OOM killer's way): exit 1, one line, no hang."""
-    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", dict(QUICK_HYPERPARAMETERS, epochs="3"), fake_resnet18_weights)
+    # features off: the image loader's workers then run in every epoch.
+    hps = dict(QUICK_HYPERPARAMETERS, epochs="3", features="off")
+    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps, fake_resnet18_weights)
     name = start_training(train_image, opt_ml)
     try:
         wait_for_log(name, "epoch 1/3")

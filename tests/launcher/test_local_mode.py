@@ -97,3 +97,33 @@ def test_train_local_then_deploy_local_predicts_a_breed(aws_env, dogs3, train_im
     assert abs(sum(probabilities) - 1) < 0.01
     # The container is gone after the command.
     assert running(serve_image) <= serving_before, "the local endpoint's container still runs"
+
+
+def test_tune_local_searches_in_the_image_and_a_second_search_reuses_its_features(
+        dogs3, train_image, pretrained_dir, tmp_path, capfd):
+    """tune --local: python -m dogbreed.tune in the training image on the real photos, twice."""
+    def search(output, *extra):
+        return cli.main(["tune", "--local", "--image", train_image, "--train", str(dogs3 / "train"),
+                         "--valid", str(dogs3 / "valid"), "--test", str(dogs3 / "test"),
+                         "--pretrained", str(pretrained_dir), "--output", str(output), "--max-jobs", "4",
+                         "--batch-sizes", "16,32", "--hp", "arch=resnet18", "--hp", "epochs=2",
+                         "--hp", "image_size=112", "--hp", "resize_size=128", *extra])
+
+    first = tmp_path / "first"
+    code = search(first)
+    out = capfd.readouterr().out
+    assert code == 0, out[-3000:]
+    assert "features: train: computing 2 view(s) of 408 images" in out
+    trials = (first / "output" / "data" / "tune" / "trials.json").read_text()
+    assert trials.count('"state"') == 4
+    assert (first / "output" / "data" / "tune" / "tune.html").is_file()
+    assert (first / "model" / "model.onnx").is_file() and (first / "output" / "data" / "report.html").is_file()
+    assert re.search(r"best trial \d+: valid_accuracy=[\d.]+", out)
+
+    # The first search's cache, handed over as --features-from: no image goes through the backbone.
+    second = tmp_path / "second"
+    code = search(second, "--features-from", str(first / "output" / "data" / "features"), "--no-final")
+    out = capfd.readouterr().out
+    assert code == 0, out[-3000:]
+    assert "computing" not in out and out.count("using the cache") == 3
+    assert not (second / "model" / "model.pt").exists()

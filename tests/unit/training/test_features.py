@@ -169,3 +169,19 @@ def test_feature_batches_follow_the_image_loader_order_and_resume_position(opt_m
     # A round trip through the file format keeps everything.
     again = SplitFeatures.from_dict(cached.to_dict())
     assert again.key == cached.key and torch.equal(again.features, cached.features)
+
+
+def test_sigterm_while_computing_features_exits_143_and_keeps_no_partial_cache(opt_ml, caplog):
+    from dogbreed.training.config import load_config
+    from dogbreed.training.environment import TrainingEnvironment
+    from dogbreed.training.failure import EXIT_SIGTERM
+    from dogbreed.training.job import run
+
+    env = TrainingEnvironment.from_env()
+    config, paths = load_config(fast_args("--epochs", "1"), env)
+    stop = GracefulStop()
+    stop.requested = True  # SIGTERM arrived before the first batch of the first split
+    assert run(config, paths, env, stop) == EXIT_SIGTERM
+    assert "SIGTERM: stopped while computing features" in caplog.text
+    assert not list((opt_ml / "output" / "data" / "features").glob("*.pt"))
+    assert not (opt_ml / "checkpoints" / "checkpoint.pt").exists()
