@@ -19,6 +19,7 @@ from PIL import Image
 
 from tests.conftest import free_port
 from tests.docker.conftest import docker
+from tests.unit.serving.model_code import BREED_ONLY_INFERENCE, model_with_code, write_breednote
 
 pytestmark = pytest.mark.docker
 
@@ -235,8 +236,32 @@ def test_sagemaker_port_and_worker_settings(serve_image, trained_model_dir, real
         container.remove()
 
 
+def test_inference_py_and_requirements_from_the_model(serve_image, trained_model_dir, tmp_path, real_photos, classes):
+    """code/inference.py's output_fn answers, using a package pip installed from code/requirements.txt."""
+    model = model_with_code(Path(trained_model_dir), tmp_path / "model", {"inference.py": BREED_ONLY_INFERENCE}, link=False)
+    write_breednote(model / "code")
+    container = Container(serve_image, model)
+    try:
+        container.wait_for_ping()
+        response = container.invoke(real_photos[0].read_bytes())
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"breed", "formatted_by"}, body
+        assert body["breed"] in classes and body["formatted_by"] == "breednote 1.0"
+        # The functions it leaves alone are still ours.
+        refused = container.invoke(real_photos[0].read_bytes(), "text/csv")
+        assert refused.status_code == 415 and "image/jpeg" in refused.json()["error"]
+        assert "installed /opt/ml/model/code/requirements.txt" in container.logs()
+    finally:
+        container.remove()
+
+
 def write_bad_model(kind: str, root: Path, good: Path) -> Path:
     model = root / kind
+    if kind == "bad-requirements":
+        return model_with_code(good, model, {"requirements.txt": "./not-here\n"}, link=False)
+    if kind == "broken-inference":
+        return model_with_code(good, model, {"inference.py": "import not_installed_anywhere\n"}, link=False)
     model.mkdir()
     if kind == "corrupt-onnx":
         (model / "model.json").write_text((good / "model.json").read_text())
@@ -247,13 +272,15 @@ def write_bad_model(kind: str, root: Path, good: Path) -> Path:
     return model
 
 
-@pytest.mark.parametrize("kind", ["missing", "corrupt-onnx", "corrupt-json"])
+@pytest.mark.parametrize("kind", ["missing", "corrupt-onnx", "corrupt-json", "bad-requirements", "broken-inference"])
 def test_bad_model_is_unhealthy_without_a_crash_loop(serve_image, trained_model_dir, tmp_path, kind):
     model = write_bad_model(kind, tmp_path, Path(trained_model_dir))
     container = Container(serve_image, model)
     try:
         response = container.wait_for_ping(want=(503,), limit_s=60)
         assert response.json()["error"]
+        if kind in ("bad-requirements", "broken-inference"):
+            assert ("requirements.txt" if kind == "bad-requirements" else "not_installed_anywhere") in response.json()["error"]
         invocation = container.invoke(b"\xff\xd8", "image/jpeg")
         assert invocation.status_code == 503 and "model" in invocation.json()["error"]
         # Still up and quiet a few seconds later: not restarting anything.

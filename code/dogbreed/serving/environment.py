@@ -2,7 +2,10 @@
 
 SageMaker's own variables keep their documented meaning; ``DOGBREED_*`` ones are ours.
 A value that does not parse raises :class:`ConfigurationError` naming the variable,
-rather than being silently replaced by a default.
+rather than being silently replaced by a default. Two more are read by the inference
+toolkit's own ``Environment``: ``SAGEMAKER_PROGRAM`` (the module in ``code/``, default
+``inference.py``) and ``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`` (the Accept assumed for a
+request without one, default ``application/json``).
 """
 
 from __future__ import annotations

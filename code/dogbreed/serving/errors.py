@@ -1,28 +1,52 @@
-"""Errors that carry the HTTP status and the message a client gets back."""
+"""The errors a client gets back, as the inference toolkit's error types.
+
+Each is a :class:`sagemaker_inference.errors.BaseInferenceToolkitError` carrying its HTTP
+``status_code``, the ``message`` the client reads (the ``"error"`` of the JSON body) and
+the reason ``phrase`` of the status line. A user's ``code/inference.py`` may raise these,
+or the toolkit's own ``BaseInferenceToolkitError``/``GenericInferenceToolkitError``, and
+gets the same treatment (see :mod:`dogbreed.serving.transformer`).
+"""
 
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
+
+from sagemaker_inference.errors import BaseInferenceToolkitError
 
 
-class ServingError(Exception):
-    """Base class: ``status`` is the HTTP code; the message is shown to the client."""
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase for ``status`` (MMS puts it in the status line)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def error_body(message: str) -> str:
+    """The JSON body of every error answer: ``{"error": message}``."""
+    return json.dumps({"error": message})
+
+
+class ServingError(BaseInferenceToolkitError):
+    """Base class of our errors: the subclass fixes the status, the caller the message."""
 
     status = 500
 
     def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-    def body(self) -> str:
-        """The JSON response body, ``{"error": message}``."""
-        return json.dumps({"error": self.message})
+        super().__init__(self.status, message, reason_phrase(self.status))
 
 
 class BadRequestError(ServingError):
     """The body is empty, not an image, truncated or corrupt; or a parameter is invalid."""
 
     status = 400
+
+
+class NotAcceptableError(ServingError):
+    """The Accept header allows no type the endpoint can answer with."""
+
+    status = 406
 
 
 class PayloadTooLargeError(ServingError):
@@ -41,13 +65,3 @@ class ModelNotReadyError(ServingError):
     """The model could not be loaded; nothing can be predicted until it is fixed."""
 
     status = 503
-
-
-def reason_phrase(status: int) -> str:
-    """The standard reason phrase for ``status`` (used in MMS's status line)."""
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"

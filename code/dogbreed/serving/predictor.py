@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from dogbreed.artifacts import ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, ModelLoadError, ModelMetadata
 from dogbreed.images import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageTooLargeError, open_image
@@ -53,6 +54,39 @@ def _looks_like_text(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return all(c.isprintable() or c.isspace() for c in text)
+
+
+def decode_image(
+    body: bytes | bytearray | None,
+    content_type: str | None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """Check one request and decode its body into an upright RGB PIL image.
+
+    Needs no model, so it is the default ``input_fn``'s whole work. Raises the
+    :mod:`dogbreed.serving.errors` a client should see: 415 for the Content-Type, 413
+    over ``max_payload_bytes`` or ``max_image_pixels`` (read from the header, before
+    decoding), 400 for an empty, textual, truncated or corrupt body.
+    """
+    content_types.parse(content_type)
+    size = 0 if body is None else len(body)
+    if size > max_payload_bytes:
+        raise PayloadTooLargeError(
+            f"the request body is {size} bytes, over the limit of {max_payload_bytes} bytes "
+            f"({max_payload_bytes / 1048576:g} MiB); send a smaller or more compressed image"
+        )
+    if size == 0:
+        raise BadRequestError("the request body is empty; send the image file's bytes as the body")
+    try:
+        return open_image(bytes(body), max_image_pixels)
+    except ImageTooLargeError as exc:
+        raise PayloadTooLargeError(str(exc)) from exc
+    except ImageDecodeError as exc:
+        hint = ""
+        if _looks_like_text(body):
+            hint = " (the body looks like text: send the raw image bytes, not JSON, base64 or a file name)"
+        raise BadRequestError(f"could not read the body as an image: {exc}{hint}") from exc
 
 
 class Predictor:
@@ -115,29 +149,9 @@ class Predictor:
                 f"{len(self.classes)} classes"
             )
 
-    def decode(self, image_bytes: bytes, content_type: str | None = content_types.JPEG):
-        """Check the request and decode it into an upright RGB PIL image.
-
-        Raises the :mod:`dogbreed.serving.errors` a client should see (415, 413, 400).
-        """
-        content_types.parse(content_type)
-        size = 0 if image_bytes is None else len(image_bytes)
-        if size > self.max_payload_bytes:
-            raise PayloadTooLargeError(
-                f"the request body is {size} bytes, over the limit of {self.max_payload_bytes} bytes "
-                f"({self.max_payload_bytes / 1048576:g} MiB); send a smaller or more compressed image"
-            )
-        if size == 0:
-            raise BadRequestError("the request body is empty; send the image file's bytes as the body")
-        try:
-            return open_image(bytes(image_bytes), self.max_image_pixels)
-        except ImageTooLargeError as exc:
-            raise PayloadTooLargeError(str(exc)) from exc
-        except ImageDecodeError as exc:
-            hint = ""
-            if _looks_like_text(image_bytes):
-                hint = " (the body looks like text: send the raw image bytes, not JSON, base64 or a file name)"
-            raise BadRequestError(f"could not read the body as an image: {exc}{hint}") from exc
+    def decode(self, image_bytes: bytes, content_type: str | None = content_types.JPEG) -> Image.Image:
+        """:func:`decode_image` with this predictor's limits."""
+        return decode_image(image_bytes, content_type, self.max_payload_bytes, self.max_image_pixels)
 
     def preprocess(self, image_bytes: bytes, content_type: str | None = content_types.JPEG) -> np.ndarray:
         """Decode and preprocess: the (3, crop, crop) float32 array the model sees."""
@@ -159,15 +173,15 @@ class Predictor:
             raise BadRequestError(f"top_k={value} must be at least 1")
         return min(value, len(self.classes))
 
-    def predict(self, image_bytes: bytes, content_type: str | None, top_k: Any = None) -> dict[str, Any]:
-        """Image bytes -> ``{"predicted_class", "predicted_label", "top_k": [...]}``.
+    def classify(self, image: Image.Image | np.ndarray, top_k: Any = None) -> dict[str, Any]:
+        """An RGB image (or its preprocessed (3, H, W) array) -> the answer for ``top_k`` classes.
 
-        ``top_k`` entries are ``{"class", "label", "probability"}``, most probable first.
+        ``{"predicted_class", "predicted_label", "top_k": [{"class", "label", "probability"}]}``,
+        most probable first.
         """
-        content_types.parse(content_type)  # a wrong type is reported before anything else
         k = self.resolve_top_k(top_k)
-        tensor = self.preprocess(image_bytes, content_type)
-        logits = self.run(tensor[None])[0].astype(np.float64)
+        tensor = image if isinstance(image, np.ndarray) else self.preprocessing(image)
+        logits = self.run(np.asarray(tensor, np.float32)[None])[0].astype(np.float64)
         # Softmax in float64, shifted by the max so large logits cannot overflow.
         exp = np.exp(logits - logits.max())
         probs = exp / exp.sum()
@@ -181,3 +195,9 @@ class Predictor:
                 for i in order
             ],
         }
+
+    def predict(self, image_bytes: bytes, content_type: str | None, top_k: Any = None) -> dict[str, Any]:
+        """Image bytes -> :meth:`classify`'s answer; the whole request path in one call."""
+        content_types.parse(content_type)  # a wrong type is reported before anything else
+        k = self.resolve_top_k(top_k)
+        return self.classify(self.decode(image_bytes, content_type), k)

@@ -1,22 +1,27 @@
-"""The container's ``serve`` program: check the model, then run multi-model-server.
+"""The container's ``serve`` program: prepare the model, then run multi-model-server.
 
 SageMaker starts the container as ``docker run IMAGE serve``. This process:
 
 1. reads every setting once (:class:`ServingEnvironment`);
-2. loads the model exactly as a worker will (:class:`Predictor`). If that fails, the
-   reason is logged and a small stdlib HTTP server answers ``/ping`` and
-   ``/invocations`` with 503 ``{"error": reason}`` instead. MMS would otherwise restart
-   the failing worker forever while ``/ping`` says nothing useful;
-3. otherwise writes MMS's config, starts MMS in its own process group and, on SIGTERM
+2. installs the model's ``code/requirements.txt``, if it has one
+   (:func:`~dogbreed.serving.user_code.install_requirements`);
+3. starts the handler service once exactly as each worker will (``code/inference.py``
+   and ``model_fn``). If step 2 or 3 fails, the reason is logged and
+   :mod:`dogbreed.serving.unhealthy` answers ``/ping`` and ``/invocations`` with 503
+   ``{"error": reason}`` instead (``serve --check`` exits 1);
+4. otherwise writes MMS's config, starts MMS in its own process group and, on SIGTERM
    or SIGINT, stops that whole group (frontend, launcher, workers), escalating to
    SIGKILL after a grace period well inside SageMaker's 30 s.
+
+Not the toolkit's ``model_server.start_model_server``: that one publishes the management
+API on the inference port, sets no request-size margin for our JSON 413, turns the JVM's
+container support off, and on SIGTERM signals the frontend only.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import signal
@@ -25,10 +30,12 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 from dogbreed.serving.environment import ConfigurationError, ServingEnvironment, port_from_env
+from dogbreed.serving.unhealthy import run_unhealthy
+from dogbreed.serving.user_code import RequirementsError, install_requirements
 
 logger = logging.getLogger("dogbreed.serve")
 
@@ -40,21 +47,40 @@ STOP_GRACE_S = 8.0
 
 
 def check_model(env: ServingEnvironment) -> str | None:
-    """Load the model once as a worker would; None when fine, else the reason."""
+    """Start the handler service once as a worker would; None when fine, else the reason.
+
+    That imports ``code/inference.py`` (if any) and runs ``model_fn``, ours or the user's.
+    """
     from dogbreed.artifacts import ModelLoadError
+    from dogbreed.serving.handler_service import HandlerService
     from dogbreed.serving.predictor import Predictor
 
+    service = HandlerService(settings=env)
     try:
-        predictor = Predictor(env.model_dir, threads=env.ort_threads)
+        service.initialize(SimpleNamespace(system_properties={"model_dir": env.model_dir}))
     except ModelLoadError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - any failure means the workers would fail too
+        logger.exception("loading the model failed")
         return f"loading the model from {env.model_dir} failed: {exc!r}"
-    logger.info("model OK: %s, %d classes: %s", predictor.metadata.arch, len(predictor.classes),
-                ", ".join(predictor.classes[:5]) + (" ..." if len(predictor.classes) > 5 else ""))
-    del predictor
+    model = service.transformer.model
+    if isinstance(model, Predictor):
+        logger.info("model OK: %s, %d classes: %s", model.metadata.arch, len(model.classes),
+                    ", ".join(model.classes[:5]) + (" ..." if len(model.classes) > 5 else ""))
+    else:
+        logger.info("model OK: model_fn returned a %s", type(model).__name__)
+    del service, model
     gc.collect()
     return None
+
+
+def prepare(env: ServingEnvironment) -> str | None:
+    """Install ``code/requirements.txt``, then :func:`check_model`; None when ready, else the reason."""
+    try:
+        install_requirements(env.model_dir)
+    except RequirementsError as exc:
+        return str(exc)
+    return check_model(env)
 
 
 def mms_config(env: ServingEnvironment) -> str:
@@ -150,74 +176,11 @@ def _signal_group(pgid: int, signum: int) -> None:
         pass
 
 
-def unhealthy_handler(reason: str, max_body_bytes: int):
-    """A request handler class answering 503 ``{"error": reason}`` on /ping and /invocations."""
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "dogbreed-unhealthy"
-        protocol_version = "HTTP/1.1"
-
-        def _answer(self, status: int, message: str) -> None:
-            body = json.dumps({"error": message}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def _drain(self) -> None:
-            # Read the body so the client sees our answer rather than a reset.
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > max_body_bytes:
-                self.close_connection = True
-                return
-            while length > 0:
-                chunk = self.rfile.read(min(length, 65536))
-                if not chunk:
-                    break
-                length -= len(chunk)
-
-        def _route(self) -> None:
-            self._drain()
-            path = self.path.split("?", 1)[0]
-            if path == "/ping":
-                self._answer(503, f"the model could not be loaded: {reason}")
-            elif path == "/invocations":
-                self._answer(503, f"no predictions: the model could not be loaded: {reason}")
-            else:
-                self._answer(404, f"unknown path {path}; this endpoint serves GET /ping and POST /invocations")
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _route
-
-        def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's name
-            logger.debug("%s - %s", self.address_string(), format % args)
-
-    return Handler
-
-
-def run_unhealthy(port: int, reason: str, max_body_bytes: int = 64 * 1024 * 1024) -> int:
-    """Serve 503s with ``reason`` on ``port`` until SIGTERM/SIGINT; returns 0."""
-    server = ThreadingHTTPServer(("0.0.0.0", port), unhealthy_handler(reason, max_body_bytes))
-    server.daemon_threads = True
-
-    def stop(signum, _frame):
-        logger.info("received %s: stopping", signal.Signals(signum).name)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    logger.error("NOT SERVING: %s", reason)
-    logger.error("answering /ping and /invocations with 503 on port %d until stopped", port)
-    server.serve_forever(poll_interval=0.2)
-    server.server_close()
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``serve``; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="only validate the model; exit 0 if it loads")
+    parser.add_argument("--check", action="store_true",
+                        help="only install code/requirements.txt and load the model; exit 0 if that works")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(levelname)s] %(name)s - %(message)s")
 
@@ -226,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         reason = f"bad configuration: {exc}"
         return 2 if args.check else run_unhealthy(port_from_env(), reason)
-    reason = check_model(env)
+    reason = prepare(env)
     if args.check:
         if reason:
             logger.error("model check failed: %s", reason)

@@ -42,3 +42,26 @@ def predictor(model_dir):
     from dogbreed.serving.predictor import Predictor
 
     return Predictor(model_dir, threads=2, max_payload_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000)
+
+
+@pytest.fixture(autouse=True)
+def fresh_user_module(monkeypatch):
+    """Each test imports its own ``code/inference.py``: no module, path or PYTHONPATH left behind.
+
+    A worker imports the user module once; tests load several, and Python would
+    otherwise hand the first one back from ``sys.modules``.
+    """
+    import os
+    import sys
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    pythonpath = os.environ.get("PYTHONPATH")  # the toolkit prepends code/ to it
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if Path(getattr(sys.modules[name], "__file__", None) or "/").parent.name == "code":
+            del sys.modules[name]
+    if pythonpath is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = pythonpath

@@ -1,7 +1,7 @@
 import pytest
 
 from dogbreed.serving import content_types
-from dogbreed.serving.errors import UnsupportedMediaTypeError
+from dogbreed.serving.errors import NotAcceptableError, UnsupportedMediaTypeError
 
 
 @pytest.mark.parametrize(
@@ -16,6 +16,20 @@ def test_supported(header, expected):
 def test_unsupported_lists_the_supported_ones(header):
     with pytest.raises(UnsupportedMediaTypeError) as info:
         content_types.parse(header)
-    assert info.value.status == 415
+    assert info.value.status_code == 415 and info.value.phrase == "Unsupported Media Type"
     for supported in content_types.SUPPORTED:
         assert supported in info.value.message
+
+
+@pytest.mark.parametrize(
+    "accept", [None, "", "*/*", "application/json", "Application/JSON; charset=utf-8", "text/html, application/*;q=0.8"]
+)
+def test_accept_allowing_json(accept):
+    assert content_types.check_accepts_json(accept) == "application/json"
+
+
+@pytest.mark.parametrize("accept", ["text/csv", "image/jpeg, text/html", "application/x-npy"])
+def test_accept_refusing_json_is_406(accept):
+    with pytest.raises(NotAcceptableError) as info:
+        content_types.check_accepts_json(accept)
+    assert info.value.status_code == 406 and "application/json" in info.value.message

@@ -14,8 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-
-from dogbreed.serving.errors import ServingError
+from sagemaker_inference.errors import BaseInferenceToolkitError
 
 ACCEPTED = ["image/jpeg", "image/png", "application/x-image", "image/jpeg; charset=binary", "IMAGE/PNG"]
 REFUSED = ["text/plain", "application/json", "", None, "image/", "multipart/form-data; boundary=x"]
@@ -73,8 +72,8 @@ def classes(predictor) -> list[str]:
 def test_any_request_is_a_prediction_or_a_client_error(predictor, classes, body, content_type, top_k):
     try:
         answer = predictor.predict(body, content_type, top_k)
-    except ServingError as exc:
-        assert 400 <= exc.status < 500, (exc.status, exc.message)
+    except BaseInferenceToolkitError as exc:
+        assert 400 <= exc.status_code < 500, (exc.status_code, exc.message)
         assert exc.message.strip()
     else:
         assert answer["predicted_label"] in classes

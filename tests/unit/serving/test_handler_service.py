@@ -1,107 +1,118 @@
-"""The MMS entry point, driven with a stand-in for MMS's ``Context``."""
-
-import json
+"""The MMS entry point with the default functions, driven with a stand-in for MMS's ``Context``."""
 
 import pytest
+from sagemaker_inference.default_handler_service import DefaultHandlerService
+from sagemaker_inference.default_inference_handler import DefaultInferenceHandler
+from sagemaker_inference.transformer import Transformer as ToolkitTransformer
 
 from dogbreed.serving import handler_service
-from dogbreed.serving.handler_service import HandlerService, requested_top_k
+from dogbreed.serving.environment import ServingEnvironment
+from dogbreed.serving.handler_service import HandlerService
+from dogbreed.serving.predictor import Predictor
+from dogbreed.serving.request import requested_top_k
 
+from .fake_mms import Context, call
 from .images import encode, half_and_half
 
-
-class FakeContext:
-    """What mms.context.Context offers the handler, recording the responses."""
-
-    def __init__(self, model_dir, headers_per_request=()):
-        self.system_properties = {"model_dir": str(model_dir)}
-        self.headers = list(headers_per_request)
-        self.status = {}
-        self.content_type = {}
-
-    def get_all_request_header(self, idx):
-        return self.headers[idx]
-
-    def set_response_content_type(self, idx, value):
-        self.content_type[idx] = value
-
-    def set_response_status(self, code=200, phrase="", idx=0):
-        self.status[idx] = (code, phrase)
+JPEG = {"Content-Type": "image/jpeg"}
 
 
 @pytest.fixture(scope="module")
 def service(model_dir):
     service = HandlerService()
-    assert service.handle(None, FakeContext(model_dir)) is None  # MMS's load call
-    assert service.predictor is not None
+    service.initialize(Context(model_dir))
+    assert isinstance(service.transformer.model, Predictor)
     return service
 
 
-def call(service, model_dir, requests):
-    """requests: [(headers, body)] -> [(status, parsed JSON)]; checks the content type."""
-    # MMS keeps the body part's metadata beside the request headers.
-    headers = [dict(h, body={"content-type": h.get("Content-Type", "")}) for h, _ in requests]
-    context = FakeContext(model_dir, headers)
-    bodies = service.handle([{"body": body} for _, body in requests], context)
-    assert len(bodies) == len(requests)
-    for idx in range(len(requests)):
-        assert context.content_type[idx] == "application/json"
-    return [(context.status[i][0], json.loads(b)) for i, b in enumerate(bodies)]
+def test_it_is_the_toolkits_handler_service(service):
+    assert isinstance(service, DefaultHandlerService)
+    assert isinstance(service.transformer, ToolkitTransformer)
+    assert isinstance(service.transformer._default_inference_handler, DefaultInferenceHandler)
 
 
 def test_mixed_batch_answers_each_request(service, model_dir, real_photos):
     photo = real_photos[0].read_bytes()
-    answers = call(service, model_dir, [
-        ({"Content-Type": "image/jpeg"}, photo),
+    answers = call(service.handle, model_dir, [
+        (JPEG, photo),
         ({"Content-Type": "text/plain"}, b"hello"),
         ({"content-type": "image/jpeg"}, b""),
         ({"Content-Type": "image/jpeg", "X-Top-K": "1"}, photo),
         ({"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Custom-Attributes": "top_k=2"}, photo),
         ({"Content-Type": "image/png"}, photo[:1000]),
         ({"Content-Type": "image/jpeg", "X-Top-K": "zero"}, photo),
+        ({"Content-Type": "application/json"}, b'{"url": "x"}'),
+        ({"Content-Type": "text/csv"}, photo),  # not UTF-8: still the type's 415
     ])
-    statuses = [s for s, _ in answers]
-    assert statuses == [200, 415, 400, 200, 200, 400, 400]
-    assert len(answers[0][1]["top_k"]) == 3
-    assert len(answers[3][1]["top_k"]) == 1
-    assert len(answers[4][1]["top_k"]) == 2
-    for status, body in answers:
+    assert [s for s, _, _ in answers] == [200, 415, 400, 200, 200, 400, 400, 415, 415]
+    assert all(content_type == "application/json" for _, content_type, _ in answers)
+    # Each request's own X-Top-K, not the first request's.
+    assert [len(answers[i][2]["top_k"]) for i in (0, 3, 4)] == [3, 1, 2]
+    for status, _, body in answers:
         if status != 200:
             assert set(body) == {"error"} and len(body["error"]) > 20
 
 
-def test_payload_limit_and_pixels(service, model_dir, monkeypatch):
+def test_status_line_has_the_standard_phrase(service, model_dir):
+    context = Context(model_dir, [{"Content-Type": "text/csv"}])
+    service.handle([{"body": b"a,b"}], context)
+    assert context.get_response_status(0) == (415, "Unsupported Media Type")
+
+
+def test_payload_limit_and_pixels(model_dir):
     from PIL import Image
 
-    big = encode(half_and_half()) + b"\0" * service.predictor.max_payload_bytes
+    settings = ServingEnvironment.from_env(
+        {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1", "DOGBREED_MAX_IMAGE_PIXELS": "1000000"}, cpus=1
+    )
+    service = HandlerService(settings)
+    service.initialize(Context(model_dir))
+    big = encode(half_and_half()) + b"\0" * 1024 * 1024
     many_pixels = encode(Image.new("L", (50_000, 1_000)), "PNG")
-    monkeypatch.setattr(service.predictor, "max_image_pixels", 1_000_000)
-    answers = call(service, model_dir, [({"Content-Type": "image/jpeg"}, big), ({"Content-Type": "image/png"}, many_pixels)])
-    assert [s for s, _ in answers] == [413, 413]
-    assert "bytes" in answers[0][1]["error"] and "pixels" in answers[1][1]["error"]
+    answers = call(service.handle, model_dir, [(JPEG, big), ({"Content-Type": "image/png"}, many_pixels)])
+    assert [s for s, _, _ in answers] == [413, 413]
+    assert "bytes" in answers[0][2]["error"] and "pixels" in answers[1][2]["error"]
 
 
 def test_missing_body_part_is_empty(service, model_dir):
-    context = FakeContext(model_dir, [{"Content-Type": "image/jpeg"}])
+    context = Context(model_dir, [JPEG])
     [body] = service.handle([{}], context)
-    assert context.status[0][0] == 400 and "empty" in json.loads(body)["error"]
+    assert context.get_response_status(0)[0] == 400 and "empty" in body
+
+
+@pytest.mark.parametrize("accept, status", [(None, 200), ("*/*", 200), ("application/json", 200), ("text/csv", 406)])
+def test_accept(service, model_dir, real_photos, accept, status):
+    headers = dict(JPEG, **({"Accept": accept} if accept else {}))
+    [(answer_status, content_type, body)] = call(service.handle, model_dir, [(headers, real_photos[0].read_bytes())])
+    assert (answer_status, content_type) == (status, "application/json")
+    assert ("predicted_label" in body) == (status == 200)
+
+
+def test_default_accept_is_the_toolkits_setting(model_dir, real_photos, monkeypatch):
+    monkeypatch.setenv("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "text/csv")
+    service = HandlerService()
+    service.initialize(Context(model_dir))
+    [(status, _, body)] = call(service.handle, model_dir, [(JPEG, real_photos[0].read_bytes())])
+    assert status == 406 and "text/csv" in body["error"]
 
 
 def test_unexpected_bug_is_a_json_500_and_the_service_survives(service, model_dir, monkeypatch, real_photos):
     def boom(*args, **kwargs):
-        raise RuntimeError("bug")
+        raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(service.predictor, "run", boom)
-    [(status, body)] = call(service, model_dir, [({"Content-Type": "image/jpeg"}, real_photos[0].read_bytes())])
-    assert status == 500 and "error" in body
+    monkeypatch.setattr(service.transformer.model, "run", boom)
+    [(status, _, body)] = call(service.handle, model_dir, [(JPEG, real_photos[0].read_bytes())])
+    assert status == 500 and "logs" in body["error"] and "secret" not in body["error"]
     monkeypatch.undo()
-    [(status, _)] = call(service, model_dir, [({"Content-Type": "image/jpeg"}, real_photos[0].read_bytes())])
+    [(status, _, _)] = call(service.handle, model_dir, [(JPEG, real_photos[0].read_bytes())])
     assert status == 200
 
 
-def test_not_initialised_is_503(model_dir):
-    [(status, body)] = call(HandlerService(), model_dir, [({"Content-Type": "image/jpeg"}, b"x")])
-    assert status == 503 and "not loaded" in body["error"]
+def test_a_model_that_cannot_load_is_503_per_request(tmp_path):
+    # Not initialised at worker start: the toolkit loads on the first request, and fails.
+    answers = call(HandlerService().handle, tmp_path / "missing", [(JPEG, b"x"), (JPEG, b"y")])
+    assert [s for s, _, _ in answers] == [503, 503]
+    assert "does not exist" in answers[0][2]["error"]
 
 
 def test_initialise_reads_the_environment(model_dir, monkeypatch):
@@ -109,14 +120,14 @@ def test_initialise_reads_the_environment(model_dir, monkeypatch):
     monkeypatch.setenv("SAGEMAKER_MAX_PAYLOAD_IN_MB", "1")
     monkeypatch.setenv("DOGBREED_MAX_IMAGE_PIXELS", "1234")
     service = HandlerService()
-    service.handle(None, FakeContext(model_dir))
-    p = service.predictor
+    service.initialize(Context(model_dir))
+    p = service.transformer.model
     assert (p.default_top_k, p.max_payload_bytes, p.max_image_pixels) == (2, 1024 * 1024, 1234)
 
 
 def test_initialise_with_a_bad_model_raises(tmp_path):
     with pytest.raises(Exception, match="does not exist"):
-        HandlerService().handle(None, FakeContext(tmp_path / "missing"))
+        HandlerService().initialize(Context(tmp_path / "missing"))
 
 
 @pytest.mark.parametrize(
@@ -134,5 +145,7 @@ def test_requested_top_k(headers, expected):
     assert requested_top_k(headers) == expected
 
 
-def test_module_entry_point_is_the_service():
-    assert callable(handler_service.handle)
+def test_module_entry_point_loads_then_answers(model_dir, real_photos):
+    assert handler_service.handle(None, Context(model_dir)) is None  # MMS's load call
+    [(status, _, body)] = call(handler_service.handle, model_dir, [(JPEG, real_photos[0].read_bytes())])
+    assert status == 200 and body["predicted_label"] in {"Beagle", "Siberian husky", "Toy poodle"}

@@ -82,7 +82,7 @@ def test_exif_orientation_is_applied(predictor):
 def test_unsupported_content_type(predictor):
     with pytest.raises(UnsupportedMediaTypeError) as info:
         predictor.predict(encode(half_and_half()), "text/csv")
-    assert info.value.status == 415 and "image/jpeg" in info.value.message
+    assert info.value.status_code == 415 and "image/jpeg" in info.value.message
 
 
 @pytest.mark.parametrize(
@@ -97,14 +97,14 @@ def test_unsupported_content_type(predictor):
 def test_bad_bodies(predictor, body, match):
     with pytest.raises(BadRequestError, match=match) as info:
         predictor.predict(body, "image/jpeg")
-    assert info.value.status == 400
+    assert info.value.status_code == 400
 
 
 def test_truncated_jpeg(predictor, real_photos):
     data = real_photos[0].read_bytes()
     with pytest.raises(BadRequestError, match="truncated or corrupt") as info:
         predictor.predict(data[: len(data) // 2], "image/jpeg")
-    assert info.value.status == 400
+    assert info.value.status_code == 400
 
 
 def test_corrupt_png(predictor):
@@ -118,7 +118,7 @@ def test_payload_over_the_limit(predictor):
     body = encode(half_and_half()) + b"\x00" * (predictor.max_payload_bytes)
     with pytest.raises(PayloadTooLargeError, match="over the limit") as info:
         predictor.predict(body, "image/jpeg")
-    assert info.value.status == 413
+    assert info.value.status_code == 413
 
 
 def test_too_many_pixels_checked_before_decoding(predictor):
@@ -127,7 +127,7 @@ def test_too_many_pixels_checked_before_decoding(predictor):
     assert len(data) < predictor.max_payload_bytes
     with pytest.raises(PayloadTooLargeError, match="pixels") as info:
         predictor.predict(data, "image/png")
-    assert info.value.status == 413
+    assert info.value.status_code == 413
 
 
 def test_batch_run_matches_single(predictor, real_photos):
@@ -164,3 +164,10 @@ def test_class_count_mismatch(tmp_path, model_dir):
     (tmp_path / "model.onnx").write_bytes((model_dir / "model.onnx").read_bytes())
     with pytest.raises(ModelLoadError, match="4 classes"):
         Predictor(tmp_path)
+
+
+def test_classify_takes_an_image_or_its_preprocessed_array(predictor, real_photos):
+    data = real_photos[0].read_bytes()
+    expected = predictor.predict(data, "image/jpeg", 2)
+    assert predictor.classify(predictor.decode(data), 2) == expected
+    assert predictor.classify(predictor.preprocess(data), 2) == expected

@@ -1,4 +1,4 @@
-"""The `serve` entrypoint: MMS configuration, model check, and the 503 fallback server."""
+"""The `serve` entrypoint: MMS configuration, model check, requirements, and the 503 fallback server."""
 
 import threading
 from http.server import ThreadingHTTPServer
@@ -6,8 +6,10 @@ from http.server import ThreadingHTTPServer
 import pytest
 import requests
 
-from dogbreed.serving import serve
+from dogbreed.serving import serve, unhealthy
 from dogbreed.serving.environment import ServingEnvironment
+
+from .model_code import model_with_code
 
 
 def properties(text: str) -> dict[str, str]:
@@ -47,6 +49,16 @@ def test_check_model(model_dir, tmp_path):
     assert "model.json is missing" in serve.check_model(bad)
 
 
+@pytest.mark.parametrize(
+    "inference_py, reason",
+    [("def model_fn(model_dir):\n    return 42\n", None), ("import not_installed_anywhere\n", "not_installed_anywhere")],
+)
+def test_check_model_runs_the_users_code(model_dir, tmp_path, inference_py, reason):
+    model = model_with_code(model_dir, tmp_path / "model", {"inference.py": inference_py})
+    found = serve.check_model(ServingEnvironment.from_env({"DOGBREED_MODEL_DIR": str(model)}, cpus=1))
+    assert found is None if reason is None else reason in found
+
+
 def test_check_flag_exit_codes(model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("DOGBREED_MODEL_DIR", str(model_dir))
     assert serve.main(["--check"]) == 0
@@ -54,9 +66,19 @@ def test_check_flag_exit_codes(model_dir, tmp_path, monkeypatch):
     assert serve.main(["--check"]) == 1
 
 
+def test_a_failing_requirements_install_is_the_reason_not_a_skip(model_dir, tmp_path, monkeypatch):
+    # pip fails on the missing path before it installs anything.
+    model = model_with_code(model_dir, tmp_path / "model", {"requirements.txt": "./not-here\n"})
+    env = ServingEnvironment.from_env({"DOGBREED_MODEL_DIR": str(model)}, cpus=1)
+    reason = serve.prepare(env)
+    assert "requirements.txt failed" in reason and "not-here" in reason
+    monkeypatch.setenv("DOGBREED_MODEL_DIR", str(model))
+    assert serve.main(["--check"]) == 1
+
+
 @pytest.fixture
 def unhealthy_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), serve.unhealthy_handler("model.json is missing", 1024))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), unhealthy.unhealthy_handler("model.json is missing", 1024))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
