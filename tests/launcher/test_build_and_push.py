@@ -145,7 +145,7 @@ def test_missing_credentials_fail_clearly_before_any_push(aws_env, registry, tin
     env = {k: "" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
     env.update(ECR_REGISTRY=registry.host, TRAIN_IMAGE=tiny_image, SERVE_IMAGE=tiny_image, IMAGE_TAG="nocreds")
     proc = run_script(env, tmp_path / "docker")
-    assert proc.returncode != 0
+    assert proc.returncode == 1, proc.stderr  # die()
     assert "no usable AWS credentials" in proc.stderr, proc.stderr
     assert "pushing" not in proc.stderr
 
@@ -153,20 +153,20 @@ def test_missing_credentials_fail_clearly_before_any_push(aws_env, registry, tin
 def test_missing_region_fails_clearly(aws_env, tiny_image, tmp_path):
     proc = run_script({"AWS_DEFAULT_REGION": "", "TRAIN_IMAGE": tiny_image, "SERVE_IMAGE": tiny_image},
                       tmp_path / "docker")
-    assert proc.returncode != 0
+    assert proc.returncode == 1, proc.stderr  # die()
     assert "no AWS region" in proc.stderr, proc.stderr
 
 
 def test_no_docker_engine_fails_clearly(aws_env, tmp_path):
     proc = run_script({"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}, tmp_path / "docker")
-    assert proc.returncode != 0
+    assert proc.returncode == 1, proc.stderr  # die()
     assert "no Docker engine answers" in proc.stderr, proc.stderr
 
 
 def test_a_refused_push_fails_clearly(aws_env, readonly_registry, tiny_image, tmp_path):
     proc = run_script({"ECR_REGISTRY": readonly_registry.host, "TRAIN_IMAGE": tiny_image,
                        "SERVE_IMAGE": tiny_image, "IMAGE_TAG": "refused"}, tmp_path / "docker")
-    assert proc.returncode != 0
+    assert proc.returncode == 1, proc.stderr  # die()
     assert f"docker push {readonly_registry.host}/dogbreed-train:refused failed" in proc.stderr, proc.stderr
     assert "SERVE_IMAGE_URI" not in proc.stdout
     for repository in ("dogbreed-train", "dogbreed-serve"):

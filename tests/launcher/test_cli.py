@@ -7,6 +7,7 @@ Bad input must fail with a clear message and exit status 2 before ANY API call.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -38,6 +39,18 @@ def aws(aws_env) -> RecordingSession:
 
 def run(aws: RecordingSession, *argv: str) -> int:
     return cli.main(list(argv), session_factory=aws.factory)
+
+
+def options(command: str) -> set[str]:
+    """The option strings ``command`` accepts."""
+    [commands] = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return set(commands.choices[command]._option_string_actions)
+
+
+def assert_names_real_flags(command: str, message: str) -> None:
+    """Every ``--flag`` an error message names is one that ``command`` has."""
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z]", message))
+    assert named <= options(command), f"{message!r} names {sorted(named - options(command))}, not options of {command}"
 
 
 def test_metric_definitions_import_without_torch():
@@ -206,12 +219,63 @@ def test_deploy_with_autoscaling_then_predict_then_delete(aws, tmp_path, capsys)
 def test_deploy_from_a_training_job_name_uses_its_model_artifacts(aws):
     assert run(aws, "train", *TRAIN_ARGS, "--job-name", "dogbreed-test-3") == 0
     described = aws.session.client("sagemaker").describe_training_job(TrainingJobName="dogbreed-test-3")
-    assert run(aws, "deploy", "--image", SERVE, "--role", ROLE, "--model", "dogbreed-test-3", "--name", "ep-3") in (0, 2)
-    if described["TrainingJobStatus"] == "Completed":  # moto completes jobs at once
-        assert aws.params("CreateModel")["PrimaryContainer"]["ModelDataUrl"] == \
-            described["ModelArtifacts"]["S3ModelArtifacts"]
-    else:
-        assert "CreateModel" not in aws.operations()
+    assert described["TrainingJobStatus"] == "Completed"  # moto completes jobs at once
+    model = f"{OUT}/dogbreed-test-3/output/model.tar.gz"
+    assert described["ModelArtifacts"]["S3ModelArtifacts"] == model
+    aws.calls.clear()
+    assert run(aws, "deploy", "--image", SERVE, "--role", ROLE, "--model", "dogbreed-test-3", "--name", "ep-3") == 0
+    assert aws.params("DescribeTrainingJob") == {"TrainingJobName": "dogbreed-test-3"}
+    assert aws.params("CreateModel")["PrimaryContainer"] == {"Image": SERVE, "ModelDataUrl": model}
+    ops = aws.operations()
+    assert ops.index("DescribeTrainingJob") < ops.index("CreateModel")
+
+
+@pytest.mark.parametrize("status", ["InProgress", "Failed", "Stopped"])
+def test_deploy_from_a_training_job_that_is_not_completed_creates_nothing(aws, capsys, status):
+    aws.canned[("api.sagemaker", "DescribeTrainingJob")] = {
+        "TrainingJobName": "dogbreed-test-4", "TrainingJobStatus": status,
+        "ModelArtifacts": {"S3ModelArtifacts": f"{OUT}/dogbreed-test-4/output/model.tar.gz"}}
+    assert run(aws, "deploy", "--image", SERVE, "--role", ROLE, "--model", "dogbreed-test-4", "--name", "ep-4") == 2
+    assert capsys.readouterr().err == \
+        f"error: --model dogbreed-test-4: the training job is {status}, not Completed\n"
+    assert aws.operations() == ["DescribeTrainingJob"]
+
+
+# Bodies a serving image could send: re-serialised with json.dumps, each would change
+# (spacing, key order, 0.9100, the non-ASCII label escaped as \u00f6).
+ANSWERS = [
+    '{"top_k":[{"label":"Löwchen","probability":0.9100,"class":77}],\n "predicted_label" : "Löwchen","predicted_class":77}',
+    '{\n  "predicted_class": 77,\n  "top_k": [{"probability": 0.91, "label": "Löwchen", "class": 77}],\n'
+    '  "predicted_label": "Löwchen"\n}\n',
+]
+
+
+@pytest.mark.parametrize("answer", ANSWERS, ids=["one line", "indented, newline-terminated"])
+def test_predict_json_prints_the_endpoints_body_as_it_came(aws, tmp_path, capsys, answer):
+    photo = tmp_path / "dog.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    body = answer.encode("utf-8")
+    assert json.dumps(json.loads(body)) != answer.rstrip("\n")  # re-serialising would show
+    aws.canned[("runtime.sagemaker", "InvokeEndpoint")] = {"Body": body, "ContentType": "application/json"}
+    assert run(aws, "predict", "dogbreed-ep", str(photo), "--json") == 0
+    out = capsys.readouterr().out
+    assert out == (answer if answer.endswith("\n") else answer + "\n")
+    assert aws.operations() == ["InvokeEndpoint"]
+    assert run(aws, "predict", "dogbreed-ep", str(photo)) == 0
+    assert capsys.readouterr().out == "Löwchen  0.910\n"
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["table", "json"])
+@pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b'{"predicted_label": "L\xf6wchen"}'],
+                         ids=["not JSON", "not UTF-8"])
+def test_predict_refuses_an_answer_that_is_not_json(aws, tmp_path, capsys, json_flag, body):
+    photo = tmp_path / "dog.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    aws.canned[("runtime.sagemaker", "InvokeEndpoint")] = {"Body": body, "ContentType": "application/json"}
+    assert run(aws, "predict", "dogbreed-ep", str(photo), *json_flag) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"error: endpoint dogbreed-ep answered something other than JSON: {body!r}\n"
 
 
 BAD_INPUT = [
@@ -230,10 +294,26 @@ BAD_INPUT = [
     ("spot max-wait below max-run", ["train", *TRAIN_ARGS, "--max-run", "7200", "--max-wait", "3600"], "--max-wait"),
     ("tuned hp also static", ["tune", *TRAIN_ARGS, "--hp", "lr=0.1"], "are tuned"),
     ("parallel above max jobs", ["tune", *TRAIN_ARGS, "--max-jobs", "2", "--max-parallel-jobs", "3"], "cannot exceed"),
-    ("tuning name too long", ["tune", *TRAIN_ARGS, "--name", "x" * 33], "tuning job name"),
+    ("tuning name too long", ["tune", *TRAIN_ARGS, "--name", "x" * 33], "--name (the tuning job's name) 'xxx"),
+    ("bad job name", ["train", *TRAIN_ARGS, "--job-name", "job_1"], "--job-name 'job_1': use 1-63 letters"),
     ("non-ECR serving image", ["deploy", "--image", "dogbreed-serve:latest", "--role", ROLE, "--model",
                                "s3://b-1/model.tar.gz"], "not an ECR image URI"),
-    ("model not a tarball", ["deploy", "--image", SERVE, "--role", ROLE, "--model", "s3://b-1/model/"], "model.tar.gz"),
+    ("model not a tarball", ["deploy", "--image", SERVE, "--role", ROLE, "--model", "s3://b-1/model/"],
+     "--model 's3://b-1/model' must point at a model.tar.gz"),
+    ("model bucket with capitals", ["deploy", "--image", SERVE, "--role", ROLE, "--model", "s3://B-1/m.tar.gz"],
+     "--model 's3://B-1/m.tar.gz' is not an S3 URI"),
+    ("model neither a job nor S3", ["deploy", "--image", SERVE, "--role", ROLE, "--model", "s3:/b-1/m.tar.gz"],
+     "--model (a training job name or s3://.../model.tar.gz) 's3:/b-1/m.tar.gz'"),
+    ("no instance (deploy)", ["deploy", "--image", SERVE, "--role", ROLE, "--model", "s3://b-1/m.tar.gz",
+                              "--instance-count", "0"], "--instance-count must be at least 1, not 0"),
+    ("no instance (train)", ["train", *TRAIN_ARGS, "--instance-count", "0"], "--instance-count must be at least 1"),
+    ("bad endpoint name (deploy)", ["deploy", "--image", SERVE, "--role", ROLE, "--model", "s3://b-1/m.tar.gz",
+                                    "--name", "ep_1"], "--name (the endpoint's name) 'ep_1'"),
+    ("local model missing", ["deploy", "--local", "--image", "dogbreed-serve:latest", "--model",
+                             "/nonexistent/model.tar.gz"], "--model '/nonexistent/model.tar.gz': no such local"),
+    ("local autoscaling", ["deploy", "--local", "--image", "dogbreed-serve:latest", "--model",
+                           str(REPO / "pyproject.toml"), "--max-instances", "2"],
+     "--max-instances (autoscaling) needs a SageMaker endpoint"),
     ("autoscaling max below min", ["deploy", "--image", SERVE, "--role", ROLE, "--model", "s3://b-1/m.tar.gz",
                                    "--min-instances", "3", "--max-instances", "2"], "--max-instances"),
     ("missing image file", ["predict", "dogbreed-ep", "/nonexistent/dog.jpg"], "no such file"),
@@ -251,6 +331,7 @@ def test_bad_input_fails_clearly_before_any_api_call(aws, capsys, case, argv, me
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err, err
     assert "Traceback" not in err
+    assert_names_real_flags(argv[0], err)
     assert aws.calls == [], f"{case}: API calls were made: {aws.operations()}"
 
 

@@ -20,7 +20,7 @@ require_launcher_venv()
 from dogbreed.launcher import cli, local_tuning, training_jobs  # noqa: E402
 from tests.launcher.aws import RecordingSession  # noqa: E402
 from tests.launcher.conftest import REGION  # noqa: E402
-from tests.launcher.test_cli import IMAGE, OUT, TRAIN_ARGS  # noqa: E402
+from tests.launcher.test_cli import IMAGE, OUT, TRAIN_ARGS, assert_names_real_flags  # noqa: E402
 
 FEATURES_JOB = "dogbreed-feat-1"
 ARCHIVE = f"{OUT}/{FEATURES_JOB}/output/output.tar.gz"
@@ -288,6 +288,7 @@ def test_tune_local_refuses_bad_input_without_running_docker(docker, local_data,
     assert cli.main(argv, session_factory=no_aws) == 2, case
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err, err
+    assert_names_real_flags("tune", err)
     assert docker.commands == []
     assert not (tmp_path / "t4").exists()
 
@@ -316,4 +317,5 @@ def test_bad_feature_input_fails_before_any_api_call(aws, capsys, case, argv, me
     assert run(aws, *argv) == 2, case
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err, err
+    assert_names_real_flags(argv[0], err)
     assert aws.calls == [], f"{case}: API calls were made: {aws.operations()}"

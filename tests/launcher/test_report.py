@@ -91,5 +91,8 @@ def test_report_downloads_the_output_and_debugger_trial_and_builds_the_report(aw
 def test_report_of_an_unknown_job_is_a_clear_error(aws_env, tmp_path, capsys):
     aws = RecordingSession(REGION)
     code = cli.main(["report", "no-such-job", "--dir", str(tmp_path)], session_factory=aws.factory)
-    assert code != 0
-    assert "no-such-job" in capsys.readouterr().err
+    assert code == 1  # an AWS error (DescribeTrainingJob's), not bad input
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no-such-job" in err and "Traceback" not in err
+    assert aws.operations() == ["DescribeTrainingJob"]
+    assert list(tmp_path.iterdir()) == []  # nothing downloaded

@@ -9,7 +9,6 @@ SERVE_IMAGE_URI and SAGEMAKER_ROLE_ARN (what scripts/build_and_push.sh prints).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -238,8 +237,12 @@ def _serve_until_interrupted() -> None:
 
 def cmd_predict(args, session_factory: SessionFactory) -> int:
     hosting.read_image(args.image)  # a missing file fails before any client exists
-    result = hosting.predict(args.endpoint, args.image, session_factory().client("sagemaker-runtime"))
-    print(json.dumps(result) if args.json else hosting.format_prediction(result))
+    runtime = session_factory().client("sagemaker-runtime")
+    if args.json:
+        answer = hosting.invoke(args.endpoint, args.image, runtime)
+        print(answer, end="" if answer.endswith("\n") else "\n")  # the body as the endpoint sent it
+    else:
+        print(hosting.format_prediction(hosting.predict(args.endpoint, args.image, runtime)))
     return 0
 
 
@@ -321,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("predict", help="send an image to an endpoint and print breeds and probabilities")
     p.add_argument("endpoint")
     p.add_argument("image", help="a JPEG or PNG file")
-    p.add_argument("--json", action="store_true", help="print the endpoint's JSON answer")
+    p.add_argument("--json", action="store_true",
+                   help="print the endpoint's JSON answer as it sent it (its body, UTF-8, newline-terminated)")
     p.set_defaults(run=cmd_predict)
 
     p = commands.add_parser("delete", help="delete an endpoint, its config, its model and its autoscaling")

@@ -1,8 +1,11 @@
 """Real-time endpoints: deploy a trained model with the serving image, predict, delete.
 
-The model is a SageMaker Model (serving image + ``model.tar.gz``), an endpoint config with
-one ``AllTraffic`` variant and an endpoint; optional target-tracking autoscaling on
-invocations per instance. ``deploy_local`` does the same through the SDK's ``LocalSession``.
+:func:`deploy` creates a SageMaker Model (serving image + ``model.tar.gz``), an endpoint
+config with one ``AllTraffic`` variant and an endpoint, and with :class:`Autoscaling`
+target-tracking autoscaling on invocations per instance (:func:`enable_autoscaling`).
+:func:`invoke` and :func:`predict` send an image to an endpoint, :func:`delete` removes it
+all. :class:`LocalEndpoint` serves the same model with the serving image on this machine,
+through the SDK's ``LocalSession`` (no autoscaling there).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ class Autoscaling:
 
 @dataclass
 class DeploySpec:
-    """An endpoint for one model. ``model_data`` is ``s3://.../model.tar.gz`` or a training job name."""
+    """An endpoint for one model. ``model_data`` (``--model``) is ``s3://.../model.tar.gz`` or a training
+    job name; with ``local`` a local ``model.tar.gz`` file."""
 
     image: str
     model_data: str
@@ -56,40 +60,45 @@ class DeploySpec:
 
     def __post_init__(self) -> None:
         self.instance_type = uris.instance_type(self.instance_type, local=self.local)
-        uris.count(self.instance_count, "instance count")
-        self.name = uris.resource_name(self.name or uris.unique_name("dogbreed"), "endpoint name")
+        uris.count(self.instance_count, "--instance-count")
+        self.name = uris.resource_name(self.name or uris.unique_name("dogbreed"), "--name (the endpoint's name)")
         if self.local:
             if self.autoscaling:
-                raise LauncherError("autoscaling needs a SageMaker endpoint (not --local)")
+                raise LauncherError("--max-instances (autoscaling) needs a SageMaker endpoint, not --local")
             path = Path(self.model_data[len("file://"):] if self.model_data.startswith("file://") else self.model_data)
             if not path.is_file():
-                raise LauncherError(f"model {self.model_data!r}: no such local model.tar.gz")
+                raise LauncherError(f"--model {self.model_data!r}: no such local model.tar.gz")
             self.model_data = f"file://{path.resolve()}"
             return
         self.image = uris.ecr_image(self.image, "serving image")
         self.role = uris.role_arn(self.role)
         if self.model_data.startswith("s3://"):
-            self.model_data = uris.s3_uri(self.model_data, "--model-data")
+            self.model_data = uris.s3_uri(self.model_data, "--model")
             if not self.model_data.endswith(".tar.gz"):
-                raise LauncherError(f"--model-data {self.model_data!r} must point at a model.tar.gz")
+                raise LauncherError(f"--model {self.model_data!r} must point at a model.tar.gz")
         else:
-            uris.resource_name(self.model_data, "training job name (or s3://.../model.tar.gz)")
+            uris.resource_name(self.model_data, "--model (a training job name or s3://.../model.tar.gz)")
         if self.autoscaling and self.autoscaling.min_instances > self.instance_count:
             raise LauncherError("--instance-count must be at least --min-instances")
 
 
 def model_artifacts(model_data: str, boto_session) -> str:
-    """``model_data`` itself when it is an S3 URI, else the named training job's model.tar.gz."""
+    """``model_data`` itself when it is an S3 URI, else the named training job's model.tar.gz
+    (``DescribeTrainingJob``; the job must be Completed)."""
     if model_data.startswith("s3://"):
         return model_data
     job = boto_session.client("sagemaker").describe_training_job(TrainingJobName=model_data)
     if job["TrainingJobStatus"] != "Completed":
-        raise LauncherError(f"training job {model_data} is {job['TrainingJobStatus']}, not Completed")
+        raise LauncherError(f"--model {model_data}: the training job is {job['TrainingJobStatus']}, not Completed")
     return job["ModelArtifacts"]["S3ModelArtifacts"]
 
 
 def deploy(spec: DeploySpec, boto_session, wait: bool = True) -> str:
     """Create model, endpoint config and endpoint (all named ``spec.name``); returns the endpoint name.
+
+    A training job name in ``spec.model_data`` becomes its model.tar.gz (:func:`model_artifacts`).
+    With ``wait``, and always with autoscaling (it needs the variant InService), this waits for
+    the endpoint to be InService, then registers the autoscaling.
 
     Requests are built from ``sagemaker.core.shapes`` and sent with the plain client: the
     SDK's ``Model.create`` re-reads the model and rejects some valid DescribeModel answers.
@@ -166,8 +175,12 @@ def read_image(path: str) -> tuple[bytes, str]:
     return file.read_bytes(), content_type
 
 
-def predict(endpoint: str, image: str, runtime_client) -> dict[str, Any]:
-    """POST the image to ``/invocations`` and return the parsed JSON answer."""
+def invoke(endpoint: str, image: str, runtime_client) -> str:
+    """POST the image to ``/invocations``; the answer's body as the endpoint sent it, decoded as UTF-8.
+
+    The body must be JSON (else :class:`LauncherError`), but it is returned untouched: its
+    formatting, key order and numbers as the serving image wrote them.
+    """
     uris.resource_name(endpoint, "endpoint name")
     body, content_type = read_image(image)
     response = runtime_client.invoke_endpoint(
@@ -175,9 +188,16 @@ def predict(endpoint: str, image: str, runtime_client) -> dict[str, Any]:
     )
     payload = response["Body"].read()
     try:
-        return json.loads(payload)
-    except ValueError as exc:
+        text = payload.decode("utf-8")
+        json.loads(text)
+    except ValueError as exc:  # not UTF-8 (UnicodeDecodeError) or not JSON
         raise LauncherError(f"endpoint {endpoint} answered something other than JSON: {payload[:200]!r}") from exc
+    return text
+
+
+def predict(endpoint: str, image: str, runtime_client) -> dict[str, Any]:
+    """:func:`invoke`'s answer, parsed."""
+    return json.loads(invoke(endpoint, image, runtime_client))
 
 
 def format_prediction(result: dict[str, Any]) -> str:
@@ -188,7 +208,8 @@ def format_prediction(result: dict[str, Any]) -> str:
 
 
 def delete(endpoint: str, boto_session) -> list[str]:
-    """Delete the endpoint, its config and its models (and any autoscaling); returns what went."""
+    """Delete the endpoint's scalable targets (with their policies), the endpoint, its config and
+    its models; returns what went, and which models were kept (shared, or gone already)."""
     from botocore.exceptions import ClientError
 
     uris.resource_name(endpoint, "endpoint name")
@@ -219,7 +240,11 @@ def delete(endpoint: str, boto_session) -> list[str]:
 
 
 class LocalEndpoint:
-    """The serving image run by the SDK's ``LocalSession`` (Docker, port 8080)."""
+    """The serving image run by the SDK's ``LocalSession`` (Docker) on host port ``port``.
+
+    A context manager: model, endpoint config and endpoint on entry (once ``/ping`` answers),
+    all three deleted on exit.
+    """
 
     def __init__(self, spec: DeploySpec, port: int = 8080):
         from sagemaker.core.local import LocalSession
@@ -245,6 +270,7 @@ class LocalEndpoint:
         return self
 
     def predict(self, image: str) -> dict[str, Any]:
+        """:func:`predict` against this endpoint."""
         return predict(self.spec.name, image, self.session.sagemaker_runtime_client)
 
     def __exit__(self, *exc_info) -> None:

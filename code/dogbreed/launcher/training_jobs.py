@@ -78,8 +78,8 @@ class TrainingSpec:
         if missing:
             raise LauncherError(f"missing data channel(s): {', '.join(missing)} (--train, --valid, --test)")
         self.instance_type = uris.instance_type(self.instance_type or self._default_instance_type(), local=self.local)
-        uris.count(self.instance_count, "instance count")
-        self.job_name = uris.resource_name(self.job_name or uris.unique_name(BASE_JOB_NAME), "job name")
+        uris.count(self.instance_count, "--instance-count")
+        self.job_name = uris.resource_name(self.job_name or uris.unique_name(BASE_JOB_NAME), "--job-name")
         if self.pretrained:
             self.channels = dict(self.channels, pretrained=self.pretrained)
         if self.features_from:

@@ -39,7 +39,8 @@ class TuningSpec:
         if self.max_parallel_jobs > self.max_jobs:
             raise LauncherError("--max-parallel-jobs cannot exceed --max-jobs")
         self.name = uris.resource_name(
-            self.name or uris.unique_name("dogbreed-hpo", MAX_TUNING_JOB_NAME), "tuning job name", MAX_TUNING_JOB_NAME
+            self.name or uris.unique_name("dogbreed-hpo", MAX_TUNING_JOB_NAME), "--name (the tuning job's name)",
+            MAX_TUNING_JOB_NAME
         )
 
 
