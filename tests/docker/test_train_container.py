@@ -237,3 +237,137 @@ def test_help_lists_the_hyperparameters(train_image):
     for flag in ("--lr", "--batch_size", "--epochs", "--patience", "--arch", "--pretrained", "--freeze",
                  "--num_workers", "--loader_timeout", "--seed"):
         assert flag in out, flag
+
+
+USER_SCRIPT = '''
+import argparse, json, os, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("--epochs", type=int)
+parser.add_argument("--fail", type=int, default=0)
+args = parser.parse_args()
+if args.fail:
+    print("the user's script fails on purpose", file=sys.stderr)
+    sys.exit(args.fail)
+with open(os.path.join(os.environ["SM_MODEL_DIR"], "seen.json"), "w") as f:
+    json.dump({"epochs": args.epochs, "train": os.environ["SM_CHANNEL_TRAIN"], "hosts": json.loads(os.environ["SM_HOSTS"])}, f)
+print("user script done")
+'''
+
+
+@pytest.mark.parametrize("fail", [0, 3])
+def test_script_mode_runs_the_users_own_script_unchanged(train_image, dogs3, tmp_path, fail):
+    """sagemaker_program + sagemaker_submit_directory: the toolkit runs the user's script, not our job."""
+    hps = {"sagemaker_program": "user_train.py", "sagemaker_submit_directory": "/opt/ml/code", "epochs": "7",
+           "fail": str(fail)}
+    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps)
+    (opt_ml / "code").mkdir()
+    (opt_ml / "code" / "user_train.py").write_text(USER_SCRIPT)
+    run = run_training(train_image, opt_ml, timeout=300)
+    if not fail:
+        assert run.returncode == 0, run.log[-3000:]
+        assert "user script done" in run.log and "dogbreed.training: hyperparameters" not in run.log
+        seen = json.loads((opt_ml / "model" / "seen.json").read_text())
+        assert seen == {"epochs": 7, "train": "/opt/ml/input/data/train", "hosts": ["algo-1"]}
+    else:
+        assert run.returncode == 1
+        # The toolkit's own failure file, as on SageMaker: the script's exit code and command.
+        assert "ExitCode 3" in (run.failure or "") and "user_train.py" in run.failure, run.failure
+        assert "the user's script fails on purpose" in run.log
+
+
+def test_a_bad_hyperparameter_still_exits_2_through_the_toolkit(train_image, dogs3, fake_resnet18_weights, tmp_path):
+    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", dict(QUICK_HYPERPARAMETERS, lr="-1"), fake_resnet18_weights)
+    run = run_training(train_image, opt_ml, timeout=300)
+    assert run.returncode == 2, run.log[-2000:]
+    assert run.failure.startswith("hyperparameter lr=") and run.failure.count("\n") == 1, run.failure
+    assert not (opt_ml / "output" / "success").exists()
+
+
+def run_two_hosts(train_image, trees: dict, stop_after: str | None = None) -> tuple[list[int], list[str]]:
+    """Run one training container per tree as algo-1, algo-2 on a fresh Docker network; exit codes and logs.
+
+    ``stop_after``: once algo-1's log shows it, stop both containers as SageMaker stops a job (SIGTERM).
+    """
+    network = f"dogbreed-test-{uuid.uuid4().hex[:8]}"
+    docker("network", "create", network)
+    names = []
+    try:
+        for host, opt_ml in trees.items():
+            (opt_ml / "input" / "config" / "resourceconfig.json").write_text(json.dumps(
+                {"current_host": host, "hosts": sorted(trees), "network_interface_name": "eth0"}))
+            names.append(f"{network}-{host}")
+            docker("run", "-d", "--name", names[-1], "--network", network, "--network-alias", host,
+                   "--hostname", host, "-v", f"{opt_ml}:/opt/ml", train_image, "train")
+        if stop_after:
+            wait_for_log(names[0], stop_after)
+            time.sleep(2)
+            stoppers = [subprocess.Popen(["docker", "stop", "-t", "60", name]) for name in names]
+            for stopper in stoppers:
+                stopper.wait(timeout=120)
+        codes = [int(docker("wait", name, timeout=900).stdout) for name in names]
+        logs = [docker("logs", name, check=False) for name in names]
+    finally:
+        for name in names:
+            docker("rm", "-f", name, check=False)
+        docker("network", "rm", network, check=False)
+    return codes, [log.stdout + log.stderr for log in logs]
+
+
+def test_sigterm_stops_both_hosts_at_the_same_batch_with_a_checkpoint(
+        train_image, dogs3, fake_resnet18_weights, tmp_path):
+    hps = dict(QUICK_HYPERPARAMETERS, epochs="3", features="off", batch_size="4")
+    trees = {host: build_tree(dogs3, tmp_path / host, hps, fake_resnet18_weights) for host in ("algo-1", "algo-2")}
+    codes, out = run_two_hosts(train_image, trees, stop_after="epoch 2/3")
+    assert codes == [143, 143], (codes, out[0][-2500:], out[1][-2500:])
+    assert "SIGTERM: stopped during epoch 2" in out[0]
+    for host in trees:
+        assert not (trees[host] / "output" / "failure").exists(), (trees[host] / "output" / "failure").read_text()
+    assert (trees["algo-1"] / "checkpoints" / "checkpoint.pt").is_file()
+    assert not (trees["algo-2"] / "checkpoints" / "checkpoint.pt").exists()
+
+
+def test_a_failure_on_one_host_ends_both_with_a_failure_file(train_image, dogs3, fake_resnet18_weights, tmp_path):
+    hps = dict(QUICK_HYPERPARAMETERS, epochs="1", features="off", image_size="64", resize_size="72",
+               distributed_timeout="60")
+    trees = {host: build_tree(dogs3, tmp_path / host, hps, fake_resnet18_weights) for host in ("algo-1", "algo-2")}
+    subprocess.run(["rm", "-rf", str(trees["algo-2"] / "input" / "data" / "valid")], check=True)
+    started = time.monotonic()
+    codes, out = run_two_hosts(train_image, trees)
+    assert codes[0] != 0 and codes[1] != 0, (codes, out[0][-2000:], out[1][-2000:])
+    assert time.monotonic() - started < 300
+    assert "valid channel is missing" in (trees["algo-2"] / "output" / "failure").read_text()
+    assert (trees["algo-1"] / "output" / "failure").read_text().strip(), out[0][-2000:]
+    assert not (trees["algo-1"] / "model" / "model.pt").exists()
+
+
+def test_two_hosts_train_as_one_host_with_their_summed_batch(train_image, dogs3, fake_resnet18_weights, tmp_path):
+    """algo-1 and algo-2 on a Docker network, SageMaker's resourceconfig.json on each: one gloo process
+    group (torchrun through sagemaker-training), and the model of one host whose batch is both of theirs."""
+    hps = dict(QUICK_HYPERPARAMETERS, epochs="2", features="off", batch_size="8", image_size="64",
+               resize_size="72")
+    trees = {host: build_tree(dogs3, tmp_path / host, hps, fake_resnet18_weights) for host in ("algo-1", "algo-2")}
+    codes, out = run_two_hosts(train_image, trees)
+    assert codes == [0, 0], (codes, out[0][-3000:], out[1][-3000:])
+    assert "world_size=2" in out[0]
+    assert len(re.findall(r"^.*\bepoch=\d+ train_loss=", out[1], re.M)) == 0  # one copy of the metric lines
+    assert (trees["algo-1"] / "model" / "model.pt").is_file()
+    assert not (trees["algo-2"] / "model" / "model.pt").exists()  # only rank 0 writes
+
+    single = build_tree(dogs3, tmp_path / "single", dict(hps, batch_size="16"), fake_resnet18_weights)
+    run = run_training(train_image, single)
+    assert run.returncode == 0, run.log[-3000:]
+    import torch
+
+    two = torch.load(trees["algo-1"] / "model" / "model.pt", weights_only=True)
+    one = torch.load(single / "model" / "model.pt", weights_only=True)
+    assert two.keys() == one.keys()
+    for name in two:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert not torch.equal(one["fc.weight"], torch.load(fake_resnet18_weights, weights_only=True)["fc.weight"][:3])
+    h_two = json.loads((trees["algo-1"] / "output" / "data" / "metrics.json").read_text())["history"]
+    h_one = json.loads((single / "output" / "data" / "metrics.json").read_text())["history"]
+    for a, b in zip(h_two, h_one, strict=True):
+        # The same hits: one host computes the accuracy in float32, the reduced one from the counts.
+        assert abs(a["valid_accuracy"] - b["valid_accuracy"]) < 1e-6
+        assert abs(a["train_accuracy"] - b["train_accuracy"]) < 1e-6
+        assert abs(a["valid_loss"] - b["valid_loss"]) < 1e-4 and abs(a["train_loss"] - b["train_loss"]) < 1e-4

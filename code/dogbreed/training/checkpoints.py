@@ -10,14 +10,17 @@ Writes are atomic: a job killed while writing leaves the previous checkpoint int
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 import random
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -165,7 +168,7 @@ def write_atomically(checkpoint_dir: Path, payload: dict[str, Any], name: str = 
     path = checkpoint_dir / name
     fd, tmp = tempfile.mkstemp(dir=checkpoint_dir, prefix=_TEMP_PREFIX, suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f, sigchld_deferred():
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
@@ -179,6 +182,31 @@ def write_atomically(checkpoint_dir: Path, payload: dict[str, Any], name: str = 
     finally:
         os.close(directory)
     return path
+
+
+@contextlib.contextmanager
+def sigchld_deferred() -> Iterator[None]:
+    """Hold back SIGCHLD's Python handler for the duration.
+
+    torch's DataLoader raises from its SIGCHLD handler when a worker dies, wherever the
+    main thread is: inside ``torch.save`` that leaves a broken zip writer and an error that
+    no longer names the worker. Deferred, the save completes and the worker's error follows.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGCHLD)
+    if not callable(previous):
+        yield
+        return
+    pending: list[tuple[int, Any]] = []
+    signal.signal(signal.SIGCHLD, lambda signum, frame: pending.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+        for signum, frame in pending:
+            previous(signum, frame)
 
 
 def load_checkpoint(checkpoint_dir: Path, identity: JobIdentity, learner: Learner) -> TrainingState | None:

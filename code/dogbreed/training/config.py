@@ -98,6 +98,11 @@ class TrainConfig:
         "seconds to wait for one batch from the DataLoader workers: a dead or stuck worker fails the job "
         "after at most this long instead of hanging it",
     )
+    distributed_timeout: float = hp(
+        600.0,
+        "with several processes (hosts or GPUs): seconds to wait for the others to join and for any exchange "
+        "between them; a host that never comes or dies fails the job after at most this long",
+    )
     seed: int = hp(0, "random seed (weights of the new layer, shuffling, augmentation)")
     device: str = hp("auto", "'auto' uses CUDA when available", DEVICES)
     amp: bool = hp(False, "mixed precision (float16 autocast) on CUDA")
@@ -139,6 +144,7 @@ class TrainConfig:
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("loader_timeout", self.loader_timeout > 0, "must be > 0 (seconds)"),
             ("feature_views", self.feature_views >= 1, "must be >= 1"),
+            ("distributed_timeout", self.distributed_timeout > 0, "must be > 0 (seconds)"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -309,7 +315,7 @@ def load_config(argv: Sequence[str] | None, env: TrainingEnvironment) -> tuple[T
     """Merge flags over ``hyperparameters.json`` over defaults; raise :class:`ConfigError` on anything bad."""
     args = vars(build_parser(env).parse_args(argv))
     path_values = {name: args.pop(name) for name in _PATH_FLAGS}
-    values = parse_values(env.hyperparameters(), str(env.hyperparameters_path))
+    values = parse_values(env.hyperparameters(), env.hyperparameters_source)
     values.update(parse_values(args, "the command line"))
     config = TrainConfig(**values)
     paths = JobPaths(pretrained=env.channels["pretrained"], features=env.channels["features"], **path_values)

@@ -270,11 +270,17 @@ class EpochBatches(Sampler[list[tuple[int, "int | None"]]]):
     augmentation seed per image, so an epoch is the same whenever it runs; evaluation
     batches are in file order without seeds. :meth:`set_epoch` picks the epoch and how
     many of its samples to skip (a job resumed mid-epoch skips those it trained on).
+
+    With ``world_size`` processes, each step takes ``batch_size * world_size`` samples of
+    that order and process ``rank`` gets its slice, so the processes together see the
+    batches of one process whose batch is the sum of theirs. A final training step
+    with fewer samples than processes is left out (each process must take part in it).
     """
 
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0,
-                 seeded: bool | None = None, stream: int = 0):
+                 seeded: bool | None = None, stream: int = 0, rank: int = 0, world_size: int = 1):
         self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
         # seeded: augmentation seeds (default: with shuffle); stream: a separate sequence of
         # them (the feature cache's augmented views use their own).
         self.seeded = shuffle if seeded is None else seeded
@@ -284,8 +290,17 @@ class EpochBatches(Sampler[list[tuple[int, "int | None"]]]):
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
+    @property
+    def step_size(self) -> int:
+        """Samples of the epoch's order that one step consumes, over all processes."""
+        return self.batch_size * self.world_size
+
     def __len__(self) -> int:
-        return math.ceil(max(0, self.num_samples - self.start) / self.batch_size)
+        remaining = max(0, self.num_samples - self.start)
+        steps = math.ceil(remaining / self.step_size)
+        if steps and self.shuffle and remaining % self.step_size and remaining % self.step_size < self.world_size:
+            steps -= 1
+        return steps
 
     def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
         order, seeds = list(range(self.num_samples)), [None] * self.num_samples
@@ -296,9 +311,20 @@ class EpochBatches(Sampler[list[tuple[int, "int | None"]]]):
                 order = torch.randperm(self.num_samples, generator=generator).tolist()
             if self.seeded:
                 seeds = torch.randint(2**62, (self.num_samples,), generator=generator).tolist()
-        for first in range(self.start, self.num_samples, self.batch_size):
-            chunk = slice(first, first + self.batch_size)
+        for first in range(self.start, self.num_samples, self.step_size):
+            size = min(self.step_size, self.num_samples - first)
+            if self.shuffle and size < self.world_size:
+                return
+            share, extra = divmod(size, self.world_size)  # even slices of a short final step
+            begin = first + self.rank * share + min(self.rank, extra)
+            chunk = slice(begin, begin + share + (self.rank < extra))
             yield list(zip(order[chunk], seeds[chunk]))
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """A DataLoader worker leaves SIGTERM to the job: torchrun signals the job's whole process
+    group, and a worker killed mid-batch would turn a graceful stop into a failure."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(
@@ -312,6 +338,8 @@ def make_loader(
     timeout: float = 0,
     seeded: bool | None = None,
     stream: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """A DataLoader of :class:`Batch` over a split's readable-looking images; ``loader.batch_sampler``
     is its :class:`EpochBatches`. With workers, a batch that takes over ``timeout`` seconds
@@ -319,10 +347,11 @@ def make_loader(
     workers = dict(persistent_workers=True, prefetch_factor=4, timeout=timeout) if num_workers else {}
     return DataLoader(
         ImageDataset(split.samples, transform),
-        batch_sampler=EpochBatches(len(split.samples), batch_size, shuffle, seed, seeded, stream),
+        batch_sampler=EpochBatches(len(split.samples), batch_size, shuffle, seed, seeded, stream, rank, world_size),
         num_workers=num_workers,
         pin_memory=pin_memory,
         collate_fn=collate,
+        worker_init_fn=ignore_sigterm if num_workers else None,
         # Workers draw nothing from their own RNG (every image has its seed); a fixed
         # generator keeps their creation from consuming the job's global RNG.
         generator=torch.Generator().manual_seed(seed),

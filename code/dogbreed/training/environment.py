@@ -1,8 +1,11 @@
-"""Where a SageMaker training job finds its inputs and puts its outputs.
+"""Where a training job finds its inputs and puts its outputs, and which hosts it runs on.
 
-Every path and environment variable of the SageMaker training contract is read here
-and nowhere else, so tests (and local runs) can point the whole job at a temporary
-directory with ``DOGBREED_OPT_ML``.
+In the image, sagemaker-training parses the SageMaker training contract
+(``hyperparameters.json``, ``inputdataconfig.json``'s channels, ``resourceconfig.json``'s
+hosts, the GPUs, the paths) and :meth:`TrainingEnvironment.from_toolkit` takes its
+``Environment`` as it is. ``python -m dogbreed.training`` run by hand or by the tests,
+outside the toolkit, reads a local ``/opt/ml``-shaped tree (``DOGBREED_OPT_ML``) with
+:meth:`TrainingEnvironment.from_env`: one host, its hyperparameters file and channels.
 """
 
 from __future__ import annotations
@@ -20,11 +23,10 @@ CHANNELS = ("train", "valid", "test", "pretrained", "features")
 
 @dataclass(frozen=True)
 class TrainingEnvironment:
-    """The paths of one training job; build it with :meth:`from_env`."""
+    """The paths and hosts of one training job."""
 
     root: Path
-    hyperparameters_path: Path
-    resource_config_path: Path
+    hyperparameters_source: str  # hyperparameters.json's path, for error messages
     debughook_config_path: Path
     channels: dict[str, Path]
     model_dir: Path
@@ -32,16 +34,52 @@ class TrainingEnvironment:
     failure_path: Path
     checkpoint_dir: Path
     tensorboard_dir: Path
+    hosts: list[str] = field(default_factory=list)  # every host of the job, the first is the master
+    current_host: str | None = None
+    num_gpus: int = 0
     torch_home: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    parsed_hyperparameters: dict[str, Any] | None = None  # the toolkit's (JSON-decoded, its own keys apart)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """As SageMaker sent them: the toolkit's parse, or the local tree's file (``{}`` if absent)."""
+        if self.parsed_hyperparameters is not None:
+            return dict(self.parsed_hyperparameters)
+        return _read_json(Path(self.hyperparameters_source), "hyperparameters")
+
+    @classmethod
+    def from_toolkit(cls, toolkit_env: Any, environ: Mapping[str, str] | None = None) -> "TrainingEnvironment":
+        """From sagemaker-training's ``Environment``: what it parsed, and the contract's other folders."""
+        env = dict(os.environ if environ is None else environ)
+        root = Path(toolkit_env.input_dir).parent
+        channels = {name: root / "input" / "data" / name for name in CHANNELS}
+        channels.update({name: Path(path) for name, path in toolkit_env.channel_input_dirs.items()})
+        return cls(
+            root=root,
+            parsed_hyperparameters=dict(toolkit_env.hyperparameters),
+            hyperparameters_source=str(Path(toolkit_env.input_config_dir) / "hyperparameters.json"),
+            debughook_config_path=Path(toolkit_env.input_config_dir) / "debughookconfig.json",
+            channels=channels,
+            model_dir=Path(toolkit_env.model_dir),
+            output_data_dir=Path(toolkit_env.output_data_dir),
+            failure_path=Path(toolkit_env.output_dir) / "failure",
+            checkpoint_dir=Path(env.get("DOGBREED_CHECKPOINT_DIR", root / "checkpoints")),
+            # SageMaker's TensorBoardOutputConfig syncs this folder with S3 during the job.
+            tensorboard_dir=Path(toolkit_env.output_dir) / "tensorboard",
+            hosts=list(toolkit_env.hosts),
+            current_host=toolkit_env.current_host,
+            num_gpus=int(toolkit_env.num_gpus),
+            torch_home=Path(env["TORCH_HOME"]) if env.get("TORCH_HOME") else None,
+            env=env,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "TrainingEnvironment":
-        """Read the paths from ``environ`` (default ``os.environ``).
+        """A local tree for a run outside the toolkit (``environ`` default ``os.environ``).
 
-        ``/opt/ml`` moves with ``DOGBREED_OPT_ML``; SageMaker's ``SM_CHANNEL_<NAME>``,
-        ``SM_MODEL_DIR`` and ``SM_OUTPUT_DATA_DIR`` win where set, and
-        ``DOGBREED_CHECKPOINT_DIR`` moves the checkpoints.
+        ``/opt/ml`` moves with ``DOGBREED_OPT_ML``; ``SM_CHANNEL_<NAME>``, ``SM_MODEL_DIR``
+        and ``SM_OUTPUT_DATA_DIR`` win where set, and ``DOGBREED_CHECKPOINT_DIR`` moves the
+        checkpoints. One host.
         """
         env = dict(os.environ if environ is None else environ)
         root = Path(env.get("DOGBREED_OPT_ML", "/opt/ml"))
@@ -50,37 +88,20 @@ class TrainingEnvironment:
             name: Path(env.get(f"SM_CHANNEL_{name.upper()}", root / "input" / "data" / name))
             for name in CHANNELS
         }
+        hyperparameters_path = config / "hyperparameters.json"
         return cls(
             root=root,
-            hyperparameters_path=config / "hyperparameters.json",
-            resource_config_path=config / "resourceconfig.json",
+            hyperparameters_source=str(hyperparameters_path),
             debughook_config_path=config / "debughookconfig.json",
             channels=channels,
             model_dir=Path(env.get("SM_MODEL_DIR", root / "model")),
             output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR", root / "output" / "data")),
             failure_path=root / "output" / "failure",
             checkpoint_dir=Path(env.get("DOGBREED_CHECKPOINT_DIR", root / "checkpoints")),
-            # SageMaker's TensorBoardOutputConfig syncs this folder with S3 during the job.
             tensorboard_dir=root / "output" / "tensorboard",
             torch_home=Path(env["TORCH_HOME"]) if env.get("TORCH_HOME") else None,
             env=env,
         )
-
-    def hyperparameters(self) -> dict[str, Any]:
-        """The raw ``hyperparameters.json`` (SageMaker sends every value as a string); ``{}`` if absent."""
-        return _read_json(self.hyperparameters_path, "hyperparameters")
-
-    def resource_config(self) -> dict[str, Any]:
-        """``resourceconfig.json``: ``current_host``, ``hosts``, ...; ``{}`` outside SageMaker."""
-        return _read_json(self.resource_config_path, "resource config")
-
-    @property
-    def hosts(self) -> list[str]:
-        return list(self.resource_config().get("hosts", []))
-
-    @property
-    def current_host(self) -> str | None:
-        return self.resource_config().get("current_host")
 
     def has_debughook_config(self) -> bool:
         return self.debughook_config_path.is_file()

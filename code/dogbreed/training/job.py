@@ -16,6 +16,7 @@ import random
 import shutil
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from dogbreed.artifacts import ModelMetadata
@@ -40,6 +42,8 @@ from dogbreed.training.data import (
     train_transform,
 )
 from dogbreed.training.debugger import NoHook, create_hook
+from dogbreed.training.distributed import SINGLE, Distributed, init_distributed
+from dogbreed.training.distributed import close as close_distributed
 from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.export import export_model_dir
 from dogbreed.training.features import (
@@ -119,8 +123,9 @@ def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
 
 
 # Stage 1: data. Every split is checked before any weights are loaded.
-def load_data(config: TrainConfig, paths: JobPaths, device: torch.device) -> Data:
-    """Scan the splits (failing on a missing or malformed one) and make their loaders."""
+def load_data(config: TrainConfig, paths: JobPaths, device: torch.device,
+              distributed: Distributed = SINGLE) -> Data:
+    """Scan the splits (failing on a missing or malformed one) and make their loaders (this process's slices)."""
     train = scan_split("train", paths.train)
     valid = scan_split("valid", paths.valid, train.class_dirs)
     test = None
@@ -138,7 +143,8 @@ def load_data(config: TrainConfig, paths: JobPaths, device: torch.device) -> Dat
     def loader(split: Split, transform, shuffle: bool) -> DataLoader:
         return make_loader(
             split, transform, config.batch_size, shuffle, config.num_workers, pin_memory=device.type == "cuda",
-            seed=config.seed, timeout=config.loader_timeout,
+            seed=config.seed, timeout=config.loader_timeout, rank=distributed.rank,
+            world_size=distributed.world_size,
         )
 
     return Data(
@@ -153,7 +159,8 @@ def load_data(config: TrainConfig, paths: JobPaths, device: torch.device) -> Dat
 
 # Stage 2: the model and what trains it.
 def build_learner(
-    config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, data: Data, device: torch.device
+    config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, data: Data, device: torch.device,
+    distributed: Distributed = SINGLE,
 ) -> Learner:
     """The network with pretrained weights and a new head, its loss, optimizer, schedule and scaler."""
     amp = config.amp and device.type == "cuda"
@@ -186,6 +193,10 @@ def build_learner(
         freeze=config.freeze,
         hook=NoHook(),
         profiler=JobProfiler.off(device),
+        distributed=distributed,
+        # DDP averages the gradients of every process's slice after each backward pass.
+        ddp=DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if distributed.enabled else None,
     )
 
 
@@ -291,7 +302,7 @@ def run_epoch(epoch: int, config: TrainConfig, paths: JobPaths, data: Data, lear
         learner.scheduler.step()
     for split in (data.train, data.valid):
         split.check_unreadable(config.max_unreadable_fraction)
-    totals = partial.totals
+    totals = partial.totals.reduced(learner.distributed)
     metrics = EpochMetrics(
         epoch=epoch, train_loss=totals.loss, train_accuracy=totals.accuracy,
         valid_loss=valid.loss, valid_accuracy=valid.accuracy,
@@ -320,6 +331,8 @@ def patience_exhausted(config: TrainConfig, state: TrainingState) -> bool:
 
 
 def checkpoint(paths: JobPaths, data: Data, learner: Learner, state: TrainingState) -> None:
+    if not learner.distributed.is_main:  # every process holds the same weights; one writes them
+        return
     state.unreadable = {s.name: dict(s.unreadable) for s in data.splits}
     state.debugger_steps = learner.hook.steps()
     save_checkpoint(paths.checkpoint_dir, state, learner)
@@ -344,6 +357,8 @@ def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, s
         final.update(test_loss=test.loss, test_accuracy=test.accuracy)
         reports["test"] = test.matrix
         log.info(format_metrics({"test_loss": test.loss, "test_accuracy": test.accuracy}))
+    if not learner.distributed.is_main:
+        return
 
     metadata = ModelMetadata(
         arch=config.arch, classes=data.classes, preprocessing=data.preprocessing, class_dirs=data.train.class_dirs,
@@ -386,17 +401,46 @@ def sample_batch(split: Split, preprocessing: Preprocessing, n: int = ONNX_CHECK
 
 def run(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: GracefulStop) -> int:
     """The job proper; raises :class:`TrainingError` on expected failures."""
-    log.info("hyperparameters: %s", " ".join(f"{k}={v}" for k, v in config.to_dict().items()))
-    if len(env.hosts) > 1:
-        log.warning("%d hosts: multi-host training is not implemented; %s trains alone", len(env.hosts),
-                    env.current_host)
+    device = pick_device(config.device)
+    distributed = init_distributed(device.type == "cuda", config.distributed_timeout)
+    try:
+        if distributed.enabled:
+            config, device = join_processes(config, env, distributed)
+            stop.distributed, stop.device = distributed, device
+        log.info("hyperparameters: %s", " ".join(f"{k}={v}" for k, v in config.to_dict().items()))
+        return train(config, paths, env, stop, device, distributed)
+    finally:
+        close_distributed(distributed)
+
+
+def join_processes(config: TrainConfig, env: TrainingEnvironment,
+                   distributed: Distributed) -> tuple[TrainConfig, torch.device]:
+    """Settings for one of several processes: its GPU, a quiet log on all but rank 0, no feature cache."""
+    if not distributed.is_main:  # one copy of every line (and of every metric line) in the job's log
+        logging.getLogger("dogbreed").setLevel(logging.WARNING)
+    log.info("distributed: %d processes joined (world_size=%d) on hosts %s, master %s", distributed.world_size,
+             distributed.world_size, ",".join(env.hosts) or env.current_host, env.hosts[0] if env.hosts else "local")
+    if config.use_features:
+        if config.features == "on":
+            raise ConfigError(f"features=on trains a head on cached features, which one process does in seconds; "
+                              f"run it on one instance with one GPU (this job has {distributed.world_size} processes)")
+        log.info("features=auto: off with %d processes (each trains on its slice of the images)",
+                 distributed.world_size)
+        config = dataclasses.replace(config, features="off")
+    device = torch.device("cuda", distributed.local_rank) if torch.cuda.is_available() and \
+        config.device != "cpu" else torch.device("cpu")
+    return config, device
+
+
+def train(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: GracefulStop,
+          device: torch.device, distributed: Distributed) -> int:
+    """Data, learner, restore, epochs, finish; the exit status."""
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
 
-    device = pick_device(config.device)
-    data = load_data(config, paths, device)
-    learner = build_learner(config, paths, env, data, device)
+    data = load_data(config, paths, device, distributed)
+    learner = build_learner(config, paths, env, data, device, distributed)
     if config.use_features:
         try:
             use_cached_features(config, paths, data, learner, stop)
@@ -411,7 +455,8 @@ def run(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: Gr
                      "output.tar.gz, as the 'features' channel", paths.output_data_dir / CACHE_DIR)
             return 0
     state = restore(config, paths, data, learner)
-    observe(config, paths, env, learner, state, resumed=bool(state.epoch or state.partial))
+    if distributed.is_main:
+        observe(config, paths, env, learner, state, resumed=bool(state.epoch or state.partial))
     try:
         train_epochs(config, paths, data, learner, state, stop)
         if state.best is not None:
@@ -432,6 +477,10 @@ def run(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: Gr
     finally:
         learner.hook.close()
         learner.profiler.close()
+    if not distributed.is_main:
+        if state.best is None:
+            raise TrainingError("training diverged: the validation loss was never finite (rank 0 reports it)")
+        return 0
     if state.best is None:
         diverged(config, paths, data, state, learner.hook.out_dir)
     write_report(config, paths, learner.hook.out_dir)
@@ -487,11 +536,14 @@ def write_report(config: TrainConfig, paths: JobPaths, trial_dir: Path | None) -
     log.info("report written to %s", path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the job; returns the exit status. Failures write ``/opt/ml/output/failure`` first."""
+def main(argv: Sequence[str] | None = None, env: TrainingEnvironment | None = None) -> int:
+    """Run the job; returns the exit status. Failures write ``/opt/ml/output/failure`` first.
+
+    ``env``: the toolkit's (see :mod:`.toolkit`); by default the local tree of :meth:`TrainingEnvironment.from_env`.
+    """
     setup_logging()
-    env = TrainingEnvironment.from_env()
     stop = GracefulStop().install()
+    env = env or TrainingEnvironment.from_env()
     try:
         config, paths = load_config(argv, env)
         return run(config, paths, env, stop)

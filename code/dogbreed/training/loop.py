@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dogbreed.training.data import Batch, Split
+from dogbreed.training.distributed import SINGLE, Distributed, all_reduce_sum
 from dogbreed.training.failure import TrainingError
 from dogbreed.training.metrics import confusion_matrix
 from dogbreed.training.model import set_train_mode
@@ -40,6 +41,8 @@ class GracefulStop:
     def __init__(self):
         self.requested = False
         self._previous = None
+        self.distributed: Distributed = SINGLE
+        self.device = torch.device("cpu")  # where the flag is reduced (NCCL needs a GPU tensor)
 
     def _handle(self, signum, frame):
         self.requested = True
@@ -54,8 +57,13 @@ class GracefulStop:
             self._previous = None
 
     def check(self) -> None:
-        """Raise :class:`StopRequested` if SIGTERM has arrived."""
-        if self.requested:
+        """Raise :class:`StopRequested` if SIGTERM has arrived (on any process: they all stop at the
+        same batch boundary, so none waits for another that has left)."""
+        requested = self.requested
+        if self.distributed.enabled:
+            flag = torch.tensor(int(requested), device=self.device)
+            requested = bool(all_reduce_sum(flag, self.distributed).item())
+        if requested:
             raise StopRequested()
 
 
@@ -75,6 +83,8 @@ class Learner:
     freeze: str
     hook: Any  # dogbreed.training.debugger's hook: the smdebug trial, or NoHook
     profiler: JobProfiler  # step timings and top operators (records nothing with profile=off)
+    distributed: Distributed = SINGLE
+    ddp: nn.Module | None = None  # model wrapped in DistributedDataParallel, with several processes
 
 
 @dataclass
@@ -106,6 +116,14 @@ class PassTotals:
     @classmethod
     def from_dict(cls, d: dict[str, Any], device: torch.device) -> "PassTotals":
         return cls(d["loss_sum"].to(device), d["correct"].to(device), d["images"], d["positions"], d["seconds"])
+
+    def reduced(self, distributed: Distributed) -> "PassTotals":
+        """The sums over every process (this process's own when single)."""
+        if not distributed.enabled:
+            return self
+        images = all_reduce_sum(torch.tensor(self.images, device=self.loss_sum.device), distributed)
+        return PassTotals(all_reduce_sum(self.loss_sum, distributed), all_reduce_sum(self.correct, distributed),
+                          int(images.item()), self.positions, self.seconds)
 
 
 @dataclass
@@ -139,7 +157,7 @@ def forward(learner: Learner, batch: Batch) -> tuple[torch.Tensor, torch.Tensor,
     images = learner.normalize(batch.images.to(learner.device, non_blocking=True))
     labels = batch.labels.to(learner.device, non_blocking=True)
     with torch.autocast(learner.device.type, dtype=torch.float16, enabled=learner.amp):
-        logits = learner.model(images)
+        logits = (learner.ddp or learner.model)(images)
         loss = learner.criterion(logits, labels)
     return labels, logits, loss
 
@@ -155,6 +173,7 @@ def train_pass(learner: Learner, loader: DataLoader, split: Split, stop: Gracefu
     """
     set_train_mode(learner.model, learner.freeze)
     learner.hook.set_mode("train")
+    sampler = loader.batch_sampler
     clock, step, start = PhaseClock(learner.device), 0, time.perf_counter()
     try:
         for batch in batches(loader, split, stop, "train"):
@@ -162,7 +181,7 @@ def train_pass(learner: Learner, loader: DataLoader, split: Split, stop: Gracefu
             if len(batch):
                 labels, logits, loss = forward(learner, batch)
                 learner.optimizer.zero_grad(set_to_none=True)
-                learner.scaler.scale(loss).backward()
+                learner.scaler.scale(loss * share_of_step(learner, batch, sampler, totals.positions)).backward()
                 forward_backward_seconds = clock.lap()
                 learner.scaler.step(learner.optimizer)
                 learner.scaler.update()
@@ -177,7 +196,7 @@ def train_pass(learner: Learner, loader: DataLoader, split: Split, stop: Gracefu
                     epoch, step, "train", len(labels), data_seconds, forward_backward_seconds, optimizer_seconds,
                 ))
                 learner.profiler.operators.step()
-            totals.positions += len(batch) + len(batch.unreadable)
+            totals.positions = min(totals.positions + sampler.step_size, sampler.num_samples)
             step += 1
             clock.reset()  # bookkeeping and the profiler's own work are not waiting for data
         stop.check()
@@ -186,6 +205,17 @@ def train_pass(learner: Learner, loader: DataLoader, split: Split, stop: Gracefu
         learner.profiler.recorder.flush()
     if not totals.images:
         raise TrainingError("the train split has no readable images")
+
+
+def share_of_step(learner: Learner, batch: Batch, sampler, position: int) -> float:
+    """What this process's mean loss weighs in the step: DDP averages the processes'
+    gradients, so a process with a smaller slice (the short final step) counts for less.
+    Exactly 1 with one process."""
+    world = learner.distributed.world_size
+    if world == 1:
+        return 1.0
+    step = min(sampler.step_size, sampler.num_samples - position)
+    return (len(batch) + len(batch.unreadable)) * world / step
 
 
 @torch.no_grad()
@@ -208,6 +238,8 @@ def evaluate(learner: Learner, loader: DataLoader, split: Split, stop: GracefulS
         step += 1
         clock.reset()
     stop.check()
+    if learner.distributed.enabled:
+        return reduced_evaluation(learner, split, loss_sum, all_labels, all_preds, num_classes)
     if not all_labels:
         raise TrainingError(f"the {split.name} split has no readable images")
     labels, preds = torch.cat(all_labels).cpu(), torch.cat(all_preds).cpu()
@@ -215,4 +247,22 @@ def evaluate(learner: Learner, loader: DataLoader, split: Split, stop: GracefulS
         loss=loss_sum.item() / len(labels),
         accuracy=(labels == preds).float().mean().item(),
         matrix=confusion_matrix(labels.tolist(), preds.tolist(), num_classes),
+    )
+
+
+def reduced_evaluation(learner: Learner, split: Split, loss_sum: torch.Tensor, all_labels: list[torch.Tensor],
+                       all_preds: list[torch.Tensor], num_classes: int) -> Evaluation:
+    """Every process evaluated its slice of the split: the confusion matrix and loss of the whole."""
+    matrix = torch.zeros(num_classes * num_classes, dtype=torch.long, device=learner.device)
+    if all_labels:
+        pairs = torch.cat(all_labels) * num_classes + torch.cat(all_preds)
+        matrix += torch.bincount(pairs, minlength=num_classes * num_classes)
+    matrix = all_reduce_sum(matrix, learner.distributed).view(num_classes, num_classes).cpu()
+    total = int(matrix.sum())
+    if not total:
+        raise TrainingError(f"the {split.name} split has no readable images")
+    return Evaluation(
+        loss=all_reduce_sum(loss_sum, learner.distributed).item() / total,
+        accuracy=float(matrix.trace()) / total,
+        matrix=matrix.tolist(),
     )

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -117,17 +120,41 @@ def test_environment_paths_and_overrides(tmp_path, monkeypatch):
     assert str(paths.train) == "/x"
 
 
-def test_resource_config(tmp_path, monkeypatch):
-    env = env_with(tmp_path, monkeypatch, {})
-    env.resource_config_path.write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1", "algo-2"]}))
-    assert env.current_host == "algo-1" and env.hosts == ["algo-1", "algo-2"]
+def test_the_toolkit_environment_is_read_as_the_toolkit_parsed_it(tmp_path):
+    """In the image, sagemaker-training's Environment is the source: hosts, channels, decoded hyperparameters."""
+    config = tmp_path / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(
+        {"lr": "0.01", "batch_size": "\"16\"", "augment": "false", "sagemaker_program": "\"x.py\""}))
+    (config / "resourceconfig.json").write_text(json.dumps(
+        {"current_host": "algo-2", "hosts": ["algo-1", "algo-2"], "network_interface_name": "eth0"}))
+    (config / "inputdataconfig.json").write_text(json.dumps({"train": {}, "valid": {}}))
+    script = (
+        "import json, sys; from sagemaker_training.environment import Environment; "
+        "from dogbreed.training.environment import TrainingEnvironment; "
+        "from dogbreed.training.config import load_config; "
+        "env = TrainingEnvironment.from_toolkit(Environment()); config, paths = load_config([], env); "
+        "print(json.dumps({'hosts': env.hosts, 'current': env.current_host, 'train': str(paths.train), "
+        "'model': str(env.model_dir), 'failure': str(env.failure_path), 'lr': config.lr, "
+        "'batch_size': config.batch_size, 'augment': config.augment, 'hp': env.hyperparameters()}))"
+    )
+    environ = {**os.environ, "SAGEMAKER_BASE_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environ, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["hosts"] == ["algo-1", "algo-2"] and seen["current"] == "algo-2"
+    assert seen["train"] == str(tmp_path / "input" / "data" / "train")
+    assert seen["model"] == str(tmp_path / "model") and seen["failure"] == str(tmp_path / "output" / "failure")
+    assert (seen["lr"], seen["batch_size"], seen["augment"]) == (0.01, 16, False)
+    assert "sagemaker_program" not in seen["hp"]  # the toolkit keeps its own keys apart
 
 
 def test_broken_hyperparameters_json(tmp_path, monkeypatch):
-    env = env_with(tmp_path, monkeypatch, {})
-    env.hyperparameters_path.write_text("{not json")
+    monkeypatch.setenv("DOGBREED_OPT_ML", str(tmp_path))
+    (tmp_path / "input" / "config").mkdir(parents=True)
+    (tmp_path / "input" / "config" / "hyperparameters.json").write_text("{not json")
     with pytest.raises(ConfigError, match="hyperparameters"):
-        load_config([], env)
+        load_config([], TrainingEnvironment.from_env())
 
 
 def test_parse_values_dash_keys():

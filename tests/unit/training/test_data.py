@@ -160,3 +160,26 @@ def test_epoch_batches_cover_each_sample_once():
     evaluation = EpochBatches(5, 2, shuffle=False)
     assert [[i for i, _ in b] for b in evaluation] == [[0, 1], [2, 3], [4]]
     assert all(seed is None for b in evaluation for _, seed in b)
+
+
+@pytest.mark.parametrize("num_samples, batch_size, world", [(408, 8, 2), (25, 4, 3), (10, 4, 4), (7, 3, 2)])
+def test_processes_share_each_step_of_the_one_process_order(num_samples, batch_size, world):
+    """World W with batch B: step i's slices, together, are step i of one process with batch W*B."""
+    from dogbreed.training.data import EpochBatches
+
+    one = EpochBatches(num_samples, batch_size * world, shuffle=True, seed=3)
+    ranks = [EpochBatches(num_samples, batch_size, shuffle=True, seed=3, rank=r, world_size=world)
+             for r in range(world)]
+    for sampler in (one, *ranks):
+        sampler.set_epoch(2)
+    steps = [list(s) for s in ranks]
+    assert len({len(s) for s in steps}) == 1 and all(len(s) == len(r) for s, r in zip(steps, ranks))
+    for i, whole in enumerate(one):
+        if i == len(steps[0]):  # the short final step with fewer samples than processes is left out
+            assert len(whole) < world
+            break
+        joined = [key for rank_steps in steps for key in rank_steps[i]]
+        assert sorted(joined) == sorted(whole) and all(rank_steps[i] for rank_steps in steps)
+    # Evaluation keeps every sample (a process may get an empty slice).
+    evals = [EpochBatches(num_samples, batch_size, shuffle=False, rank=r, world_size=world) for r in range(world)]
+    assert sorted(i for e in evals for keys in e for i, _ in keys) == list(range(num_samples))

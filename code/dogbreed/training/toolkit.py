@@ -1,0 +1,117 @@
+"""The image's ``train``: sagemaker-training's entry point, with this module as its training module.
+
+The image sets ``SAGEMAKER_TRAINING_MODULE=dogbreed.training.toolkit:main``, so the
+toolkit's ``train`` parses the SageMaker contract into its ``Environment`` and calls
+:func:`main`, which runs one of:
+
+- **the user's own script** (script mode: the ``sagemaker_program`` and
+  ``sagemaker_submit_directory`` hyperparameters), through the toolkit's runner, as
+  SageMaker's framework containers do;
+- **the training job** in this very process, on one host with at most one GPU, so that
+  SIGTERM reaches it directly (checkpoint, exit 143);
+- **the training job on several processes**, one per GPU on every host (one per host on
+  CPUs), through the toolkit's torchrun runner (``runner_type=TorchDistributedRunnerType``,
+  ``capture_error=True``, so that torchrun's exit status is checked); each process runs
+  :func:`run_process` (see :mod:`.distributed`). SIGTERM is passed on to torchrun, which
+  passes it to the processes: they checkpoint and the job exits 143 as a single one does.
+
+The toolkit exits 0 (after writing its success file) whatever an entry point returns,
+so a failed job leaves with its own status here, after its failure file is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from dogbreed.training.environment import TrainingEnvironment
+from dogbreed.training.failure import EXIT_SIGTERM
+
+TORCHRUN_SCRIPT = Path(__file__).parent / "torchrun" / "dogbreed_train.py"
+
+log = logging.getLogger("dogbreed.training")
+
+
+def main() -> None:
+    """Run what the toolkit's Environment asks for; return only on success."""
+    from sagemaker_training import entry_point, environment, runner
+
+    env = environment.Environment()
+    if len(env.hosts) == 1:
+        # The runner first waits (up to 15 minutes, silently) until every host's name resolves,
+        # which only a cluster needs; a lone container started by hand is not named algo-1.
+        os.environ["SM_STUDIO_LOCAL_MODE"] = "true"
+    if env.user_entry_point:
+        log.info("script mode: running %s from %s", env.user_entry_point, env.module_dir)
+        # capture_error=True: the runner then checks the script's exit status (and keeps its stderr).
+        entry_point.run(env.module_dir, env.user_entry_point, env.to_cmd_args(), env.to_env_vars(),
+                        capture_error=True, runner_type=runner.ProcessRunnerType)
+        return
+    processes = len(env.hosts) * max(1, int(env.num_gpus))
+    if processes > 1:
+        run_distributed(env, processes)
+        return
+    status = run_process(env)
+    if status:
+        leave(status)
+
+
+def run_process(env=None) -> int:
+    """The training job in this process, with the toolkit's environment; its exit status."""
+    from sagemaker_training import environment
+
+    from dogbreed.training.job import main as run_job
+
+    return run_job([], TrainingEnvironment.from_toolkit(env or environment.Environment()))
+
+
+def run_distributed(env, processes: int) -> None:
+    """torchrun over every host and GPU; SIGTERM goes on to it (and on to the processes)."""
+    import psutil
+    from sagemaker_training import entry_point, runner
+
+    stopped = []
+
+    def pass_on(signum, frame):
+        # To torchrun itself, which stops its processes and waits for them (they checkpoint);
+        # the runner's /bin/sh between us would just die and leave them running.
+        stopped.append(signum)
+        descendants = psutil.Process().children(recursive=True)
+        torchruns = [p for p in descendants if any(arg.endswith("torchrun") for arg in _cmdline(p)[:2])]
+        for process in torchruns or descendants:
+            try:
+                process.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                pass
+
+    signal.signal(signal.SIGTERM, pass_on)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("distributed: %d processes on %d host(s) (%s), master %s", processes, len(env.hosts),
+             ",".join(env.hosts), env.master_hostname)
+    try:
+        entry_point.run(str(TORCHRUN_SCRIPT.parent), TORCHRUN_SCRIPT.name, [], env.to_env_vars(),
+                        capture_error=True, runner_type=runner.TorchDistributedRunnerType)
+    except Exception:
+        if stopped:  # the processes checkpointed and exited 143; that is no failure
+            leave(EXIT_SIGTERM)
+        raise
+    if stopped:
+        leave(EXIT_SIGTERM)
+
+
+def leave(status: int) -> None:
+    """Exit with ``status`` now: the toolkit's own exit would turn it into 0 (or a failure file of its own)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def _cmdline(process) -> list[str]:
+    try:
+        return process.cmdline()
+    except Exception:  # noqa: BLE001 - a process that ended or cannot be read is not torchrun
+        return []
