@@ -32,6 +32,15 @@ SERVE_IMAGE = os.environ.get("SERVE_IMAGE", "dogbreed-serve:latest")
 TRAIN_IMAGE = os.environ.get("TRAIN_IMAGE", "dogbreed-train:latest")
 
 
+def run_in_training_venv(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    """``.venv/bin/python *args`` (torch lives there, not in this venv), with that venv's own imports."""
+    python = REPO / ".venv" / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} is missing: `make venv` creates it")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([str(python), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A moto server (every AWS API it has) on 127.0.0.1, for this session."""

@@ -10,7 +10,6 @@ One epoch with the default DataLoader workers, under the SDK's compose file, whi
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import tarfile
@@ -23,7 +22,7 @@ require_launcher_venv()
 
 from dogbreed.launcher import cli
 from tests.conftest import free_port
-from tests.launcher.conftest import REPO
+from tests.launcher.conftest import run_in_training_venv
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 BREEDS = {"Beagle", "Siberian husky", "Toy poodle"}
@@ -53,15 +52,11 @@ def remove_sdk_containers(train_image, serve_image):
 @pytest.fixture(scope="module")
 def pretrained_dir(tmp_path_factory):
     """Random ResNet18 weights made with torch in the training venv (.venv), not this one."""
-    python = REPO / ".venv" / "bin" / "python"
-    if not python.exists():
-        pytest.fail(f"{python} is missing: `make venv` creates it (torch writes the stand-in weights)")
     directory = tmp_path_factory.mktemp("pretrained")
     script = ("import sys, torch, torchvision; torch.manual_seed(0); "
               "torch.save(torchvision.models.resnet18().state_dict(), sys.argv[1])")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # that venv's own torch
-    subprocess.run([str(python), "-c", script, str(directory / "resnet18-f37072fd.pth")], check=True, timeout=300,
-                   env=env)
+    proc = run_in_training_venv("-c", script, str(directory / "resnet18-f37072fd.pth"), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return directory
 
 

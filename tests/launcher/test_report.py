@@ -4,9 +4,7 @@ built by the training image (needs `make build`)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import tarfile
 import textwrap
 
@@ -18,7 +16,7 @@ require_launcher_venv()
 
 from dogbreed.launcher import cli  # noqa: E402
 from tests.launcher.aws import RecordingSession  # noqa: E402
-from tests.launcher.conftest import REGION, REPO, TRAIN_IMAGE  # noqa: E402
+from tests.launcher.conftest import REGION, REPO, TRAIN_IMAGE, run_in_training_venv  # noqa: E402
 from tests.launcher.test_cli import OUT, TRAIN_ARGS  # noqa: E402
 
 pytestmark = pytest.mark.docker
@@ -29,9 +27,6 @@ JOB = "dogbreed-report-1"
 @pytest.fixture(scope="module")
 def job_output(tmp_path_factory):
     """A real job's /opt/ml/output/data, from a one-epoch run in the training venv (.venv)."""
-    python = REPO / ".venv" / "bin" / "python"
-    if not python.exists():
-        pytest.fail(f"{python} is missing: `make venv` creates it")
     root = tmp_path_factory.mktemp("job")
     script = textwrap.dedent(f"""
         import os, sys
@@ -47,8 +42,7 @@ def job_output(tmp_path_factory):
                        "--test", str(root / "data/test"), "--arch", "resnet18", "--pretrained", "none",
                        "--epochs", "2", "--batch_size", "4", "--image-size", "64", "--resize-size", "72"]))
     """)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=600, env=env)
+    proc = run_in_training_venv("-c", script, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root / "opt_ml" / "output" / "data"
 

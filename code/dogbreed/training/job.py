@@ -542,20 +542,30 @@ def main(argv: Sequence[str] | None = None, env: TrainingEnvironment | None = No
     ``env``: the toolkit's (see :mod:`.toolkit`); by default the local tree of :meth:`TrainingEnvironment.from_env`.
     """
     setup_logging()
-    stop = GracefulStop().install()
     env = env or TrainingEnvironment.from_env()
-    try:
+
+    def job(stop: GracefulStop) -> int:
         config, paths = load_config(argv, env)
         return run(config, paths, env, stop)
+
+    return run_guarded("training", env, job)
+
+
+def run_guarded(what: str, env: TrainingEnvironment, body: Callable[[GracefulStop], int]) -> int:
+    """``body(stop)``'s exit status with SIGTERM turned into a flag; any failure becomes one line in
+    the failure file and its exit status. Loader workers never outlive it."""
+    stop = GracefulStop().install()
+    try:
+        return body(stop)
     except TrainingError as exc:
         reason = failure_reason(exc)
         write_failure(env.failure_path, reason)
-        log.error("training failed: %s", reason)
+        log.error("%s failed: %s", what, reason)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - any crash must leave a failure reason
         reason = failure_reason(exc)
         write_failure(env.failure_path, reason)
-        log.exception("training failed with an unexpected error: %s", reason)
+        log.exception("%s failed with an unexpected error: %s", what, reason)
         return 1
     finally:
         stop_loader_workers()

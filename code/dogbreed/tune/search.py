@@ -38,7 +38,7 @@ from dogbreed.training.checkpoints import JobIdentity, TrainingState
 from dogbreed.training.config import OPTIMIZERS, JobPaths, TrainConfig, load_config
 from dogbreed.training.debugger import NoHook
 from dogbreed.training.environment import TrainingEnvironment
-from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError, failure_reason, write_failure
+from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError
 from dogbreed.training.features import FeatureLoader, SplitFeatures
 from dogbreed.training.loop import GracefulStop, Learner, StopRequested
 from dogbreed.training.metrics import EpochMetrics
@@ -272,22 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit 0 done, 1 failed (reason in the failure file), 2 bad flag, 143 stopped by SIGTERM."""
     job.setup_logging()
     env = TrainingEnvironment.from_env()
-    stop = GracefulStop().install()
-    try:
-        return tune(argv, env, stop)
-    except StopRequested:
-        log.warning("SIGTERM: search stopped; run the same command again to continue the study")
-        return EXIT_SIGTERM
-    except TrainingError as exc:
-        reason = failure_reason(exc)
-        write_failure(env.failure_path, reason)
-        log.error("tuning failed: %s", reason)
-        return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - any crash must leave a failure reason
-        reason = failure_reason(exc)
-        write_failure(env.failure_path, reason)
-        log.exception("tuning failed with an unexpected error: %s", reason)
-        return 1
-    finally:
-        job.stop_loader_workers()
-        stop.uninstall()
+
+    def search_then_train(stop: GracefulStop) -> int:
+        try:
+            return tune(argv, env, stop)
+        except StopRequested:
+            log.warning("SIGTERM: search stopped; run the same command again to continue the study")
+            return EXIT_SIGTERM
+
+    return job.run_guarded("tuning", env, search_then_train)
