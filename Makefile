@@ -81,8 +81,9 @@ test-unit: venv  ## unit tests only (no Docker)
 
 lock:  ## re-pin every *.lock from its .in file (needs uv: pip install uv)
 	for f in docker/train/requirements docker/serve/requirements requirements-dev requirements-launcher; do \
+	  omit=$$(test ! -f $$f.omit || sed 's/#.*//' $$f.omit | xargs -r printf -- '--no-emit-package %s '); \
 	  UV_NATIVE_TLS=1 uv pip compile -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-	    --generate-hashes --no-header --index-url https://pypi.org/simple $$f.in -o $$f.lock || exit 1; \
+	    --generate-hashes --no-header --index-url https://pypi.org/simple $$omit $$f.in -o $$f.lock || exit 1; \
 	done
 
 clean:  ## remove build/ (local /opt/ml trees, samples)
