@@ -27,7 +27,7 @@ from tests.launcher.aws import RecordingSession  # noqa: E402
 from tests.launcher.conftest import REGION, REPO  # noqa: E402
 from tests.launcher.test_cli import OUT, ROLE, SERVE, TRAIN_ARGS  # noqa: E402
 
-COMMANDS = ("train", "features", "tune", "best", "deploy", "predict", "delete", "report")
+COMMANDS = ("train", "features", "tune", "best", "deploy", "predict", "transform", "delete", "report")
 DOC = REPO / "docs" / "sagemaker.md"
 # boto's endpoint prefix -> IAM's service prefix, where they differ.
 IAM_SERVICE = {"api.sagemaker": "sagemaker", "runtime.sagemaker": "sagemaker"}
@@ -175,6 +175,30 @@ def test_deploy_from_a_job_with_autoscaling_then_predict_then_delete(aws_env, tm
     run(delete, "delete", "dogbreed-iam-ep")
     assert "DeregisterScalableTarget" in delete.operations()
     check("delete", delete)
+
+
+def test_transform_from_a_job_then_attach(aws_env):
+    setup_run("train", *TRAIN_ARGS, "--job-name", "dogbreed-iam-tmodel")
+    s3 = boto3.client("s3", region_name=REGION)
+    existing = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    for bucket in {"dogbreed-iam-in", "dogbreed-iam-out"} - existing:
+        s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket="dogbreed-iam-in", Key="photos/a.jpg", Body=b"\xff\xd8\xff\xe0 not really a jpeg")
+    aws = RecordingSession(REGION)
+
+    def sagemaker_writes_the_output(**_):  # what the job would, once created
+        s3.put_object(Bucket="dogbreed-iam-out", Key="transform/a.jpg.out", Body=b'{"predicted_label": "Beagle"}')
+    aws.session.events.register("after-call.sagemaker.CreateTransformJob", sagemaker_writes_the_output)
+    run(aws, "transform", "--image", SERVE, "--role", ROLE, "--model", "dogbreed-iam-tmodel",
+        "--input", "s3://dogbreed-iam-in/photos", "--output", "s3://dogbreed-iam-out/transform",
+        "--job-name", "dogbreed-iam-tr")
+    assert {"DescribeTrainingJob", "CreateModel", "CreateTransformJob", "DescribeTransformJob", "ListObjectsV2",
+            "GetObject", "PutObject"} <= set(aws.operations())
+    check("transform", aws)
+
+    attach = RecordingSession(REGION)
+    run(attach, "transform", "--attach", "dogbreed-iam-tr")
+    check("transform", attach)
 
 
 def test_report(aws, monkeypatch, tmp_path):

@@ -1,4 +1,4 @@
-"""``python -m dogbreed.launcher <command>``: train, features, tune, best, deploy, predict, delete, report.
+"""``python -m dogbreed.launcher <command>``: train, features, tune, best, deploy, predict, transform, delete, report.
 
 Every argument is validated before the first AWS call, so a typo creates nothing. AWS
 settings come from the usual places (AWS_PROFILE, AWS_REGION/AWS_DEFAULT_REGION,
@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from dogbreed.launcher import features, hosting, local_tuning, reports, training_jobs, tuning
+from dogbreed.launcher import (features, hosting, local_transform, local_tuning, reports, training_jobs, transform,
+                               tuning, uris)
 from dogbreed.launcher.uris import LauncherError
 
 SessionFactory = Callable[[], object]
@@ -246,6 +247,58 @@ def cmd_predict(args, session_factory: SessionFactory) -> int:
     return 0
 
 
+def _transform_spec(args) -> transform.TransformSpec:
+    missing = [f"--{name}" for name in ("model", "input", "output") if not getattr(args, name)]
+    if missing:
+        raise LauncherError(f"transform needs {', '.join(missing)} (or --attach JOB)")
+    return transform.TransformSpec(
+        image=args.image, model_data=args.model, input=args.input, output=args.output, role=args.role,
+        job_name=args.job_name, instance_type=args.instance_type, instance_count=args.instance_count,
+        max_payload_mb=args.max_payload_mb, max_concurrent_transforms=args.max_concurrent_transforms,
+        content_type=args.content_type, local=args.local,
+    )
+
+
+def cmd_transform(args, session_factory: SessionFactory) -> int:
+    """Batch transform into predictions.jsonl; exit status 1 when the job failed or an image has no prediction."""
+    if args.attach:
+        given = [flag for flag, value in (("--model", args.model), ("--input", args.input), ("--output", args.output),
+                                          ("--job-name", args.job_name), ("--local", args.local),
+                                          ("--no-wait", not args.wait)) if value]
+        if given:
+            raise LauncherError(f"--attach JOB gathers that job's own output: drop {', '.join(given)}")
+        name = uris.resource_name(args.attach, "--attach (a transform job's name)")
+        return _finish_transform(name, lambda: transform.attach(name, session_factory()))
+    spec = _transform_spec(args)
+    if spec.local:
+        if not args.wait:
+            raise LauncherError("--no-wait needs a SageMaker job: transform --local runs to its end")
+        return _finish_transform(spec.job_name, lambda: local_transform.run_local(spec, port=args.port), local=True)
+    session = session_factory()
+    transform.start(spec, session)
+    print(f"transform job {spec.job_name}: {spec.input}/ -> {spec.output}/ (model {spec.job_name})", flush=True)
+    if not args.wait:
+        print(f"gather its predictions once it ends: python -m dogbreed.launcher transform --attach {spec.job_name}")
+        return 0
+    return _finish_transform(spec.job_name, lambda: transform.attach(spec.job_name, session))
+
+
+def _finish_transform(name: str, run: Callable[[], transform.Outcome], local: bool = False) -> int:
+    """Run (or wait for) the job, then print how it ended and what predictions.jsonl holds."""
+    try:
+        outcome = run()
+    except KeyboardInterrupt:
+        print("interrupted: the local job and its container are stopped" if local else
+              f"stopped waiting; the job goes on: python -m dogbreed.launcher transform --attach {name}",
+              file=sys.stderr)
+        return 130
+    if outcome.status != "Completed":
+        print(f"error: transform job {name} {outcome.status}: {outcome.failure_reason or 'no reason given'}",
+              file=sys.stderr)
+    print("\n".join(outcome.summary.report()))
+    return 0 if outcome.ok else 1
+
+
 def cmd_delete(args, session_factory: SessionFactory) -> int:
     for line in hosting.delete(args.endpoint, session_factory()):
         print(f"deleted {line}")
@@ -327,6 +380,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print the endpoint's JSON answer as it sent it (its body, UTF-8, newline-terminated)")
     p.set_defaults(run=cmd_predict)
+
+    p = commands.add_parser("transform", help="batch transform: every image under a prefix, one line each in "
+                                              "predictions.jsonl")
+    _add_common(p)
+    p.add_argument("--image", default=os.environ.get("SERVE_IMAGE_URI"),
+                   help="serving image: ECR URI (default: $SERVE_IMAGE_URI); with --local a local tag")
+    p.add_argument("--model", help="training job name or s3://.../model.tar.gz (with --local a model.tar.gz file)")
+    p.add_argument("--input", help="s3:// prefix of the images, at any depth (with --local a directory)")
+    p.add_argument("--output", help="an empty s3:// prefix for the <key>.out files and predictions.jsonl "
+                                    "(with --local a directory)")
+    p.add_argument("--job-name", help=f"transform job (and model) name; default {transform.BASE_NAME}-<timestamp>-<random>")
+    p.add_argument("--instance-type", default=None,
+                   help=f"default {transform.DEFAULT_INSTANCE_TYPE} ('local' with --local)")
+    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--max-payload-mb", type=int, default=transform.DEFAULT_MAX_PAYLOAD_MB,
+                   help="the largest image, in MB: the job's MaxPayloadInMB and the container's limit "
+                        f"(default %(default)s, at most {transform.MAX_PAYLOAD_LIMIT_MB})")
+    p.add_argument("--max-concurrent-transforms", type=int,
+                   help="requests in flight per instance; default: the container's answer, its worker count")
+    p.add_argument("--content-type", default=transform.CONTENT_TYPES[0],
+                   help=f"sent with every image, one of {', '.join(transform.CONTENT_TYPES)} (default %(default)s): "
+                        "the endpoint reads JPEG or PNG from the bytes whichever is named")
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="return once the job is created; later: transform --attach JOB")
+    p.add_argument("--attach", metavar="JOB", help="wait for a transform job started before, then gather its predictions")
+    p.add_argument("--local", action="store_true",
+                   help="run in Docker on this machine (LocalSession): --input and --output directories")
+    p.add_argument("--port", type=int, default=8080, help="--local: host port")
+    p.set_defaults(run=cmd_transform)
 
     p = commands.add_parser("delete", help="delete an endpoint, its config, its model and its autoscaling")
     p.add_argument("endpoint")

@@ -65,19 +65,11 @@ class DeploySpec:
         if self.local:
             if self.autoscaling:
                 raise LauncherError("--max-instances (autoscaling) needs a SageMaker endpoint, not --local")
-            path = Path(self.model_data[len("file://"):] if self.model_data.startswith("file://") else self.model_data)
-            if not path.is_file():
-                raise LauncherError(f"--model {self.model_data!r}: no such local model.tar.gz")
-            self.model_data = f"file://{path.resolve()}"
+            self.model_data = uris.model_data(self.model_data, local=True)
             return
         self.image = uris.ecr_image(self.image, "serving image")
         self.role = uris.role_arn(self.role)
-        if self.model_data.startswith("s3://"):
-            self.model_data = uris.s3_uri(self.model_data, "--model")
-            if not self.model_data.endswith(".tar.gz"):
-                raise LauncherError(f"--model {self.model_data!r} must point at a model.tar.gz")
-        else:
-            uris.resource_name(self.model_data, "--model (a training job name or s3://.../model.tar.gz)")
+        self.model_data = uris.model_data(self.model_data)
         if self.autoscaling and self.autoscaling.min_instances > self.instance_count:
             raise LauncherError("--instance-count must be at least --min-instances")
 

@@ -76,6 +76,22 @@ def local_dir(uri: str, what: str) -> str:
     return str(path.resolve())
 
 
+def model_data(value: str, local: bool = False) -> str:
+    """``--model``: a training job name or ``s3://.../model.tar.gz``; with ``local`` a local
+    ``model.tar.gz`` file (a path or ``file://``), returned as a ``file://`` URI."""
+    if local:
+        path = Path(value[len("file://"):] if value.startswith("file://") else value)
+        if not path.is_file():
+            raise LauncherError(f"--model {value!r}: no such local model.tar.gz")
+        return f"file://{path.resolve()}"
+    if value.startswith("s3://"):
+        value = s3_uri(value, "--model")
+        if not value.endswith(".tar.gz"):
+            raise LauncherError(f"--model {value!r} must point at a model.tar.gz")
+        return value
+    return resource_name(value, "--model (a training job name or s3://.../model.tar.gz)")
+
+
 def instance_type(value: str, local: bool = False) -> str:
     """``ml.<family>.<size>``, or ``local``/``local_gpu`` in local mode."""
     if local:
