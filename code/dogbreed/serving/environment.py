@@ -10,6 +10,7 @@ request without one, default ``application/json``).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Mapping
@@ -26,6 +27,15 @@ VMARGS_ENV = "SAGEMAKER_MODEL_SERVER_VMARGS"
 ORT_THREADS_ENV = "DOGBREED_ORT_THREADS"
 TOP_K_ENV = "DOGBREED_TOP_K"
 MAX_PIXELS_ENV = "DOGBREED_MAX_IMAGE_PIXELS"
+# Which ONNX model to serve (see dogbreed.serving.predictor.choose_precision).
+PRECISION_ENV = "DOGBREED_PRECISION"
+INT8_MAX_LOSS_ENV = "DOGBREED_INT8_MAX_LOSS"
+PRECISIONS = ("auto", "fp32", "int8")
+# Set by SageMaker Batch Transform (the last three only when the job names them).
+BATCH_ENV = "SAGEMAKER_BATCH"
+BATCH_STRATEGY_ENV = "SAGEMAKER_BATCH_STRATEGY"
+MAX_CONCURRENT_TRANSFORMS_ENV = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"
+BATCH_STRATEGIES = ("SINGLE_RECORD", "MULTI_RECORD")
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_PORT = 8080
@@ -33,6 +43,8 @@ DEFAULT_TIMEOUT_S = 60
 # SageMaker real-time endpoints accept at most 6 MB per request.
 DEFAULT_MAX_PAYLOAD_MB = 6
 DEFAULT_TOP_K = 5
+# auto serves model.int8.onnx when it loses at most this much validation top-1 (percentage points).
+DEFAULT_INT8_MAX_LOSS = 0.5
 # The JVM only routes requests; keep its heap small so the workers get the memory.
 DEFAULT_VMARGS = "-XX:+UseContainerSupport -XX:MaxRAMPercentage=20 -XX:+UseSerialGC"
 # MMS's own request limit sits above ours (twice it, at least 1 MiB more), so the handler
@@ -82,6 +94,8 @@ class ServingEnvironment:
     model_dir: str = DEFAULT_MODEL_DIR
     port: int = DEFAULT_PORT
     management_port: int = DEFAULT_PORT + 1
+    # MMS's inference API, on loopback behind nginx (dogbreed.serving.front).
+    mms_port: int = DEFAULT_PORT + 2
     workers: int = 1
     ort_threads: int = 1
     timeout_s: int = DEFAULT_TIMEOUT_S
@@ -90,6 +104,11 @@ class ServingEnvironment:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     vmargs: str = DEFAULT_VMARGS
     cpus: int = 1
+    batch: bool = False
+    batch_strategy: str | None = None
+    max_concurrent_transforms: int | None = None
+    precision: str = "auto"
+    int8_max_loss: float = DEFAULT_INT8_MAX_LOSS
 
     @property
     def mms_max_request_size(self) -> int:
@@ -102,6 +121,7 @@ class ServingEnvironment:
         env = os.environ if env is None else env
         cpus = available_cpus() if cpus is None else cpus
         port = _int(env, PORT_ENV, DEFAULT_PORT, 1, 65535)
+        management_port, mms_port = _loopback_ports(env, port)
         # One worker per core, each with its own single-threaded ONNX Runtime session:
         # on 2 vCPUs two requests run side by side without the threads fighting. An
         # explicit worker count is never overridden; ORT threads then share the cores.
@@ -110,7 +130,8 @@ class ServingEnvironment:
         return cls(
             model_dir=env.get(MODEL_DIR_ENV, "").strip() or DEFAULT_MODEL_DIR,
             port=port,
-            management_port=_management_port(env, port),
+            management_port=management_port,
+            mms_port=mms_port,
             workers=workers,
             ort_threads=ort_threads,
             timeout_s=_int(env, TIMEOUT_ENV, DEFAULT_TIMEOUT_S),
@@ -119,6 +140,12 @@ class ServingEnvironment:
             max_image_pixels=_int(env, MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS),
             vmargs=env.get(VMARGS_ENV, "").strip() or DEFAULT_VMARGS,
             cpus=cpus,
+            batch=_bool(env, BATCH_ENV),
+            batch_strategy=_choice(env, BATCH_STRATEGY_ENV, BATCH_STRATEGIES),
+            # 0 is the API's "not set": SageMaker then asks /execution-parameters.
+            max_concurrent_transforms=_int(env, MAX_CONCURRENT_TRANSFORMS_ENV, None, minimum=0) or None,
+            precision=_choice(env, PRECISION_ENV, PRECISIONS) or "auto",
+            int8_max_loss=_float(env, INT8_MAX_LOSS_ENV, DEFAULT_INT8_MAX_LOSS),
         )
 
 
@@ -131,12 +158,41 @@ def port_from_env(env: Mapping[str, str] | None = None) -> int:
         return DEFAULT_PORT
 
 
-def _management_port(env: Mapping[str, str], port: int) -> int:
-    """A loopback-only port for MMS's management API, kept off the public port.
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigurationError(f"{name}={raw} must be a finite number of at least {minimum:g}")
+    return value
 
-    SageMaker only routes /ping and /invocations, but on a laptop the management API
-    (which can register models from URLs) should not be on the published port. Inside
-    SAGEMAKER_SAFE_PORT_RANGE when given, else the next port up.
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "false", "0"):
+        return False
+    if raw in ("true", "1"):
+        return True
+    raise ConfigurationError(f"{name}={raw!r} is not true or false")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
+    raw = env.get(name, "").strip()
+    if raw and raw not in choices:
+        raise ConfigurationError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return raw or None
+
+
+def _loopback_ports(env: Mapping[str, str], port: int) -> tuple[int, int]:
+    """Two loopback-only ports besides ``port``: MMS's management API and its inference API.
+
+    SageMaker routes only to ``port`` (nginx); on a laptop the management API (which can
+    register models from URLs) should not be on the published port either. Inside
+    SAGEMAKER_SAFE_PORT_RANGE when given, else the next ports up (down near 65535).
     """
     raw = env.get(SAFE_PORT_RANGE_ENV, "").strip()
     if raw:
@@ -144,8 +200,8 @@ def _management_port(env: Mapping[str, str], port: int) -> int:
             low, high = (int(p) for p in raw.split("-", 1))
         except ValueError:
             raise ConfigurationError(f"{SAFE_PORT_RANGE_ENV}={raw!r} is not LOW-HIGH") from None
-        for candidate in range(low, high + 1):
-            if candidate != port:
-                return candidate
-        raise ConfigurationError(f"{SAFE_PORT_RANGE_ENV}={raw!r} has no port besides {port}")
-    return port + 1 if port < 65535 else port - 1
+        candidates = [p for p in range(low, high + 1) if p != port][:2]
+        if len(candidates) < 2:
+            raise ConfigurationError(f"{SAFE_PORT_RANGE_ENV}={raw!r} has no two ports besides {port}")
+        return candidates[0], candidates[1]
+    return (port + 1, port + 2) if port <= 65533 else (port - 1, port - 2)

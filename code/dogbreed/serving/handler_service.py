@@ -24,6 +24,7 @@ from sagemaker_inference.default_handler_service import DefaultHandlerService
 
 from dogbreed.serving.environment import ServingEnvironment
 from dogbreed.serving.inference_handler import InferenceHandler
+from dogbreed.serving.readiness import mark_loaded
 from dogbreed.serving.transformer import Transformer
 from dogbreed.serving.user_code import make_importable
 
@@ -52,8 +53,13 @@ _service = HandlerService()
 
 
 def handle(data: list | None, context: Any) -> list | None:
-    """The function MMS calls: ``data`` None loads the model, else one body per request."""
+    """The function MMS calls: ``data`` None loads the model, else one body per request.
+
+    Once the model is loaded the worker says so, for ``serve``'s ``/ping``
+    (:mod:`dogbreed.serving.readiness`).
+    """
     if data is None:
         _service.initialize(context)
+        mark_loaded()
         return None
     return _service.handle(data, context)

@@ -9,9 +9,13 @@ SageMaker starts the container as ``docker run IMAGE serve``. This process:
    and ``model_fn``). If step 2 or 3 fails, the reason is logged and
    :mod:`dogbreed.serving.unhealthy` answers ``/ping`` and ``/invocations`` with 503
    ``{"error": reason}`` instead (``serve --check`` exits 1);
-4. otherwise writes MMS's config, starts MMS in its own process group and, on SIGTERM
-   or SIGINT, stops that whole group (frontend, launcher, workers), escalating to
-   SIGKILL after a grace period well inside SageMaker's 30 s.
+4. otherwise starts MMS on loopback ports and nginx on the public one
+   (:mod:`dogbreed.serving.front`: ``/ping`` is 200 only once every worker has loaded the
+   model, :mod:`dogbreed.serving.readiness`; ``/execution-parameters`` for Batch
+   Transform), each in its own process group. On SIGTERM or SIGINT nginx finishes the
+   requests in flight, then both groups are stopped, with SIGKILL after a grace period
+   well inside SageMaker's 30 s. If either exits on its own, the other is stopped and
+   ``serve`` exits non-zero, saying which.
 
 Not the toolkit's ``model_server.start_model_server``: that one publishes the management
 API on the inference port, sets no request-size margin for our JSON 413, turns the JVM's
@@ -29,11 +33,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from dogbreed.serving import front
+from dogbreed.serving.children import Child, OutputRelay, stop_children
 from dogbreed.serving.environment import ConfigurationError, ServingEnvironment, port_from_env
+from dogbreed.serving.readiness import LOADED_DIR_ENV, ReadyWatch
 from dogbreed.serving.unhealthy import run_unhealthy
 from dogbreed.serving.user_code import RequirementsError, install_requirements
 
@@ -86,7 +92,8 @@ def prepare(env: ServingEnvironment) -> str | None:
 def mms_config(env: ServingEnvironment) -> str:
     """The MMS ``config.properties`` text for ``env``."""
     properties = {
-        "inference_address": f"http://0.0.0.0:{env.port}",
+        # nginx (dogbreed.serving.front) owns the public port and passes /invocations on.
+        "inference_address": f"http://127.0.0.1:{env.mms_port}",
         "management_address": f"http://127.0.0.1:{env.management_port}",
         "model_store": str(Path(env.model_dir).parent),
         "default_service_handler": HANDLER,
@@ -118,62 +125,77 @@ def mms_command(env: ServingEnvironment, config_path: str) -> list[str]:
     ]
 
 
-def run_mms(env: ServingEnvironment) -> int:
-    """Start MMS, forward SIGTERM/SIGINT to its process group, return its exit code."""
-    workdir = Path(tempfile.mkdtemp(prefix="dogbreed-mms-"))
-    config_path = workdir / "config.properties"
+def log_settings(env: ServingEnvironment) -> None:
+    """One line for the layout, and what Batch Transform asked for, if this is a transform job."""
+    logger.info("serving on port %d: %d worker(s) x %d ORT thread(s) on %d CPU(s), payload limit %d bytes",
+                env.port, env.workers, env.ort_threads, env.cpus, env.max_payload_bytes)
+    if not env.batch:
+        return
+    logger.info("batch transform: strategy %s, %s concurrent transform(s); /execution-parameters answers %s",
+                env.batch_strategy or "not set", env.max_concurrent_transforms or "not set",
+                front.execution_parameters(env))
+    if env.batch_strategy == "MULTI_RECORD":
+        logger.warning("SAGEMAKER_BATCH_STRATEGY=MULTI_RECORD: each request must still hold one whole image "
+                       "(use SplitType None); several images in one body are refused with 400")
+    if (env.max_concurrent_transforms or 0) > env.workers:
+        logger.info("%d concurrent transforms for %d worker(s): the others wait in MMS's queue",
+                    env.max_concurrent_transforms, env.workers)
+
+
+def start_mms(env: ServingEnvironment, files: front.FrontFiles) -> tuple[Child, OutputRelay]:
+    """Write MMS's config and start it, its output relayed through ours."""
+    config_path = files.workdir / "config.properties"
     config_path.write_text(mms_config(env))
     # MMS refuses to start if its pid file names a live process; after a container
     # restart the stale file can name an unrelated pid (even ours).
     Path(tempfile.gettempdir(), ".model_server.pid").unlink(missing_ok=True)
-    command = mms_command(env, str(config_path))
-    logger.info("starting MMS: %d worker(s) x %d ORT thread(s) on %d CPU(s), port %d, payload limit %d bytes",
-                env.workers, env.ort_threads, env.cpus, env.port, env.max_payload_bytes)
-    logger.info("%s", " ".join(command))
-    process = subprocess.Popen(command, cwd=workdir, start_new_session=True)
+    child = Child.start(
+        "MMS", mms_command(env, str(config_path)), cwd=files.workdir,
+        env={**os.environ, LOADED_DIR_ENV: str(files.loaded_dir)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    return child, OutputRelay(child.process.stdout).start()
+
+
+def run_server(env: ServingEnvironment) -> int:
+    """Run MMS behind nginx until SIGTERM/SIGINT (0) or until either exits on its own (non-zero)."""
+    files = front.FrontFiles(Path(tempfile.mkdtemp(prefix="dogbreed-serve-")))
+    front.write_config(env, files)
+    log_settings(env)
     stopping = threading.Event()
 
     def stop(signum, _frame):
-        if stopping.is_set():
-            return
-        stopping.set()
-        logger.info("received %s: stopping MMS", signal.Signals(signum).name)
-        _signal_group(process.pid, signal.SIGTERM)
+        if not stopping.is_set():
+            logger.info("received %s: stopping nginx and MMS", signal.Signals(signum).name)
+            stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
-    while True:
-        try:
-            code = process.wait(timeout=0.5)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        if stopping.is_set():
-            deadline = time.monotonic() + STOP_GRACE_S
-            while process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if process.poll() is None:
-                logger.warning("MMS still running after %.0f s; killing it", STOP_GRACE_S)
-                _signal_group(process.pid, signal.SIGKILL)
-            code = process.wait()
-            break
-    # The launcher has exited; make sure the Java frontend and workers went with it.
-    _signal_group(process.pid, signal.SIGTERM)
-    time.sleep(0.2)
-    _signal_group(process.pid, signal.SIGKILL)
-    if stopping.is_set():
-        logger.info("MMS stopped")
+    mms, relay = start_mms(env, files)
+    nginx = Child.start("nginx", front.nginx_command(files))
+    children = [nginx, mms]
+    # MMS gives a worker `timeout_s` to load the model before restarting it: after two
+    # of those, something is wrong and worth saying.
+    watch = ReadyWatch(files.loaded_dir, files.ready_file, env.workers,
+                       warn_after_s=2 * env.timeout_s, problems=relay.problems)
+    watch_stop = threading.Event()
+    threading.Thread(target=watch.run, args=(watch_stop,), name="ready-watch", daemon=True).start()
+
+    exited = None
+    while not stopping.is_set() and exited is None:
+        stopping.wait(0.5)
+        exited = next((child for child in children if child.exit_code() is not None), None)
+    watch_stop.set()
+    watch.withdraw()
+    if exited is None:
+        stop_children(children, {"nginx": signal.SIGQUIT}, STOP_GRACE_S)
+        logger.info("nginx and MMS stopped")
         return 0
-    logger.error("MMS exited on its own with code %s", code)
-    return code or 1
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
+    code = exited.exit_code()
+    logger.error("%s exited on its own with code %s; stopping the rest and exiting", exited.name, code)
+    stop_children(children, {}, STOP_GRACE_S)
+    return code if code and code > 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if reason else 0
     if reason:
         return run_unhealthy(env.port, reason, env.max_payload_bytes + 1024 * 1024)
-    return run_mms(env)
+    return run_server(env)
 
 
 if __name__ == "__main__":

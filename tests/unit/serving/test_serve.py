@@ -1,6 +1,10 @@
 """The `serve` entrypoint: MMS configuration, model check, requirements, and the 503 fallback server."""
 
+import logging
+import os
+import signal
 import threading
+import time
 from http.server import ThreadingHTTPServer
 
 import pytest
@@ -8,6 +12,7 @@ import requests
 
 from dogbreed.serving import serve, unhealthy
 from dogbreed.serving.environment import ServingEnvironment
+from dogbreed.serving.readiness import process_alive
 
 from .model_code import model_with_code
 
@@ -23,8 +28,10 @@ def test_mms_config_follows_the_environment():
         cpus=2,
     )
     props = properties(serve.mms_config(env))
-    assert props["inference_address"] == "http://0.0.0.0:9000"
-    assert props["management_address"].startswith("http://127.0.0.1:")
+    # nginx owns port 9000; MMS's APIs are on loopback ports beside it.
+    assert props["inference_address"] == f"http://127.0.0.1:{env.mms_port}"
+    assert props["management_address"] == f"http://127.0.0.1:{env.management_port}"
+    assert len({9000, env.mms_port, env.management_port}) == 3
     assert props["default_workers_per_model"] == "3"
     assert props["default_response_timeout"] == "90"
     assert props["default_service_handler"] == "dogbreed.serving.handler_service:handle"
@@ -96,3 +103,58 @@ def test_unhealthy_server_answers_503_json(unhealthy_url):
         assert "model.json is missing" in response.json()["error"]
     unknown = requests.get(unhealthy_url + "/other", timeout=5)
     assert unknown.status_code == 404 and "/ping" in unknown.json()["error"]
+
+
+@pytest.fixture
+def fake_children(tmp_path, monkeypatch):
+    """`run_server` with stand-ins for MMS and nginx (shell scripts), its signal handlers undone after."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+
+    def script(name: str, body: str) -> list[str]:
+        return ["sh", "-c", f"echo $$ > {pids / name}; {body}"]
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield script, pids
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def wait_for_file(path, limit_s=30):
+    deadline = time.monotonic() + limit_s
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.05)
+    return path.read_text().strip()
+
+
+def test_when_nginx_exits_on_its_own_mms_is_stopped_and_serve_fails(fake_children, monkeypatch, tmp_path, caplog):
+    script, pids = fake_children
+    monkeypatch.setattr(serve, "mms_command", lambda env, config: script("mms", "exec sleep 120"))
+    monkeypatch.setattr(serve.front, "nginx_command", lambda files: script("nginx", "sleep 1; exit 3"))
+    code = serve.run_server(ServingEnvironment.from_env({"DOGBREED_MODEL_DIR": str(tmp_path)}, cpus=1))
+    assert code == 3
+    assert "nginx exited on its own with code 3" in caplog.text
+    assert not process_alive(int(wait_for_file(pids / "mms")))
+
+
+def test_sigterm_lets_nginx_finish_then_stops_both(fake_children, monkeypatch, tmp_path, caplog):
+    caplog.set_level(logging.INFO, "dogbreed.serve")
+    script, pids = fake_children
+    log = tmp_path / "signals"
+    monkeypatch.setattr(serve, "mms_command", lambda env, config: script(
+        "mms", f"trap 'echo mms TERM >> {log}; exit 0' TERM; while :; do sleep 0.05; done"))
+    monkeypatch.setattr(serve.front, "nginx_command", lambda files: script(
+        "nginx", f"trap 'echo nginx QUIT >> {log}; exit 0' QUIT; while :; do sleep 0.05; done"))
+
+    def terminate_when_up():
+        wait_for_file(pids / "mms")
+        wait_for_file(pids / "nginx")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_when_up, daemon=True).start()
+    code = serve.run_server(ServingEnvironment.from_env({"DOGBREED_MODEL_DIR": str(tmp_path)}, cpus=1))
+    assert code == 0 and "received SIGTERM" in caplog.text
+    assert log.read_text().splitlines() == ["nginx QUIT", "mms TERM"]
+    for name in ("mms", "nginx"):
+        assert not process_alive(int((pids / name).read_text()))

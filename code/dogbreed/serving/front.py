@@ -1,0 +1,202 @@
+"""nginx in front of multi-model-server: the configuration ``serve`` writes for it.
+
+Why nginx: MMS 1.1.11 answers ``GET /ping`` with 200 as soon as its port is open (its
+handler always sends 200; only the body says ``Partial Healthy`` or ``Unhealthy``), before
+any worker has loaded the model, and it has no ``GET /execution-parameters``, which
+SageMaker Batch Transform asks for. So, as SageMaker's own bring-your-own-container
+example puts nginx in front of gunicorn, nginx owns the public port
+(``SAGEMAKER_BIND_TO_PORT``) and MMS's inference API moves to a loopback port:
+
+* ``/ping``: 200 ``{"status": "Healthy"}`` while the ready file exists, else 503 JSON.
+  ``serve`` keeps the file (:mod:`dogbreed.serving.readiness`);
+* ``GET /execution-parameters``: :func:`execution_parameters`, fixed at start-up;
+* ``/invocations``: passed to MMS over kept-alive HTTP/1.1 connections. The body limit
+  is MMS's own (``mms_max_request_size``), above the handler's, so the handler still
+  answers an oversized body with its JSON 413 and nginx only refuses what MMS would
+  have refused with an empty one;
+* anything else: 404 JSON; and nginx's own errors (413, 502, 504, ...) are JSON too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dogbreed.serving.environment import ServingEnvironment
+
+MIB = 1024 * 1024
+NOT_FOUND = "unknown path; this endpoint serves GET /ping, POST /invocations and GET /execution-parameters"
+NOT_READY = "not ready: the model server's workers are loading the model; retry shortly"
+# Internal locations answering nginx's own errors: a URI, not a named location, since a
+# request nginx could not parse has no URI to carry into a named one.
+ERROR_PREFIX = "/.dogbreed-error/"
+# Bodies up to this size stay in memory; larger ones (batch payloads) go to a temp file
+# in the run's directory. nginx allocates the whole buffer for a chunked body.
+MAX_BODY_BUFFER = 16 * MIB
+TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+@dataclass(frozen=True)
+class FrontFiles:
+    """Where nginx's files for one run live, all under ``workdir``."""
+
+    workdir: Path
+
+    @property
+    def config(self) -> Path:
+        return self.workdir / "nginx.conf"
+
+    @property
+    def ready_file(self) -> Path:
+        return self.workdir / "ready"
+
+    @property
+    def loaded_dir(self) -> Path:
+        return self.workdir / "loaded"
+
+    @property
+    def nginx_dir(self) -> Path:
+        return self.workdir / "nginx"
+
+
+def execution_parameters(env: ServingEnvironment) -> dict[str, object]:
+    """The answer to ``GET /execution-parameters``: what Batch Transform should send.
+
+    One image per request (``SINGLE_RECORD``: an image cannot be split into records),
+    as many requests at once as there are workers, and the payload limit in MB.
+    """
+    return {
+        "MaxConcurrentTransforms": env.workers,
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": env.max_payload_bytes // MIB,
+    }
+
+
+def proxy_timeout_s(env: ServingEnvironment) -> int:
+    """How long nginx waits on MMS: a request may queue behind one using its whole timeout."""
+    return 2 * env.timeout_s
+
+
+def error_messages(env: ServingEnvironment) -> dict[int, str]:
+    """The ``{"error": ...}`` nginx itself answers with, by status."""
+    return {
+        400: "malformed HTTP request",
+        404: NOT_FOUND,
+        405: "method not allowed; this endpoint serves GET /ping, POST /invocations and GET /execution-parameters",
+        408: "the request took too long to arrive",
+        413: (f"the request body is over {env.mms_max_request_size} bytes; this endpoint accepts images "
+              f"of up to {env.max_payload_bytes} bytes ({env.max_payload_bytes / MIB:g} MiB)"),
+        414: "request URI too long",
+        494: "request headers too large",
+        500: "internal error in the endpoint's front server",
+        502: "the model server did not answer (it is starting, restarting or stopping); retry shortly",
+        504: f"the model server did not answer within {proxy_timeout_s(env)} s",
+    }
+
+
+
+def _string(value: object) -> str:
+    """``value`` as JSON inside a single-quoted nginx string."""
+    text = json.dumps(value)
+    if "$" in text:  # nginx would read a variable; none of our texts needs a dollar
+        raise ValueError(f"no '$' allowed in an nginx string: {text}")
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def nginx_config(env: ServingEnvironment, files: FrontFiles, user: str | None = None) -> str:
+    """The nginx.conf text for ``env``; ``user`` is the workers' user when started as root."""
+    temp_paths = "\n".join(f'    {name}_temp_path "{files.nginx_dir / name}";' for name in TEMP_PATHS)
+    errors = error_messages(env)
+    error_pages = "\n".join(f"        error_page {code} {ERROR_PREFIX}{code};" for code in errors)
+    error_locations = "\n".join(
+        f"        location = {ERROR_PREFIX}{code} {{\n            internal;\n"
+        f"            return {400 if code == 494 else code} {_string({'error': text})};\n        }}"
+        for code, text in errors.items()
+    )
+    timeout = proxy_timeout_s(env)
+    return f"""# Written by dogbreed.serving.front for this run of `serve`.
+{f"user {user};" if user else "# no user directive: not started as root"}
+worker_processes 1;
+daemon off;
+pid "{files.nginx_dir / 'nginx.pid'}";
+error_log stderr warn;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    server_tokens off;
+    default_type application/json;
+    # Pass every header on as MMS received it before.
+    underscores_in_headers on;
+{temp_paths}
+
+    upstream mms {{
+        server 127.0.0.1:{env.mms_port};
+        keepalive {max(8, 2 * env.workers)};
+    }}
+
+    server {{
+        listen {env.port} default_server;
+        client_max_body_size {env.mms_max_request_size};
+        client_body_buffer_size {min(env.mms_max_request_size, MAX_BODY_BUFFER)};
+
+        location = /ping {{
+            if (-f "{files.ready_file}") {{
+                return 200 {_string({"status": "Healthy"})};
+            }}
+            return 503 {_string({"error": NOT_READY})};
+        }}
+
+        location = /execution-parameters {{
+            if ($request_method !~ ^(GET|HEAD)$) {{
+                return 405;
+            }}
+            return 200 {_string(execution_parameters(env))};
+        }}
+
+        location = /invocations {{
+            proxy_pass http://mms;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_connect_timeout 5s;
+            proxy_send_timeout {timeout}s;
+            proxy_read_timeout {timeout}s;
+            proxy_buffer_size 16k;
+            proxy_buffers 8 16k;
+            proxy_max_temp_file_size 0;
+        }}
+
+        location / {{
+            return 404 {_string({"error": NOT_FOUND})};
+        }}
+
+{error_pages}
+{error_locations}
+    }}
+}}
+"""
+
+
+def nginx_user() -> str | None:
+    """The user nginx's worker runs as: ``www-data`` when started as root, else none to set."""
+    return "www-data" if os.geteuid() == 0 else None
+
+
+def write_config(env: ServingEnvironment, files: FrontFiles) -> Path:
+    """Create the run's directories (readable by nginx's worker) and write nginx.conf."""
+    for directory in (files.workdir, files.nginx_dir, files.loaded_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+        # nginx's worker (www-data) must reach the ready file and its temp paths.
+        directory.chmod(0o755)
+    files.config.write_text(nginx_config(env, files, nginx_user()))
+    return files.config
+
+
+def nginx_command(files: FrontFiles) -> list[str]:
+    """nginx in the foreground on the run's config; ``-e`` keeps it off /var/log from the start."""
+    return ["nginx", "-c", str(files.config), "-p", str(files.nginx_dir), "-e", "stderr"]
