@@ -1,14 +1,25 @@
 #!/usr/bin/env python3
-"""Benchmark the serving container against the model alone.
+"""The serving container against what users run today, and against the model alone.
 
-    bench/serve --model-dir build/opt_ml/model          # starts dogbreed-serve:latest itself
-    bench/serve --url http://127.0.0.1:8080 --model-dir build/opt_ml/model
+    bench/serve [--model-dir DIR] [--requests 100] [--concurrency 1 4] [-e KEY=VALUE ...]
+    bench/serve --layouts 1x2,2x1,2x2           # also: our server per workers x ORT threads
 
-POSTs real photos to /invocations at each concurrency (default 1 and 4) and prints median
-and p99 latency and requests/s, beside the same figures for the ONNX model alone run
-in-process with ONNX Runtime on the same machine (same model file, same preprocessed
-inputs, the server's worker/thread layout): that is the limit the endpoint approaches.
-Request counts are bounded; this is not part of the test suite.
+In one run, on the same CPUs, model directory, photos and client (:func:`drive`, one
+keep-alive session per thread), each alone on the machine in turn:
+
+1. the seed-style baseline (bench/baseline: MMS + sagemaker-inference started by the
+   toolkit with its defaults, and a course-style ``inference.py`` in eager PyTorch with
+   torchvision transforms), built from the training image in this run;
+2. ``dogbreed-serve`` (settings from ``-e``, else its defaults);
+3. the same model alone in-process with ONNX Runtime, inside the serving image, in the
+   server's layout and precision (bench/inprocess.py): the limit the endpoint approaches.
+
+Per concurrency: median and p99 latency and requests/s, warm-up requests excluded; the
+top-1 agreement of the two servers on the photos; the ratios against the targets (at
+concurrency 4 >= 2.5x the baseline's requests/s, at concurrency 1 a median <= 1/3 of the
+baseline's, >= 85% of the in-process requests/s). The last line is a JSON object.
+Without ``--model-dir`` a ResNet50 is trained for it (bench/serve_model.py). Request
+counts are bounded; this is not part of the test suite.
 """
 
 from __future__ import annotations
@@ -16,19 +27,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import serve_model  # noqa: E402
+import serve_report  # noqa: E402
+import servers  # noqa: E402
+from serve_report import Figures, InProcessRun, ServerRun  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "code"))
-DEFAULT_PHOTOS = Path(os.environ.get("DOGBREED_TEST_DATA", REPO.parent / "shared" / "data" / "dogs-3breeds")) / "valid"
+DATA = Path(os.environ.get("DOGBREED_TEST_DATA", REPO.parent / "shared" / "data" / "dogs-3breeds"))
+WORKERS_ENV, THREADS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS", "DOGBREED_ORT_THREADS"
+# What our server logs once about its setup (layout, precision and why); the workers'
+# copies of the same lines come through MMS's WorkerLifeCycle logger and are left out.
+OURS_SETUP = r"dogbreed\.serv\S* - .*(worker\(s\)|fp32|int8)"
+BASELINE_SETUP = r"Default workers per model"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -36,8 +55,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def drive(call, items: list, concurrency: int, requests: int) -> dict[str, float]:
-    """Run ``call(item)`` ``requests`` times from ``concurrency`` threads; latency and rate."""
+def drive(call, items: list, concurrency: int, requests: int) -> Figures:
+    """Run ``call(item, i)`` ``requests`` times from ``concurrency`` threads; latency and rate."""
     latencies: list[float] = []
     lock = threading.Lock()
 
@@ -52,11 +71,18 @@ def drive(call, items: list, concurrency: int, requests: int) -> dict[str, float
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(requests)))
     wall = time.perf_counter() - started
-    return {
-        "median_ms": statistics.median(latencies) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
-        "rps": requests / wall,
-    }
+    return Figures(statistics.median(latencies) * 1000, percentile(latencies, 99) * 1000, requests / wall)
+
+
+def select_photos(folder: Path, limit: int = 96) -> list[Path]:
+    """Up to ``limit`` JPEGs under ``folder``, the classes interleaved, in a fixed order."""
+    by_class: dict[Path, list[Path]] = {}
+    for path in sorted(folder.rglob("*.jpg")):
+        by_class.setdefault(path.parent, []).append(path)
+    photos = [p for group in zip(*by_class.values()) for p in group]
+    taken = set(photos)
+    leftovers = [p for paths in by_class.values() for p in paths if p not in taken]
+    return (photos + leftovers)[:limit]
 
 
 def endpoint_caller(url: str):
@@ -64,113 +90,118 @@ def endpoint_caller(url: str):
 
     local = threading.local()
 
-    def call(body: bytes, _i: int) -> None:
+    def call(body: bytes, _i: int):
         if not hasattr(local, "session"):
             local.session = requests.Session()
-        response = local.session.post(url + "/invocations", data=body, headers={"Content-Type": "image/jpeg"}, timeout=120)
+        response = local.session.post(url + "/invocations", data=body, headers={"Content-Type": "image/jpeg"},
+                                      timeout=120)
         if response.status_code != 200:
             raise RuntimeError(f"/invocations answered {response.status_code}: {response.text[:300]}")
+        return response.json()
 
     return call
 
 
-def model_caller(model_dir: Path, workers: int, threads: int):
-    """In-process ORT: ``workers`` sessions of ``threads`` threads, as the server runs them."""
-    from dogbreed.serving.predictor import Predictor
+def measure_server(image: str, model_dir: Path, env: dict[str, str], bodies: list[bytes], args,
+                   setup_pattern: str) -> ServerRun:
+    """Start ``image``, record its answer to each photo, drive it at each concurrency, stop it."""
+    server = servers.start(image, model_dir, env, bodies[0])
+    try:
+        call = endpoint_caller(server.url)
+        answers = [call(body, 0) for body in bodies]
+        top1 = [a["predicted_label"] for a in answers]
+        probabilities = [{e["label"]: e["probability"] for e in a["top_k"]} for a in answers]
+        figures = {}
+        for c in args.concurrency:
+            drive(call, bodies, c, args.warmup)
+            figures[c] = drive(call, bodies, c, args.requests)
+        return ServerRun(figures, top1, probabilities, server.log_lines(setup_pattern))
+    finally:
+        server.remove()
 
-    predictors = [Predictor(model_dir, threads=threads) for _ in range(workers)]
 
-    def call(tensor, i: int) -> None:
-        predictors[i % workers].run(tensor[None])
+def measure_in_process(image: str, model_dir: Path, env: dict[str, str], photos: Path, args) -> InProcessRun:
+    """bench/inprocess.py in the serving image with ``env``; its JSON line."""
+    cmd = ["docker", "run", "--rm", "--entrypoint", "python", "-v", f"{model_dir.resolve()}:/opt/ml/model:ro",
+           "-v", f"{REPO / 'bench'}:/opt/bench:ro", "-v", f"{photos.resolve()}:/photos:ro"]
+    for key, value in env.items():
+        cmd += ["-e", f"{key}={value}"]
+    cmd += [image, "/opt/bench/inprocess.py", "--photos", "/photos", "--requests", str(args.requests),
+            "--warmup", str(args.warmup), "--concurrency", *map(str, args.concurrency)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"the in-process run failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    figures = {int(c): Figures(**f) for c, f in out["results"].items()}
+    return InProcessRun(figures, out["precision"], out["workers"], out["ort_threads"], out["decode_ms"])
 
-    return predictors[0], call
+
+def cpu_description() -> str:
+    """The CPU model, the cores this process may use, and the vector extensions that matter to ORT."""
+    model, flags = "unknown CPU", set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown CPU":
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    isa = " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags)
+    return f"{model}, {len(os.sched_getaffinity(0))} cores ({isa or 'no AVX2'})"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def parse_layouts(text: str) -> list[tuple[int, int]]:
+    """``"1x2,2x1"`` -> [(1, 2), (2, 1)]: workers x ORT threads."""
+    layouts = []
+    for item in text.split(","):
+        workers, sep, threads = item.strip().partition("x")
+        if not sep or not workers.isdigit() or not threads.isdigit() or int(workers) < 1 or int(threads) < 1:
+            raise argparse.ArgumentTypeError(f"layout {item!r} is not WORKERSxTHREADS, e.g. 2x1")
+        layouts.append((int(workers), int(threads)))
+    return layouts
 
 
-def start_container(image: str, model_dir: Path, env: list[str]) -> tuple[str, str]:
-    import requests
-
-    name, port = f"dogbreed-bench-{uuid.uuid4().hex[:8]}", free_port()
-    cmd = ["docker", "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
-           "-v", f"{model_dir.resolve()}:/opt/ml/model:ro"]
-    for e in env:
-        cmd += ["-e", e]
-    subprocess.run(cmd + [image, "serve"], check=True, capture_output=True, timeout=120)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url + "/ping", timeout=5).status_code == 200:
-                return name, url
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-    raise SystemExit(f"the container never became healthy:\n{logs[-3000:]}")
+def parse_args(argv: list[str] | None):
+    parser = argparse.ArgumentParser(prog="bench/serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, help="a trained model dir (default: train one, see bench/serve_model.py)")
+    parser.add_argument("--image", default=os.environ.get("SERVE_IMAGE", "dogbreed-serve:latest"))
+    parser.add_argument("--train-image", default=os.environ.get("TRAIN_IMAGE", "dogbreed-train:latest"),
+                        help="the baseline's base image (and the image that trains a default model)")
+    parser.add_argument("-e", "--env", action="append", default=[], help="KEY=VALUE for our server and the in-process run")
+    parser.add_argument("--photos", type=Path, default=DATA / "valid", help="a folder of JPEGs (searched recursively)")
+    parser.add_argument("--requests", type=int, default=100, help="requests per concurrency level (max 2000)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--warmup", type=int, default=8, help="requests per level before the measured ones")
+    parser.add_argument("--layouts", type=parse_layouts, default=[],
+                        help="also run our server (and the in-process model) per layout WORKERSxTHREADS,...")
+    args = parser.parse_args(argv)
+    args.requests = max(1, min(args.requests, 2000))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help="a running endpoint (default: start IMAGE on a free loopback port)")
-    parser.add_argument("--model-dir", type=Path, required=True, help="the served model dir (for the model-only figure)")
-    parser.add_argument("--image", default=os.environ.get("SERVE_IMAGE", "dogbreed-serve:latest"))
-    parser.add_argument("-e", "--env", action="append", default=[], help="KEY=VALUE for the started container")
-    parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="a folder of JPEGs (searched recursively)")
-    parser.add_argument("--requests", type=int, default=100, help="requests per concurrency level (max 2000)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--warmup", type=int, default=8)
-    args = parser.parse_args(argv)
-    n = max(1, min(args.requests, 2000))
-
-    photos = sorted(args.photos.rglob("*.jpg"))[:32]
+    args = parse_args(argv)
+    env = dict(e.split("=", 1) for e in args.env)
+    photos = select_photos(args.photos)
     if not photos:
         raise SystemExit(f"no .jpg photos under {args.photos}")
     bodies = [p.read_bytes() for p in photos]
+    model_dir = args.model_dir or serve_model.ensure_model_dir(DATA, args.train_image)
+    servers.build_baseline(args.train_image)
+    load_before = os.getloadavg()
 
-    from dogbreed.serving.environment import ServingEnvironment
+    baseline = measure_server(servers.BASELINE_IMAGE, model_dir, {}, bodies, args, BASELINE_SETUP)
+    ours = measure_server(args.image, model_dir, env, bodies, args, OURS_SETUP)
+    alone = measure_in_process(args.image, model_dir, env, args.photos, args)
+    layouts = []
+    for workers, threads in args.layouts:
+        layout_env = {**env, WORKERS_ENV: str(workers), THREADS_ENV: str(threads)}
+        run = measure_server(args.image, model_dir, layout_env, bodies, args, OURS_SETUP)
+        layouts.append(((workers, threads), run, measure_in_process(args.image, model_dir, layout_env, args.photos, args)))
 
-    env = ServingEnvironment.from_env(dict(e.split("=", 1) for e in args.env))
-    predictor, model_call = model_caller(args.model_dir, env.workers, env.ort_threads)
-    tensors = [predictor.preprocess(b) for b in bodies]
-    start = time.perf_counter()
-    for b in bodies:
-        predictor.preprocess(b)
-    decode_ms = (time.perf_counter() - start) / len(bodies) * 1000
-
-    container = None
-    url = args.url
-    if not url:
-        container, url = start_container(args.image, args.model_dir, args.env)
-    try:
-        call = endpoint_caller(url.rstrip("/"))
-        rows = []
-        for c in args.concurrency:
-            drive(call, bodies, c, args.warmup)
-            drive(model_call, tensors, c, args.warmup)
-            served = drive(call, bodies, c, n)
-            alone = drive(model_call, tensors, c, n)
-            rows.append((c, served, alone))
-    finally:
-        if container:
-            subprocess.run(["docker", "stop", container], capture_output=True, timeout=60)
-
-    print(f"model: {args.model_dir}  photos: {len(bodies)}  requests per level: {n}  cpus: {env.cpus}  "
-          f"layout: {env.workers} worker(s) x {env.ort_threads} ORT thread(s)")
-    print(f"decode + preprocess in-process (not in the model-only figure): {decode_ms:.1f} ms per photo")
-    header = f"{'concurrency':>11} | {'endpoint median/p99 ms':>22} {'req/s':>7} | {'model-only median/p99 ms':>24} {'req/s':>7} | {'throughput ratio':>16}"
-    print(header)
-    print("-" * len(header))
-    for c, s, a in rows:
-        print(f"{c:>11} | {s['median_ms']:>10.1f} / {s['p99_ms']:>9.1f} {s['rps']:>7.1f} | "
-              f"{a['median_ms']:>12.1f} / {a['p99_ms']:>9.1f} {a['rps']:>7.1f} | {s['rps'] / a['rps']:>15.0%}")
-    print(json.dumps({"results": [{"concurrency": c, "endpoint": s, "model_only": a} for c, s, a in rows]}))
-    return 0
+    facts = serve_report.Facts(cpu=cpu_description(), model_dir=model_dir, photos=len(bodies),
+                               requests=args.requests, warmup=args.warmup, image=args.image, env=env,
+                               load=(load_before, os.getloadavg()))
+    return serve_report.print_all(facts, baseline, ours, alone, layouts)
 
 
 if __name__ == "__main__":
