@@ -5,7 +5,11 @@ A training job writes, into ``/opt/ml/model`` (SageMaker tars it as ``model.tar.
 - ``model.pt``: the PyTorch ``state_dict`` of the fine-tuned network;
 - ``model.onnx``: the same network for ONNX Runtime, input ``input`` (N, 3, H, W)
   float32, output ``logits`` (N, classes);
-- ``model.json``: :class:`ModelMetadata`, everything needed to use the two files.
+- ``model.int8.onnx`` (optional): the same network statically quantized to int8, same
+  input and output; ``model.json``'s ``int8`` (:class:`Int8Export`) says how and what it
+  costs in validation accuracy. Models without it (``int8=false``, or older jobs) have
+  ``int8`` null or absent;
+- ``model.json``: :class:`ModelMetadata`, everything needed to use the files.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dogbreed.preprocessing import Preprocessing
 
 METADATA_FILE = "model.json"
 ONNX_FILE = "model.onnx"
+INT8_ONNX_FILE = "model.int8.onnx"
 TORCH_FILE = "model.pt"
 ONNX_INPUT = "input"
 ONNX_OUTPUT = "logits"
@@ -28,6 +33,49 @@ FORMAT_VERSION = 1
 
 class ModelLoadError(RuntimeError):
     """The model directory is missing files or holds something unreadable."""
+
+
+@dataclass
+class Int8Export:
+    """The int8 model beside ``model.onnx``: how it was quantized, and both models' top-1
+    accuracy on the same preprocessed validation images (ONNX Runtime, CPU)."""
+
+    file: str
+    format: str  # e.g. "QDQ s8s8 per-channel"
+    calibration: str  # ONNX Runtime's calibration method, e.g. "MinMax"
+    calibration_images: int  # training images, evaluation view
+    reduce_range: bool  # 7-bit weights
+    valid_images: int
+    fp32_valid_top1: float
+    int8_valid_top1: float
+
+    @property
+    def loss_points(self) -> float:
+        """Validation top-1 the int8 model loses against fp32, in percentage points (negative: gains)."""
+        return 100.0 * (self.fp32_valid_top1 - self.int8_valid_top1)
+
+    @property
+    def change_points(self) -> float:
+        """Validation top-1 of int8 minus fp32, in percentage points: ``-loss_points`` (never -0.0)."""
+        return 100.0 * (self.int8_valid_top1 - self.fp32_valid_top1)
+
+    def summary(self) -> str:
+        """``valid top-1 91.2% vs fp32 91.5% (-0.3 points) on 835 images``."""
+        return (f"valid top-1 {100 * self.int8_valid_top1:.1f}% vs fp32 {100 * self.fp32_valid_top1:.1f}% "
+                f"({self.change_points:+.1f} points) on {self.valid_images} images")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Int8Export":
+        """Rebuild from the ``int8`` entry of ``model.json``; raises KeyError/TypeError/ValueError."""
+        file = str(d["file"])
+        if Path(file).name != file or file in ("", ".", ".."):  # a file of the model directory, nothing else
+            raise ValueError(f"int8.file={file!r} is not a file name")
+        return cls(
+            file=file, format=str(d["format"]), calibration=str(d["calibration"]),
+            calibration_images=int(d["calibration_images"]), reduce_range=bool(d["reduce_range"]),
+            valid_images=int(d["valid_images"]), fp32_valid_top1=float(d["fp32_valid_top1"]),
+            int8_valid_top1=float(d["int8_valid_top1"]),
+        )
 
 
 @dataclass
@@ -40,6 +88,8 @@ class ModelMetadata:
     class_dirs: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    # Optional, so format_version stays 1: readers that predate it ignore the key and serve fp32.
+    int8: Int8Export | None = None
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,6 +100,8 @@ class ModelMetadata:
         d["input"] = {"name": ONNX_INPUT, "shape": [None, 3, size, size], "dtype": "float32", "layout": "NCHW"}
         d["output"] = {"name": ONNX_OUTPUT, "meaning": "unnormalised class scores (apply softmax)"}
         d["files"] = {"onnx": ONNX_FILE, "pytorch": TORCH_FILE}
+        if self.int8 is not None:
+            d["files"]["onnx_int8"] = self.int8.file
         return d
 
     def save(self, model_dir: str | os.PathLike) -> Path:
@@ -82,6 +134,7 @@ class ModelMetadata:
                 class_dirs=[str(c) for c in d.get("class_dirs", [])],
                 metrics=dict(d.get("metrics", {})),
                 hyperparameters=dict(d.get("hyperparameters", {})),
+                int8=Int8Export.from_dict(d["int8"]) if d.get("int8") is not None else None,
                 format_version=version,
             )
         except ModelLoadError:

@@ -91,9 +91,12 @@ def classes(trained_model_dir) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(serve_image, trained_model_dir):
+    # fp32: these tests compare the endpoint with PyTorch's float32 answers (the precision
+    # choice has its own test, test_the_served_precision_is_chosen_and_logged).
     container = Container(
         serve_image, Path(trained_model_dir),
-        {"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(PAYLOAD_MB), "DOGBREED_MAX_IMAGE_PIXELS": str(MAX_PIXELS)},
+        {"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(PAYLOAD_MB), "DOGBREED_MAX_IMAGE_PIXELS": str(MAX_PIXELS),
+         "DOGBREED_PRECISION": "fp32"},
     )
     try:
         container.wait_for_ping()
@@ -117,6 +120,7 @@ def check_prediction(response, classes, k=None):
 def test_ping_is_json_ok(server):
     response = server.ping()
     assert response is not None and response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json" and response.json() == {"status": "Healthy"}
 
 
 def test_real_photos_name_a_breed(server, real_photos, classes):
@@ -149,6 +153,23 @@ def test_endpoint_answers_what_the_trained_pytorch_model_predicts(server, real_p
             assert entry["probability"] == pytest.approx(float(probs[entry["class"]]), abs=1e-4), path
 
 
+@pytest.mark.parametrize("env", [{}, {"DOGBREED_PRECISION": "fp32"}], ids=["default", "fp32"])
+def test_the_served_precision_is_chosen_and_logged(serve_image, trained_model_dir, real_photos, classes, env):
+    """By default the gate of model.json's int8 figures decides; DOGBREED_PRECISION=fp32 overrides it."""
+    from dogbreed.artifacts import ModelMetadata
+    from dogbreed.serving.predictor import choose_precision
+
+    expected, reason = choose_precision(ModelMetadata.load(trained_model_dir), env.get("DOGBREED_PRECISION", "auto"), 0.5)
+    container = Container(serve_image, Path(trained_model_dir), env)
+    try:
+        container.wait_for_ping()
+        check_prediction(container.invoke(real_photos[0].read_bytes()), classes)
+        file = "model.int8.onnx" if expected == "int8" else "model.onnx"
+        assert f"serving {expected} ({file}): {reason}" in container.logs()
+    finally:
+        container.remove()
+
+
 def test_content_types_and_top_k(server, real_photos, classes):
     photo = real_photos[0].read_bytes()
     png = io.BytesIO()
@@ -170,6 +191,8 @@ def bad_payloads(photo: bytes) -> dict[str, tuple[bytes, str | None, dict, int]]
         "corrupt image": (b"\xff\xd8\xff\xe0" + b"\x13" * 5000, "image/jpeg", {}, 400),
         "bad top_k": (photo, "image/jpeg", {"X-Top-K": "many"}, 400),
         "over the payload limit": (photo + b"\0" * (PAYLOAD_MB * 1024 * 1024), "image/jpeg", {}, 413),
+        # Past MMS's own limit, nginx answers before MMS sees it.
+        "over the server's limit": (b"\0" * (3 * PAYLOAD_MB * 1024 * 1024), "image/jpeg", {}, 413),
         "too many pixels": (grey.getvalue(), "image/png", {}, 413),
     }
 
@@ -186,11 +209,13 @@ def test_bad_payloads_are_4xx_json_and_the_worker_keeps_serving(server, real_pho
 
 
 def test_unknown_path_is_404_json(server):
-    # MMS's frontend answers unknown paths itself, with its own JSON shape.
-    response = requests.get(server.url + "/predict", timeout=10)
-    assert response.status_code == 404
-    assert response.headers["Content-Type"].startswith("application/json")
-    assert response.json()
+    # nginx answers every path but /ping, /invocations and /execution-parameters; MMS's
+    # own APIs (/predictions/model, /models) are not published.
+    for path in ("/predict", "/predictions/model", "/models", "/.dogbreed-error/413"):
+        response = requests.get(server.url + path, timeout=10)
+        assert response.status_code == 404, path
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert "/invocations" in response.json()["error"]
 
 
 def test_200_requests_at_concurrency_8(server, real_photos, classes):

@@ -20,10 +20,15 @@ BREEDS = ["Beagle", "Siberian husky", "Toy poodle"]
 def test_trains_on_real_photos_and_writes_the_model(trained_run):
     model_dir = trained_run.model_dir
     assert trained_run.failure is None
-    for name in ("model.pt", "model.onnx", "model.json"):
+    for name in ("model.pt", "model.onnx", "model.int8.onnx", "model.json"):
         assert (model_dir / name).stat().st_size > 0, name
     meta = json.loads((model_dir / "model.json").read_text())
     assert meta["classes"] == BREEDS
+    # The int8 export, measured on all 86 validation photos; the fp32 figure is the job's own.
+    int8 = meta["int8"]
+    assert int8["file"] == "model.int8.onnx" and int8["valid_images"] == 86 and int8["calibration_images"] == 128
+    assert int8["fp32_valid_top1"] == pytest.approx(meta["metrics"]["valid_accuracy"], abs=1e-6)
+    assert (model_dir / "model.int8.onnx").stat().st_size < (model_dir / "model.onnx").stat().st_size / 3
     assert meta["arch"] == "resnet18"
     assert meta["preprocessing"]["crop_size"] == 224
     out = trained_run.opt_ml / "output" / "data"

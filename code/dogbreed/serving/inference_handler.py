@@ -47,9 +47,10 @@ class InferenceHandler(DefaultInferenceHandler):
         """Load and validate the model of ``model_dir``; raises ``ModelLoadError`` with the reason."""
         s = self.settings
         predictor = Predictor(model_dir, threads=s.ort_threads, max_payload_bytes=s.max_payload_bytes,
-                              max_image_pixels=s.max_image_pixels, default_top_k=s.top_k)
-        logger.info("model loaded from %s: %s, %d classes, %d ORT thread(s)",
-                    model_dir, predictor.metadata.arch, len(predictor.classes), s.ort_threads)
+                              max_image_pixels=s.max_image_pixels, default_top_k=s.top_k, precision=s.precision,
+                              int8_max_loss=s.int8_max_loss)
+        logger.info("model loaded from %s: %s, %d classes, %s, %d ORT thread(s)",
+                    model_dir, predictor.metadata.arch, len(predictor.classes), predictor.precision, s.ort_threads)
         return predictor
 
     def default_input_fn(self, input_data: Any, content_type: str | None, context: Any = None):

@@ -1,7 +1,9 @@
 """Loading the exported model and turning image bytes into breed predictions.
 
 The model directory is the training job's output (see :mod:`dogbreed.artifacts`):
-``model.json`` gives the classes and the preprocessing, ``model.onnx`` the network.
+``model.json`` gives the classes and the preprocessing, ``model.onnx`` the network and
+``model.int8.onnx``, when the job exported one, its int8 version (:func:`choose_precision`
+picks which to serve).
 Decoding is :func:`dogbreed.images.open_image` and preprocessing is
 :class:`dogbreed.preprocessing.Preprocessing`, the same code the training side
 evaluates with.
@@ -9,6 +11,7 @@ evaluates with.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,40 @@ from PIL import Image
 from dogbreed.artifacts import ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, ModelLoadError, ModelMetadata
 from dogbreed.images import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageTooLargeError, open_image
 from dogbreed.serving import content_types
+from dogbreed.serving.environment import DEFAULT_INT8_MAX_LOSS, INT8_MAX_LOSS_ENV, PRECISION_ENV
 from dogbreed.serving.errors import BadRequestError, PayloadTooLargeError
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+
+
+def choose_precision(metadata: ModelMetadata, requested: str, max_loss_points: float) -> tuple[str, str]:
+    """``(precision, reason)``: which of the model's ONNX files to serve, ``"fp32"`` or ``"int8"``, and why.
+
+    ``requested`` is ``DOGBREED_PRECISION``: ``fp32`` or ``int8`` is served as asked (int8
+    on a model without an int8 export raises :class:`ModelLoadError`); ``auto`` serves int8
+    only when ``model.json`` records that it loses at most ``max_loss_points`` percentage
+    points of validation top-1 against fp32.
+    """
+    int8 = metadata.int8
+    if requested == "fp32":
+        return "fp32", f"{PRECISION_ENV}=fp32"
+    if requested == "int8":
+        if int8 is None:
+            raise ModelLoadError(
+                f"{PRECISION_ENV}=int8, but this model has no int8 export (model.json records none: trained with "
+                f"int8=false or before int8 exports); unset {PRECISION_ENV} or set it to fp32"
+            )
+        return "int8", f"{PRECISION_ENV}=int8; {int8.summary()}"
+    if requested != "auto":
+        raise ValueError(f"precision {requested!r} is not auto, fp32 or int8")
+    if int8 is None:
+        return "fp32", "the model has no int8 export (trained with int8=false or before int8 exports)"
+    figures = f"{int8.summary()}, limit {max_loss_points:g} points ({INT8_MAX_LOSS_ENV})"
+    if int8.loss_points <= max_loss_points + 1e-9:  # rounding must not turn a loss of exactly the limit away
+        return "int8", figures
+    return "fp32", f"int8 loses too much: {figures}"
 
 
 def _onnxruntime():
@@ -104,6 +138,8 @@ class Predictor:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
         default_top_k: int = 5,
+        precision: str = "auto",
+        int8_max_loss: float = DEFAULT_INT8_MAX_LOSS,
     ):
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
@@ -114,12 +150,17 @@ class Predictor:
         self.max_payload_bytes = max_payload_bytes
         self.max_image_pixels = max_image_pixels
         self.default_top_k = default_top_k
-        self.session = self._load_session(self.model_dir / ONNX_FILE, threads)
+        # precision: "fp32" (model.onnx) or "int8" (model.int8.onnx); precision_reason says why.
+        self.precision, self.precision_reason = choose_precision(self.metadata, precision, int8_max_loss)
+        onnx_file = self.metadata.int8.file if self.precision == "int8" else ONNX_FILE
+        self.session = self._load_session(self.model_dir / onnx_file, threads)
         self._warm_up()
+        logger.info("serving %s (%s): %s", self.precision, onnx_file, self.precision_reason)
 
     def _load_session(self, path: Path, threads: int):
         if not path.is_file():
-            raise ModelLoadError(f"{path} is missing; the training job should have exported it")
+            hint = f" (or set {PRECISION_ENV}=fp32 to serve {ONNX_FILE})" if self.precision == "int8" else ""
+            raise ModelLoadError(f"{path} is missing; the training job should have exported it{hint}")
         ort = _onnxruntime()
         try:
             session = ort.InferenceSession(

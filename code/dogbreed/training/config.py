@@ -121,6 +121,24 @@ class TrainConfig:
         "where the local smdebug trial goes [default: debug-output beside metrics.json]; SageMaker "
         "Debugger's config wins when present",
     )
+    int8: bool = hp(
+        True,
+        "also export model.int8.onnx, statically quantized with ONNX Runtime (QDQ, signed int8, per-channel "
+        "weights), and record its and model.onnx's valid top-1 in model.json; the endpoint serves it when it "
+        "loses little. A failed quantization fails the job. off: model.onnx only",
+    )
+    int8_calibration_images: int = hp(
+        128, "training images (evaluation view, drawn at random) that calibrate the int8 activation ranges; "
+        "capped at the train split's readable images",
+    )
+    # On x86 CPUs without VNNI (AVX2, AVX-512 before Cascade Lake), ONNX Runtime's int8 kernels add
+    # pairs of 8-bit products into 16 bits, which can saturate; 7-bit weights cannot. The serving CPU
+    # is unknown here, so the safe range is the default: the accuracy measured is the one served.
+    int8_reduce_range: bool = hp(
+        True,
+        "quantize weights to 7 bits, which no x86 CPU's int8 kernels can saturate; false (8 bits, a little "
+        "more precise) only for endpoints on CPUs with VNNI, where 8-bit weights cannot saturate either",
+    )
 
     def __post_init__(self):
         for f in fields(self):
@@ -145,6 +163,7 @@ class TrainConfig:
             ("loader_timeout", self.loader_timeout > 0, "must be > 0 (seconds)"),
             ("feature_views", self.feature_views >= 1, "must be >= 1"),
             ("distributed_timeout", self.distributed_timeout > 0, "must be > 0 (seconds)"),
+            ("int8_calibration_images", self.int8_calibration_images >= 1, "must be >= 1"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -261,7 +280,7 @@ _PATH_FLAGS = {
     "train": "the train channel: one folder per class",
     "valid": "the valid channel",
     "test": "the test channel (optional; test metrics are skipped without it)",
-    "model_dir": "where model.pt, model.onnx and model.json go",
+    "model_dir": "where model.pt, model.onnx, model.int8.onnx and model.json go",
     "output_data_dir": "where metrics.json and the confusion matrices go",
     "checkpoint_dir": "where checkpoint.pt is written each epoch and resumed from",
 }

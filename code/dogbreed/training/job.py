@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from dogbreed.artifacts import ModelMetadata
+from dogbreed.artifacts import INT8_ONNX_FILE, ModelMetadata
 from dogbreed.images import ImageDecodeError, open_image
 from dogbreed.preprocessing import Preprocessing
 from dogbreed.report.data import EPOCH_PREFIX, EPOCH_SCALARS
@@ -54,6 +54,7 @@ from dogbreed.training.loop import Evaluation, GracefulStop, Learner, PassTotals
 from dogbreed.training.metrics import EpochMetrics, format_metrics, write_metrics_json, write_reports
 from dogbreed.training.model import build_model, trainable_parameters
 from dogbreed.training.profiler import JobProfiler
+from dogbreed.training.quantize import export_int8
 
 log = logging.getLogger("dogbreed.training")
 
@@ -366,10 +367,34 @@ def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, s
     )
     sample = sample_batch(data.valid, data.preprocessing)
     final["onnx_max_abs_diff"] = export_model_dir(learner.network, metadata, paths.model_dir, sample)
+    if config.int8:
+        add_int8(config, paths, data, metadata, final, stop)
+    else:  # an earlier run's, on the same folders
+        (paths.model_dir / INT8_ONNX_FILE).unlink(missing_ok=True)
     for split_name, matrix in reports.items():
         write_reports(paths.output_data_dir, split_name, matrix, data.classes)
     write_metrics(config, paths, data, state, final)
     log.info("model written to %s, reports to %s", paths.model_dir, paths.output_data_dir)
+
+
+def add_int8(config: TrainConfig, paths: JobPaths, data: Data, metadata: ModelMetadata, final: dict[str, Any],
+             stop: GracefulStop) -> None:
+    """``model.int8.onnx`` beside ``model.onnx``; both models' valid top-1 go into ``model.json``, the
+    final metrics and a metric line."""
+    start = time.perf_counter()
+    readable = sum(1 for path, _ in data.train.samples if str(path) not in data.train.unreadable)
+    if config.int8_calibration_images > readable:
+        log.info("int8_calibration_images=%d, but the train split has %d readable images: calibrating on those",
+                 config.int8_calibration_images, readable)
+    metadata.int8 = export_int8(paths.model_dir, data.preprocessing, data.train, data.valid,
+                                config.int8_calibration_images, config.int8_reduce_range, config.seed, stop)
+    for split in (data.train, data.valid):
+        split.check_unreadable(config.max_unreadable_fraction)
+    top1 = {"fp32_valid_accuracy": metadata.int8.fp32_valid_top1, "int8_valid_accuracy": metadata.int8.int8_valid_top1}
+    final.update(top1)
+    log.info(format_metrics(top1))
+    metadata.save(paths.model_dir)
+    log.info("int8 export: %.1f s", time.perf_counter() - start)
 
 
 def write_metrics(config: TrainConfig, paths: JobPaths, data: Data, state: TrainingState | None,
@@ -466,8 +491,8 @@ def train(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: 
             log.warning("SIGTERM: stopped during epoch %d; checkpoint saved to %s", state.partial.epoch,
                         paths.checkpoint_dir)
         else:
-            log.warning("SIGTERM: stopped during the test pass; the checkpoint of epoch %d in %s is kept",
-                        state.epoch, paths.checkpoint_dir)
+            log.warning("SIGTERM: stopped during the test pass or the export; the checkpoint of epoch %d in %s "
+                        "is kept", state.epoch, paths.checkpoint_dir)
         return EXIT_SIGTERM
     except RuntimeError as exc:
         failure = loader_failure(exc)

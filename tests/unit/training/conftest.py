@@ -77,5 +77,6 @@ def opt_ml(tmp_path, monkeypatch, fake_torch_home) -> Path:
 
 
 def fast_args(*extra: str) -> list[str]:
-    """Flags for a quick CPU run: resnet18 and 64-pixel crops (DataLoader workers as by default)."""
-    return ["--arch", "resnet18", "--batch_size", "8", *SIZE, *extra]
+    """Flags for a quick CPU run: resnet18 and 64-pixel crops (DataLoader workers as by default), no int8
+    export (it adds about 1.5 s to each small job; test_quantize.py and test_end_to_end turn it on)."""
+    return ["--arch", "resnet18", "--batch_size", "8", *SIZE, "--int8", "false", *extra]

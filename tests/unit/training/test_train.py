@@ -22,11 +22,12 @@ def test_end_to_end(opt_ml, fake_weights, capsys):
     (opt_ml / "input" / "config" / "hyperparameters.json").write_text(
         json.dumps({"epochs": '"2"', "lr": "0.01", "max_unreadable_fraction": '"0.2"', "sagemaker_job_name": "x"})
     )
-    assert main(fast_args("--pretrained", str(fake_weights), "--patience", "5")) == 0
+    assert main(fast_args("--pretrained", str(fake_weights), "--patience", "5", "--int8", "true")) == 0
     out = capsys.readouterr().out
 
     model_dir = opt_ml / "model"
-    assert {p.name for p in model_dir.iterdir()} >= {"model.pt", "model.onnx", "model.json"}
+    assert {p.name for p in model_dir.iterdir()} >= {"model.pt", "model.onnx", "model.int8.onnx", "model.json"}
+    assert ModelMetadata.load(model_dir).int8.calibration_images == 24
     metadata = ModelMetadata.load(model_dir)
     assert metadata.classes == ["Affenpinscher", "Afghan hound", "German shepherd dog"]
     assert metadata.class_dirs == CLASS_DIRS and metadata.arch == "resnet18"

@@ -1,0 +1,178 @@
+"""The int8 model: ``model.onnx`` statically quantized with ONNX Runtime, and what it costs.
+
+ONNX Runtime's recommended CPU recipe: QDQ format, signed int8 activations and weights,
+per-channel weight scales, activation ranges calibrated (MinMax) on training images in
+the evaluation view. Both models then classify the same preprocessed validation images,
+and :class:`~dogbreed.artifacts.Int8Export` records both top-1 accuracies in
+``model.json``; the endpoint serves int8 only when the loss is small enough.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from dogbreed.artifacts import INT8_ONNX_FILE, ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, Int8Export
+from dogbreed.preprocessing import Preprocessing
+from dogbreed.training.data import EvalTransform, ImageDataset, Split
+from dogbreed.training.failure import TrainingError
+from dogbreed.training.loop import GracefulStop, StopRequested, note_unreadable
+
+log = logging.getLogger(__name__)
+
+INT8_FORMAT = "QDQ s8s8 per-channel"
+CALIBRATION = CalibrationMethod.MinMax
+BATCH_SIZE = 16
+
+
+@dataclass
+class EvalBatch:
+    """Readable images of a split in the evaluation view: the model's float32 input and the labels."""
+
+    inputs: np.ndarray  # (N, 3, H, W) float32, normalised
+    labels: np.ndarray  # (N,) int64
+
+
+def eval_batches(split: Split, preprocessing: Preprocessing, order: Iterable[int], stop: GracefulStop,
+                 limit: int | None = None, batch_size: int = BATCH_SIZE) -> Iterator[EvalBatch]:
+    """Batches of the split's images in ``order``, decoded as the job's loaders decode them.
+
+    Images already known to be unreadable are passed over; new ones are recorded in the
+    split (and logged) as the loaders do. Stops after ``limit`` readable images. A SIGTERM
+    raises :class:`StopRequested` between batches (the flag alone: only rank 0 gets here,
+    so no collective check).
+    """
+    dataset = ImageDataset(split.samples, EvalTransform(preprocessing))
+    pixels: list[np.ndarray] = []
+    labels: list[int] = []
+    taken = 0
+    for index in order:
+        if limit is not None and taken >= limit:
+            break
+        if str(split.samples[index][0]) in split.unreadable:
+            continue
+        sample = dataset[(index, None)]
+        if sample.unreadable is not None:
+            note_unreadable(split, [(index, sample.unreadable)])
+            continue
+        pixels.append(sample.image.numpy())
+        labels.append(sample.label)
+        taken += 1
+        if len(pixels) == batch_size:
+            yield _batch(preprocessing, pixels, labels, stop)
+            pixels, labels = [], []
+    if pixels:
+        yield _batch(preprocessing, pixels, labels, stop)
+
+
+def _batch(preprocessing: Preprocessing, pixels: list[np.ndarray], labels: list[int], stop: GracefulStop) -> EvalBatch:
+    if stop.requested:
+        raise StopRequested()
+    return EvalBatch(preprocessing.normalize(np.stack(pixels)), np.asarray(labels, np.int64))
+
+
+class CalibrationImages(CalibrationDataReader):
+    """ONNX Runtime's calibration input: batches of :func:`eval_batches`, counted."""
+
+    def __init__(self, batches: Iterator[EvalBatch]):
+        self._batches = batches
+        self.images = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        if batch is None:
+            return None
+        self.images += len(batch.labels)
+        return {ONNX_INPUT: batch.inputs}
+
+
+class _BelowWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+@contextlib.contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """Drop the INFO lines the quantizer logs on the root logger (a few per layer, e.g. "Created a
+    copy of bias input"); named loggers, the job's included, are unaffected."""
+    quiet = _BelowWarning()
+    logging.getLogger().addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+def quantize(fp32_path: Path, int8_path: Path, calibration: CalibrationImages, reduce_range: bool) -> None:
+    """Write the static int8 QDQ model of ``fp32_path`` to ``int8_path``, calibrated on ``calibration``."""
+    with tempfile.TemporaryDirectory(prefix="dogbreed-int8-") as tmp, quiet_root_logger():
+        # Shape inference and graph optimisation first, as ONNX Runtime advises (BN is already
+        # folded into the convolutions by the export; this mostly fuses and annotates shapes).
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared))
+        quantize_static(
+            str(prepared), str(int8_path), calibration,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=reduce_range,
+            calibrate_method=CALIBRATION,
+            calibration_providers=["CPUExecutionProvider"],
+        )
+
+
+def top1(sessions: Sequence[ort.InferenceSession], split: Split, preprocessing: Preprocessing,
+         stop: GracefulStop) -> tuple[int, list[int]]:
+    """``(images, correct per session)``: every session classifies the same readable images of ``split``."""
+    images, correct = 0, [0] * len(sessions)
+    for batch in eval_batches(split, preprocessing, range(len(split.samples)), stop):
+        for i, session in enumerate(sessions):
+            logits = session.run([ONNX_OUTPUT], {ONNX_INPUT: batch.inputs})[0]
+            correct[i] += int((logits.argmax(axis=1) == batch.labels).sum())
+        images += len(batch.labels)
+    return images, correct
+
+
+def export_int8(model_dir: Path, preprocessing: Preprocessing, train: Split, valid: Split, calibration_images: int,
+                reduce_range: bool, seed: int, stop: GracefulStop) -> Int8Export:
+    """Write ``model.int8.onnx`` beside ``model.onnx`` and measure both on ``valid``.
+
+    Calibrates on up to ``calibration_images`` training images drawn at random (``seed``),
+    so every class is seen. Raises :class:`TrainingError` with the reason when ONNX Runtime
+    cannot quantize or run the model, and :class:`StopRequested` on SIGTERM.
+    """
+    model_dir = Path(model_dir)
+    order = np.random.default_rng(seed).permutation(len(train.samples)).tolist()
+    calibration = CalibrationImages(eval_batches(train, preprocessing, order, stop, limit=calibration_images))
+    try:
+        quantize(model_dir / ONNX_FILE, model_dir / INT8_ONNX_FILE, calibration, reduce_range)
+        sessions = [ort.InferenceSession(str(model_dir / name), providers=["CPUExecutionProvider"])
+                    for name in (ONNX_FILE, INT8_ONNX_FILE)]
+        images, (fp32_correct, int8_correct) = top1(sessions, valid, preprocessing, stop)
+    except (StopRequested, TrainingError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - ONNX and ONNX Runtime raise many unrelated types
+        raise TrainingError(
+            f"the int8 export failed: {type(exc).__name__}: {exc}; set int8=false to export the fp32 model only"
+        ) from exc
+    if images == 0:
+        raise TrainingError("the int8 export found no readable images in the valid split to measure it on")
+    export = Int8Export(
+        file=INT8_ONNX_FILE, format=INT8_FORMAT, calibration=CALIBRATION.name, calibration_images=calibration.images,
+        reduce_range=reduce_range, valid_images=images, fp32_valid_top1=fp32_correct / images,
+        int8_valid_top1=int8_correct / images,
+    )
+    log.info("int8: valid top-1 %.3f vs fp32 %.3f (%+.1f points) on %d images; calibrated on %d train images, "
+             "reduce_range=%s", export.int8_valid_top1, export.fp32_valid_top1, export.change_points, images,
+             calibration.images, reduce_range)
+    return export
