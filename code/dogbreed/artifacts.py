@@ -41,7 +41,7 @@ class Int8Export:
     accuracy on the same preprocessed validation images (ONNX Runtime, CPU)."""
 
     file: str
-    format: str  # e.g. "QDQ s8s8 per-channel"
+    format: str  # e.g. "QDQ u8s8 per-channel"
     calibration: str  # ONNX Runtime's calibration method, e.g. "MinMax"
     calibration_images: int  # training images, evaluation view
     reduce_range: bool  # 7-bit weights

@@ -46,7 +46,7 @@ def test_broken_model_json_is_a_clear_error(tmp_path, content, message):
 def int8_record(**changes):
     from dogbreed.artifacts import Int8Export
 
-    fields = dict(file="model.int8.onnx", format="QDQ s8s8 per-channel", calibration="MinMax",
+    fields = dict(file="model.int8.onnx", format="QDQ u8s8 per-channel", calibration="MinMax",
                   calibration_images=128, reduce_range=True, valid_images=835, fp32_valid_top1=0.915,
                   int8_valid_top1=0.912)
     return Int8Export(**{**fields, **changes})

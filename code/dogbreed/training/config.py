@@ -123,7 +123,7 @@ class TrainConfig:
     )
     int8: bool = hp(
         True,
-        "also export model.int8.onnx, statically quantized with ONNX Runtime (QDQ, signed int8, per-channel "
+        "also export model.int8.onnx, statically quantized with ONNX Runtime (QDQ, uint8 activations, int8 per-channel "
         "weights), and record its and model.onnx's valid top-1 in model.json; the endpoint serves it when it "
         "loses little. A failed quantization fails the job. off: model.onnx only",
     )

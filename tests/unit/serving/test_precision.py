@@ -23,7 +23,7 @@ from .conftest import BREEDS
 
 
 def record(fp32: float, int8: float) -> Int8Export:
-    return Int8Export(file=INT8_ONNX_FILE, format="QDQ s8s8 per-channel", calibration="MinMax",
+    return Int8Export(file=INT8_ONNX_FILE, format="QDQ u8s8 per-channel", calibration="MinMax",
                       calibration_images=128, reduce_range=True, valid_images=835, fp32_valid_top1=fp32,
                       int8_valid_top1=int8)
 

@@ -56,7 +56,7 @@ def test_job_exports_int8_and_records_both_top1s(opt_ml, fake_weights, capsys):
     metadata = ModelMetadata.load(model_dir)
     int8 = metadata.int8
     assert int8 is not None and int8.file == INT8_ONNX_FILE
-    assert (int8.format, int8.calibration, int8.reduce_range) == ("QDQ s8s8 per-channel", "MinMax", True)
+    assert (int8.format, int8.calibration, int8.reduce_range) == ("QDQ u8s8 per-channel", "MinMax", True)
     # 24 readable training images, under the default of 128: all of them; 12 readable valid images.
     assert int8.calibration_images == 24 and int8.valid_images == 12
     assert "int8_calibration_images=128, but the train split has 24 readable images" in out
