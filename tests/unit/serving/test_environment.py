@@ -6,7 +6,7 @@ from dogbreed.serving.environment import ConfigurationError, ServingEnvironment,
 
 def test_defaults_on_two_cpus():
     env = ServingEnvironment.from_env({}, cpus=2)
-    assert (env.port, env.workers, env.ort_threads) == (8080, 2, 1)
+    assert (env.port, env.workers, env.ort_threads) == (8080, 2, 2)
     assert env.model_dir == "/opt/ml/model"
     assert env.timeout_s == 60 and env.top_k == 5
     assert env.max_payload_bytes == 6 * 1024 * 1024
@@ -34,6 +34,12 @@ def test_sagemaker_variables_are_honoured():
     assert env.workers == 1 and env.ort_threads == 4
     assert env.timeout_s == 120 and env.max_payload_bytes == 2 * 1024 * 1024
     assert env.top_k == 3 and env.max_image_pixels == 1000 and env.model_dir == "/models/x"
+
+
+@pytest.mark.parametrize("cpus, layout", [(1, (1, 1)), (4, (4, 4)), (16, (16, 4))])
+def test_default_layout_is_a_worker_per_cpu_with_threads_for_every_core_up_to_four(cpus, layout):
+    env = ServingEnvironment.from_env({}, cpus=cpus)
+    assert (env.workers, env.ort_threads) == layout
 
 
 def test_more_workers_than_cpus_get_one_thread_each():
