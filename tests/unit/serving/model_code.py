@@ -87,7 +87,10 @@ def model_with_code(model_dir: Path, dest: Path, files: dict[str, str], link: bo
     ``link`` symlinks the model files (for tests on this machine); a container needs copies.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (METADATA_FILE, ONNX_FILE):
+    # Every ONNX file model.json may name (model.int8.onnx since the int8 export).
+    names = [METADATA_FILE] + sorted(p.name for p in Path(model_dir).glob("*.onnx"))
+    assert ONNX_FILE in names, f"{model_dir} has no {ONNX_FILE}"
+    for name in names:
         if link:
             (dest / name).symlink_to(Path(model_dir, name).resolve())
         else:
