@@ -32,6 +32,7 @@ DEFAULT_DATA = Path(os.environ.get("DOGBREED_TEST_DATA", REPO.parent / "shared" 
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from dogbreed.architectures import architecture  # noqa: E402
 from dogbreed.preprocessing import Preprocessing  # noqa: E402
 from dogbreed.training.config import TrainConfig  # noqa: E402
 from dogbreed.training.data import Batch, Normalize, collate, make_loader, scan_split, train_transform  # noqa: E402
@@ -108,7 +109,7 @@ def training_step(arch: str):
     model = build_model(arch, 3, "none", "all")
     optimizer = torch.optim.Adam(trainable_parameters(model), lr=1e-3)
     criterion = torch.nn.CrossEntropyLoss()
-    set_train_mode(model, "all")
+    set_train_mode(model, architecture(arch), "all")
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -14,11 +14,10 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence, get_type_hints
 
+from dogbreed.architectures import ARCH_NAMES, DEFAULT_ARCH, architecture
 from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.failure import ConfigError
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-FREEZE_CHOICES = ("all", "none", "layer1", "layer2", "layer3", "layer4")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
@@ -47,17 +46,23 @@ def hp(default: Any = None, help: str = "", choices: Sequence[str] | None = None
 class TrainConfig:
     """The training hyperparameters, validated on construction."""
 
-    arch: str = hp("resnet50", "torchvision ResNet to fine-tune", ARCHS)
+    arch: str = hp(
+        DEFAULT_ARCH,
+        "the ImageNet network to fine-tune: a torchvision ResNet, or EfficientNet-Lite0 (timm; its ImageNet weights "
+        "come with the image, so it needs no download and no pretrained channel)",
+        ARCH_NAMES,
+    )
     pretrained: str = hp(
         "imagenet",
-        "'imagenet' (from the pretrained channel, TORCH_HOME's cache, or a download), "
+        "'imagenet' (from the pretrained channel; then for efficientnet_lite0 the weights installed in the image, "
+        "for a ResNet TORCH_HOME's cache or a download), "
         "'none' (random init, from scratch), or a path to a .pth/.pt state_dict",
     )
     freeze: str = hp(
         "all",
-        "'all': train only the new fc layer; 'none': train everything; 'layerN': freeze the "
-        "stem up to and including layerN",
-        FREEZE_CHOICES,
+        "'all': train only the new final layer; 'none': train everything; a stage name freezes the stem up to "
+        "and including that stage: layer1..layer4 for a ResNet, blocks.0..blocks.6 or conv_head for "
+        "efficientnet_lite0",
     )
     epochs: int = hp(10, "maximum number of epochs")
     patience: int = hp(3, "stop after this many epochs without a lower valid loss (0: never stop early)")
@@ -156,7 +161,7 @@ class TrainConfig:
             ("lr_step_size", self.lr_step_size >= 1, "must be >= 1"),
             ("lr_gamma", 0 < self.lr_gamma <= 1, "must be in (0, 1]"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
-            ("image_size", self.image_size >= 32, "must be >= 32 (ResNets downsample 32x)"),
+            ("image_size", self.image_size >= 32, "must be >= 32 (the networks downsample 32x)"),
             ("resize_size", self.resize_size >= self.image_size, f"must be >= image_size ({self.image_size})"),
             ("max_unreadable_fraction", 0 <= self.max_unreadable_fraction <= 1, "must be in [0, 1]"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
@@ -168,6 +173,10 @@ class TrainConfig:
         for name, ok, rule in checks:
             if not ok:
                 raise ConfigError(f"hyperparameter {name}={getattr(self, name)!r} {rule}")
+        freeze_choices = architecture(self.arch).freeze_choices
+        if self.freeze not in freeze_choices:
+            raise ConfigError(f"hyperparameter freeze={self.freeze!r} is not one of {self.arch}'s: "
+                              f"{', '.join(freeze_choices)}")
         if self.pretrained not in ("imagenet", "none") and not Path(self.pretrained).is_file():
             raise ConfigError(
                 f"hyperparameter pretrained={self.pretrained!r} is neither 'imagenet', 'none' "

@@ -10,8 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from dogbreed.architectures import Architecture, architecture
 from dogbreed.artifacts import ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, TORCH_FILE, ModelMetadata
 from dogbreed.training.failure import TrainingError
+from dogbreed.training.model import build_network, head_of
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def export_model_dir(
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     # A plain copy on the CPU: the training model may carry smdebug hooks and live on a GPU.
-    clean = _cpu_copy(model, metadata.arch)
+    clean = _cpu_copy(model, architecture(metadata.arch))
     torch.save(clean.state_dict(), model_dir / TORCH_FILE)
     export_onnx(clean, model_dir / ONNX_FILE, metadata.preprocessing.crop_size)
     metadata.save(model_dir)
@@ -81,10 +83,8 @@ def export_model_dir(
     return diff
 
 
-def _cpu_copy(model: nn.Module, arch: str) -> nn.Module:
-    """A fresh torchvision ``arch`` on the CPU holding ``model``'s weights, without its hooks."""
-    from torchvision import models  # noqa: PLC0415
-
-    copy = models.get_model(arch, weights=None, num_classes=model.fc.out_features)
+def _cpu_copy(model: nn.Module, arch: Architecture) -> nn.Module:
+    """A fresh ``arch`` on the CPU holding ``model``'s weights, without its hooks."""
+    copy = build_network(arch, head_of(model, arch).out_features)
     copy.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
     return copy.eval()

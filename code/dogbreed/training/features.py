@@ -1,5 +1,5 @@
 """Cached backbone features: with ``freeze=all`` the trunk never changes, so its output for
-each image is computed once and the head (the network's own ``fc``) trains on the cache.
+each image is computed once and the head (the network's own final linear layer) trains on the cache.
 
 A cache file holds one split's features and the :class:`FeatureKey` they were computed
 under: the architecture, a checksum of the trunk's weights, the preprocessing, every file
@@ -28,10 +28,12 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from dogbreed.architectures import Architecture
 from dogbreed.preprocessing import Preprocessing
 from dogbreed.training.checkpoints import write_atomically
 from dogbreed.training.data import Batch, EpochBatches, EvalTransform, Normalize, Split, make_loader, train_transform
 from dogbreed.training.loop import batches
+from dogbreed.training.model import is_head_key, replace_head
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class FeatureKey:
 
     split: str
     arch: str
-    weights_sha256: str  # the trunk's weights (everything but fc)
+    weights_sha256: str  # the trunk's weights (everything but the head)
     preprocessing: str  # resize, crop, mean and std, as JSON
     files_sha256: str  # every file of the split: relative path, size and content
     files: int
@@ -86,11 +88,11 @@ class SplitFeatures:
         return cls(FeatureKey(**d["key"]), d["features"], d["labels"], d["readable"], dict(d["unreadable"]))
 
 
-def trunk_checksum(model: nn.Module) -> str:
-    """SHA-256 of the trunk's state (every tensor but ``fc``'s, names included)."""
+def trunk_checksum(model: nn.Module, arch: Architecture) -> str:
+    """SHA-256 of the trunk's state (every tensor but the head's, names included)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        if name.startswith("fc."):
+        if is_head_key(name, arch):
             continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -181,16 +183,16 @@ class FeatureStore:
 
 
 @torch.inference_mode()
-def trunk_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The network's output before ``fc`` (float32), in channels_last memory layout."""
-    head, model.fc = model.fc, nn.Identity()
+def trunk_features(model: nn.Module, arch: Architecture, images: torch.Tensor) -> torch.Tensor:
+    """The network's output before its head (float32), in channels_last memory layout."""
+    head = replace_head(model, arch, nn.Identity())
     try:
         return model(images.contiguous(memory_format=torch.channels_last)).float()
     finally:
-        model.fc = head
+        replace_head(model, arch, head)
 
 
-def extract(model: nn.Module, split: Split, key: FeatureKey, preprocessing: Preprocessing, device: torch.device,
+def extract(model: nn.Module, arch: Architecture, split: Split, key: FeatureKey, preprocessing: Preprocessing, device: torch.device,
             batch_size: int, num_workers: int, timeout: float, seed: int, stop) -> SplitFeatures:
     """Run every image of ``split`` (each view) through the frozen trunk once."""
     start, augment = time.perf_counter(), key.augmentation != "none"
@@ -212,7 +214,7 @@ def extract(model: nn.Module, split: Split, key: FeatureKey, preprocessing: Prep
                 unreadable.update(batch.unreadable)
                 if not len(batch):
                     continue
-                out = trunk_features(model, normalize(batch.images.to(device, non_blocking=True))).cpu()
+                out = trunk_features(model, arch, normalize(batch.images.to(device, non_blocking=True))).cpu()
                 if features is None:
                     features = torch.zeros(key.views, samples, out.shape[1])
                 features[view, batch.indices] = out

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from dogbreed.architectures import architecture
 from dogbreed.artifacts import INT8_ONNX_FILE, ModelMetadata
 from dogbreed.images import ImageDecodeError, open_image
 from dogbreed.preprocessing import Preprocessing
@@ -52,7 +53,7 @@ from dogbreed.training.features import (
 from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError, failure_reason, write_failure
 from dogbreed.training.loop import Evaluation, GracefulStop, Learner, PassTotals, StopRequested, evaluate, train_pass
 from dogbreed.training.metrics import EpochMetrics, format_metrics, write_metrics_json, write_reports
-from dogbreed.training.model import build_model, trainable_parameters
+from dogbreed.training.model import build_model, head_of, trainable_parameters
 from dogbreed.training.profiler import JobProfiler
 from dogbreed.training.quantize import export_int8
 
@@ -138,7 +139,9 @@ def load_data(config: TrainConfig, paths: JobPaths, device: torch.device,
         if split is not None:
             split.check_unreadable(config.max_unreadable_fraction)
 
-    preprocessing = Preprocessing(resize_size=config.resize_size, crop_size=config.image_size)
+    spec = architecture(config.arch)  # its ImageNet weights expect their own normalisation
+    preprocessing = Preprocessing(resize_size=config.resize_size, crop_size=config.image_size, mean=spec.mean,
+                                  std=spec.std)
     eval_transform = EvalTransform(preprocessing)
 
     def loader(split: Split, transform, shuffle: bool) -> DataLoader:
@@ -191,6 +194,7 @@ def build_learner(
         scaler=torch.amp.GradScaler(device.type, enabled=amp),
         device=device,
         amp=amp,
+        arch=architecture(config.arch),
         freeze=config.freeze,
         hook=NoHook(),
         profiler=JobProfiler.off(device),
@@ -212,7 +216,7 @@ def use_cached_features(config: TrainConfig, paths: JobPaths, data: Data, learne
     """
     features: dict[str, SplitFeatures] = {}
     store = FeatureStore(paths.output_data_dir / CACHE_DIR, paths.features)
-    weights = trunk_checksum(learner.network)
+    weights = trunk_checksum(learner.network, learner.arch)
     for split in data.splits:
         is_train = split is data.train
         key = feature_key(split, config.arch, weights, data.preprocessing, config.cached_views,
@@ -220,7 +224,7 @@ def use_cached_features(config: TrainConfig, paths: JobPaths, data: Data, learne
         start = time.perf_counter()
         cached = store.find(key)
         if cached is None:
-            cached = extract(learner.network, split, key, data.preprocessing, learner.device, config.batch_size,
+            cached = extract(learner.network, learner.arch, split, key, data.preprocessing, learner.device, config.batch_size,
                              config.num_workers, config.loader_timeout, config.seed, stop)
             source = str(store.save(cached))
         else:
@@ -232,7 +236,7 @@ def use_cached_features(config: TrainConfig, paths: JobPaths, data: Data, learne
                                      "seconds": round(time.perf_counter() - start, 3)}
         loader = FeatureLoader(cached, config.batch_size, shuffle=is_train, seed=config.seed, device=learner.device)
         setattr(data, f"{split.name}_loader", loader)
-    learner.model, learner.normalize, learner.freeze = learner.network.fc, nn.Identity(), "none"
+    learner.model, learner.normalize, learner.freeze = head_of(learner.network, learner.arch), nn.Identity(), "none"
     if config.augment and config.feature_views == 1:
         log.warning("features with augment=true and feature_views=1: every epoch sees the same random crop "
                     "of each image; raise feature_views, or set augment=false")

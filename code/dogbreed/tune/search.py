@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dogbreed.architectures import Architecture
 from dogbreed.training import job
 from dogbreed.training.checkpoints import JobIdentity, TrainingState
 from dogbreed.training.config import OPTIMIZERS, JobPaths, TrainConfig, load_config
@@ -42,6 +43,7 @@ from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError
 from dogbreed.training.features import FeatureLoader, SplitFeatures
 from dogbreed.training.loop import GracefulStop, Learner, StopRequested
 from dogbreed.training.metrics import EpochMetrics
+from dogbreed.training.model import head_of
 from dogbreed.training.profiler import JobProfiler
 from dogbreed.tune.page import write_results
 
@@ -94,6 +96,7 @@ class Prepared:
     paths: JobPaths
     data: job.Data
     network: nn.Module
+    arch: Architecture
     features: dict[str, SplitFeatures]
     initial_head: dict[str, torch.Tensor]
     device: torch.device
@@ -106,8 +109,8 @@ def prepare(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop
     data = job.load_data(config, paths, device)
     learner = job.build_learner(config, paths, env, data, device)
     features = job.use_cached_features(config, paths, data, learner, stop)
-    initial_head = copy.deepcopy(learner.network.fc.state_dict())
-    return Prepared(config, paths, data, learner.network, features, initial_head, device)
+    initial_head = copy.deepcopy(head_of(learner.network, learner.arch).state_dict())
+    return Prepared(config, paths, data, learner.network, learner.arch, features, initial_head, device)
 
 
 def seed_everything(seed: int) -> None:
@@ -119,14 +122,14 @@ def seed_everything(seed: int) -> None:
 def run_trial(prepared: Prepared, config: TrainConfig, stop: GracefulStop, report_epoch) -> TrainingState:
     """Train the head with ``config`` exactly as the training job would (same initial head, order, seeds)."""
     seed_everything(config.seed)
-    head = prepared.network.fc
+    head = head_of(prepared.network, prepared.arch)
     head.load_state_dict(prepared.initial_head)
     optimizer = job.make_optimizer(config, head.parameters())
     learner = Learner(
         model=head, network=prepared.network, normalize=nn.Identity(),
         criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), optimizer=optimizer,
         scheduler=job.make_scheduler(config, optimizer), scaler=torch.amp.GradScaler(enabled=False),
-        device=prepared.device, amp=False, freeze="none", hook=NoHook(), profiler=JobProfiler.off(prepared.device),
+        device=prepared.device, amp=False, arch=prepared.arch, freeze="none", hook=NoHook(), profiler=JobProfiler.off(prepared.device),
     )
     loaders = {name: FeatureLoader(cached, config.batch_size, shuffle=name == "train", seed=config.seed,
                                    device=prepared.device) for name, cached in prepared.features.items()}

@@ -13,6 +13,7 @@ from PIL import Image
 from dogbreed.preprocessing import Preprocessing
 from dogbreed.training.config import TrainConfig
 from dogbreed.training.data import EvalTransform, make_loader, scan_split
+from dogbreed.architectures import architecture
 from dogbreed.training.features import FeatureLoader, SplitFeatures, extract, feature_key, trunk_checksum
 from dogbreed.training.job import main
 from dogbreed.training.failure import ConfigError
@@ -146,8 +147,8 @@ def test_feature_batches_follow_the_image_loader_order_and_resume_position(opt_m
     split = scan_split("train", opt_ml / "input" / "data" / "train")
     preprocessing = Preprocessing(resize_size=72, crop_size=64)
     model = torchvision.models.resnet18(num_classes=3)
-    key = feature_key(split, "resnet18", trunk_checksum(model), preprocessing, views=3, augment=True, seed=5)
-    cached = extract(model, split, key, preprocessing, torch.device("cpu"), 5, 0, 10, 5, GracefulStop())
+    key = feature_key(split, "resnet18", trunk_checksum(model, architecture("resnet18")), preprocessing, views=3, augment=True, seed=5)
+    cached = extract(model, architecture("resnet18"), split, key, preprocessing, torch.device("cpu"), 5, 0, 10, 5, GracefulStop())
     assert cached.features.shape == (3, 24, 512) and bool(cached.readable.all())
     assert not torch.equal(cached.features[0], cached.features[1])  # different random crops
 

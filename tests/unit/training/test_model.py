@@ -3,12 +3,13 @@ import torch
 
 import dogbreed.training.model as model_module
 from dogbreed.training.failure import TrainingError
+from dogbreed.architectures import architecture
 from dogbreed.training.model import build_model, set_train_mode, weight_file_names
 
 
 def test_weight_file_names_come_from_torchvision():
-    assert weight_file_names("resnet18") == ["resnet18-f37072fd.pth"]
-    assert set(weight_file_names("resnet50")) == {"resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth"}
+    assert weight_file_names(architecture("resnet18")) == ["resnet18-f37072fd.pth"]
+    assert set(weight_file_names(architecture("resnet50"))) == {"resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth"}
 
 
 def assert_trunk_equals(model, path):
@@ -38,7 +39,7 @@ def test_no_weights_fails_clearly(tmp_path, monkeypatch):
     calls = []
 
     def offline(arch):
-        calls.append(arch)
+        calls.append(arch.name)
         raise OSError("Temporary failure in name resolution")
 
     monkeypatch.setattr(model_module, "_download_state_dict", offline)
@@ -80,7 +81,7 @@ def test_freeze(freeze, trainable_prefixes, fake_weights):
 
 def test_frozen_batchnorm_stays_in_eval_mode(fake_weights):
     model = build_model("resnet18", 3, str(fake_weights), "layer3")
-    set_train_mode(model, "layer3")
+    set_train_mode(model, architecture("resnet18"), "layer3")
     assert not model.layer3[0].bn1.training and not model.bn1.training
     assert model.layer4[0].bn1.training and model.fc.training
     before = model.layer1[0].bn1.running_mean.clone()
