@@ -197,8 +197,12 @@ def write_report(page: ReportPage, output_dir: Path, name: str = REPORT_FILE) ->
 
 
 def build_report(output_dir: Path, trial_dir: Path | None, profile_dir: Path | None,
-                 title: str = "dogbreed training report") -> Path:
-    """Read a job's outputs and write its report into ``output_dir``; returns the report's path."""
+                 title: str = "dogbreed training report", sagemaker_defaults: bool = False) -> Path:
+    """Read a job's outputs and write its report into ``output_dir``; returns the report's path.
+
+    ``sagemaker_defaults``: the Debugger rules exactly as SageMaker runs them (see
+    :func:`dogbreed.report.rules.evaluate_rules`).
+    """
     output_dir = Path(output_dir)
     metrics = json.loads((output_dir / "metrics.json").read_text())
     subtitle = f"{len(metrics.get('classes', []))} classes · built {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
@@ -207,7 +211,8 @@ def build_report(output_dir: Path, trial_dir: Path | None, profile_dir: Path | N
     best = metrics.get("final", {}).get("best_epoch")
     if trial_dir is not None and Path(trial_dir).is_dir():
         _part(page, "training curves", lambda: add_curves(page, Path(trial_dir), best))
-        _part(page, "Debugger rules", lambda: add_rules(page, Path(trial_dir)))
+        hyperparameters = metrics.get("hyperparameters", {})
+        _part(page, "Debugger rules", lambda: add_rules(page, Path(trial_dir), hyperparameters, sagemaker_defaults))
     else:
         page.warnings.append("training curves and Debugger rules: no smdebug trial (debug=off)")
     if profile_dir is not None and Path(profile_dir).is_dir():
@@ -220,10 +225,12 @@ def build_report(output_dir: Path, trial_dir: Path | None, profile_dir: Path | N
     return write_report(page, output_dir)
 
 
-def add_rules(page: ReportPage, trial_dir: Path) -> None:
-    from dogbreed.report.rules import evaluate_rules  # noqa: PLC0415 - smdebug only when there is a trial
+def add_rules(page: ReportPage, trial_dir: Path, hyperparameters: dict[str, Any], sagemaker_defaults: bool) -> None:
+    """The Debugger rules' verdicts on the job's trial (``hyperparameters``: the job's, from metrics.json)."""
+    from dogbreed.report.rules import JobFacts, evaluate_rules  # noqa: PLC0415 - smdebug only when there is a trial
 
-    for rule in evaluate_rules(trial_dir):
+    facts = JobFacts.from_hyperparameters(hyperparameters)
+    for rule in evaluate_rules(trial_dir, facts, sagemaker_defaults):
         page.rules.append(verdict_row(rule.name, rule.evaluated, rule.triggered, rule.message, rule.step))
         page.data["rules"].append({"name": rule.name, "evaluated": rule.evaluated, "triggered": rule.triggered,
                                    "step": rule.step, "message": rule.message, "parameters": rule.parameters})

@@ -465,7 +465,8 @@ class Overfit(BuiltInRule):
     One comparison per evaluation pass: the pass's mean loss against the mean loss of the
     training steps just before it (an epoch), ``(validation - training) / training``. It
     fires when that exceeds ``ratio_threshold`` for ``patience`` passes in a row, counting
-    passes that end at ``start_step`` or later.
+    passes that end at ``start_step`` or later, and where the validation loss is also at
+    least ``min_gap`` above the training loss (ours: near zero, a ratio means nothing).
     """
 
     @dataclass(frozen=True)
@@ -475,6 +476,8 @@ class Overfit(BuiltInRule):
         start_step: int = 0
         patience: int = 1
         ratio_threshold: float = 0.1
+        # Not SageMaker's: the smallest absolute gap (in loss units) that counts; 0 is SageMaker's rule.
+        min_gap: float = 0.0
 
     def __init__(self, base_trial: Any, **parameters: Any):
         super().__init__(base_trial, **parameters)
@@ -498,7 +501,8 @@ class Overfit(BuiltInRule):
             return False
         self.checked += 1
         ratio = (valid.mean - train.mean) / train.mean
-        self.exceeded[name] = self.exceeded[name] + 1 if ratio > self.params.ratio_threshold else 0
+        over = ratio > self.params.ratio_threshold and valid.mean - train.mean >= self.params.min_gap
+        self.exceeded[name] = self.exceeded[name] + 1 if over else 0
         if self.exceeded[name] >= self.params.patience:
             return self.fire(f"{name}: validation loss {valid.mean:.4g} is {percent(ratio)} above training loss"
                              f" {train.mean:.4g} (> {percent(self.params.ratio_threshold)}) at step {valid.last_step}")
@@ -730,32 +734,84 @@ class RuleSpec:
         return asdict(self.rule.Params(**self.overrides))
 
 
-RULES = (
+# The rules exactly as SageMaker runs them by default.
+SAGEMAKER_RULES = (
     RuleSpec(VanishingGradient),
     RuleSpec(ExplodingTensor),
-    # SageMaker's default mode would pick EVAL first; our evaluation steps are batches of
-    # one fixed model, so the training loss is the one whose trend means something.
-    RuleSpec(LossNotDecreasing, {"mode": "TRAIN"}),
+    RuleSpec(LossNotDecreasing),
     RuleSpec(Overfit),
     RuleSpec(Overtraining),
     RuleSpec(PoorWeightInitialization),
 )
+RULE_NAMES = tuple(spec.rule.__name__ for spec in SAGEMAKER_RULES)
+# Overfit's absolute gap: 0.1 nats is about a tenth less probability on the true class.
+OVERFIT_MIN_GAP = 0.1
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What the job's record (metrics.json's hyperparameters) says that changes what a finding means."""
+
+    pretrained: bool = False  # the network started from trained weights, not a random initialisation
+
+    @classmethod
+    def from_hyperparameters(cls, hyperparameters: dict[str, Any]) -> "JobFacts":
+        return cls(pretrained=str(hyperparameters.get("pretrained", "none")) != "none")
+
+
+def job_rules(trial: Any) -> tuple[RuleSpec, ...]:
+    """The rules as the report runs them: SageMaker's, with three changes for what our trial holds.
+
+    Every batch's loss is saved, so LossNotDecreasing compares windows as long as an epoch
+    (the mean loss of an epoch's worth of training steps against the one before; with a
+    single epoch, SageMaker's 10 steps) rather than 10 noisy batch losses, and reads the training loss: the evaluation steps are batches of one
+    fixed model, whose trend means nothing. Overfit also needs an absolute gap
+    (:data:`OVERFIT_MIN_GAP`): 0.01 against 0.002 is "400% above" and no overfitting.
+    """
+    specs = {spec.rule: spec for spec in SAGEMAKER_RULES}
+    epoch = steps_per_epoch(trial)
+    specs[LossNotDecreasing] = RuleSpec(LossNotDecreasing, {"mode": "TRAIN", **({"num_steps": epoch} if epoch else {})})
+    specs[Overfit] = RuleSpec(Overfit, {"min_gap": OVERFIT_MIN_GAP})
+    return tuple(specs.values())
+
+
+def steps_per_epoch(trial: Any) -> int | None:
+    """Training steps in the trial's first training phase (an epoch); None unless there are two
+    epochs to compare (then SageMaker's windows of 10 steps are all there is)."""
+    for name in loss_tensors(trial):
+        epochs = [len(phase.values) for phase in loss_phases(trial, name) if phase.mode == "TRAIN"]
+        if len(epochs) >= 2:
+            return epochs[0]
+    return None
 
 
 class TrialUnavailable(Exception):
     """The trial directory holds nothing the rules can read."""
 
 
-def evaluate_rules(trial_path: str | Path) -> list[RuleVerdict]:
-    """One verdict per rule of :data:`RULES`, in that order; never raises for a bad trial."""
+def evaluate_rules(trial_path: str | Path, facts: JobFacts = JobFacts(),
+                   sagemaker_defaults: bool = False) -> list[RuleVerdict]:
+    """One verdict per rule, in :data:`RULE_NAMES` order; never raises for a bad trial.
+
+    By default the rules run as :func:`job_rules` says, and PoorWeightInitialization is
+    not applied to a network that starts from pretrained weights (``facts``): it judges a
+    random initialisation. ``sagemaker_defaults`` runs every rule as SageMaker does.
+    """
     with _quiet_smdebug():
         try:
             trial = open_trial(Path(trial_path))
         except Exception as exc:  # noqa: BLE001 - a broken trial is a verdict, not a crash
             reason = str(exc) if isinstance(exc, TrialUnavailable) else f"the trial could not be read: {exc!r}"
             log.warning("smdebug trial %s: %s", trial_path, reason)
-            return [_not_evaluated(spec, reason) for spec in RULES]
-        return [run_rule(spec, trial) for spec in RULES]
+            return [_not_evaluated(spec, reason) for spec in SAGEMAKER_RULES]
+        specs = SAGEMAKER_RULES if sagemaker_defaults else job_rules(trial)
+        return [_pretrained_verdict(spec) if facts.pretrained and not sagemaker_defaults
+                and spec.rule is PoorWeightInitialization else run_rule(spec, trial) for spec in specs]
+
+
+def _pretrained_verdict(spec: RuleSpec) -> RuleVerdict:
+    return _not_evaluated(spec, "not applied: the network starts from pretrained weights, and this rule judges a "
+                                "random initialisation (python -m dogbreed.report --sagemaker-defaults applies it)")
 
 
 def open_trial(path: Path) -> Any:

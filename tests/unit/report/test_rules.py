@@ -17,7 +17,8 @@ import torchvision
 from torch import nn
 
 from dogbreed.report.rules import (
-    RULES, ExplodingTensor, LossNotDecreasing, LossPoint, RuleSpec, RuleStatus, evaluate_rules, open_trial,
+    RULE_NAMES, SAGEMAKER_RULES, ExplodingTensor, JobFacts, LossNotDecreasing, LossPoint, Overfit, RuleSpec, RuleStatus,
+    evaluate_rules, open_trial,
     run_rule, window_checks,
 )
 from dogbreed.training.debugger import create_hook
@@ -118,11 +119,16 @@ def test_the_verdicts_carry_sagemakers_default_parameters(healthy):
     rules = by_name(healthy)
     assert rules["VanishingGradient"].parameters == {"threshold": 1e-7}
     assert rules["ExplodingTensor"].parameters == {"collection_names": None, "tensor_regex": None, "only_nan": False}
+    # Ours: one comparison per epoch (12 training steps here) of the training loss; Overfit's absolute gap.
     assert rules["LossNotDecreasing"].parameters == {
-        "collection_names": None, "tensor_regex": None, "use_losses_collection": True, "num_steps": 10,
+        "collection_names": None, "tensor_regex": None, "use_losses_collection": True, "num_steps": 12,
         "diff_percent": 0.1, "increase_threshold_percent": 5.0, "mode": "TRAIN"}
     assert rules["Overfit"].parameters == {"tensor_regex": None, "start_step": 0, "patience": 1,
-                                           "ratio_threshold": 0.1}
+                                           "ratio_threshold": 0.1, "min_gap": 0.1}
+    sagemaker = {v.name: v for v in evaluate_rules(healthy, sagemaker_defaults=True)}
+    assert sagemaker["LossNotDecreasing"].parameters["num_steps"] == 10
+    assert sagemaker["LossNotDecreasing"].parameters["mode"] is None
+    assert sagemaker["Overfit"].parameters["min_gap"] == 0.0
     assert rules["Overtraining"].parameters == {"patience_train": 5, "patience_validation": 10, "delta": 0.01}
     assert rules["PoorWeightInitialization"].parameters == {
         "activation_inputs_regex": ".*relu_input", "threshold": 10.0, "distribution_range": 0.001, "patience": 5,
@@ -144,8 +150,12 @@ def test_a_constant_loss_trips_loss_not_decreasing_and_overtraining(constant):
     rules = by_name(constant)
     stalled = rules["LossNotDecreasing"]
     assert stalled.triggered and "not 0.1% lower" in stalled.message
-    # TRAIN step 10 is the 6th round's first step: global step 3 * 5 + 0 = 15.
-    assert stalled.step == 15
+    # Windows of an epoch (2 steps): TRAIN step 2, the 2nd round's first step, is global step 3 * 1 + 0.
+    assert stalled.step == 3
+    # SageMaker's default reads the EVAL losses first, in windows of 10 steps: 7 are not enough.
+    as_sagemaker = {v.name: v for v in evaluate_rules(constant, sagemaker_defaults=True)}
+    assert as_sagemaker["LossNotDecreasing"].status is RuleStatus.NOT_EVALUATED
+    assert "EVAL steps" in as_sagemaker["LossNotDecreasing"].message
     over = rules["Overtraining"]
     assert over.triggered and "training loss has not improved" in over.message
     assert over.step == 3 * 5 + 1  # the 6th training phase ends at global step 16
@@ -231,5 +241,33 @@ def test_loss_windows_compare_means_num_steps_apart():
 
 
 def test_rules_run_in_a_fixed_order():
-    assert [spec.rule.__name__ for spec in RULES] == NAMES
+    assert [spec.rule.__name__ for spec in SAGEMAKER_RULES] == list(RULE_NAMES) == NAMES
     assert LossNotDecreasing.Params().mode is None  # SageMaker's default; evaluate_rules asks for TRAIN
+
+
+def test_poor_weight_initialization_is_not_applied_to_pretrained_weights(constant):
+    """The constant-loss trial fires PoorWeightInitialization; on a pretrained network the report says why it
+    does not apply, and SageMaker's semantics still fire it."""
+    assert by_name(constant)["PoorWeightInitialization"].triggered
+    pretrained = {v.name: v for v in evaluate_rules(constant, JobFacts(pretrained=True))}
+    verdict = pretrained["PoorWeightInitialization"]
+    assert verdict.status is RuleStatus.NOT_EVALUATED and "pretrained weights" in verdict.message
+    assert "--sagemaker-defaults" in verdict.message
+    as_sagemaker = {v.name: v for v in evaluate_rules(constant, JobFacts(pretrained=True), sagemaker_defaults=True)}
+    assert as_sagemaker["PoorWeightInitialization"].triggered
+    assert JobFacts.from_hyperparameters({"pretrained": "imagenet"}).pretrained
+    assert not JobFacts.from_hyperparameters({"pretrained": "none"}).pretrained
+
+
+def test_overfit_needs_an_absolute_gap_as_well_as_the_ratio():
+    """A nearly perfect job: training loss 0.002, validation 0.011 is 450% above but 0.009 nats apart."""
+    from dogbreed.report.rules import Phase
+
+    def compare(min_gap: float) -> bool:
+        rule = Overfit.__new__(Overfit)
+        rule.params, rule.checked, rule.finding = Overfit.Params(min_gap=min_gap), 0, ""
+        rule.exceeded = {"loss": 0}
+        return rule.compare("loss", Phase("TRAIN", 0, 9, [0.002]), Phase("EVAL", 10, 11, [0.011]))
+
+    assert compare(min_gap=0.0)  # SageMaker's rule fires
+    assert not compare(min_gap=0.1)
