@@ -46,7 +46,11 @@ def test_report_of_a_real_run_opens_offline_and_shows_that_run(trained_run, tmp_
     for breed in ("Beagle", "Siberian husky", "Toy poodle"):
         assert breed in page.dom
 
-    # A healthy run: the loss neither explodes nor stalls.
+    # A healthy pretrained run raises no alarm: the loss neither explodes nor stalls nor overfits, and
+    # PoorWeightInitialization says it does not judge pretrained weights.
     verdicts = {v["name"]: v for v in json.loads((out / "report.json").read_text())["rules"]}
-    for rule in ("ExplodingTensor", "LossNotDecreasing"):
+    for rule in ("ExplodingTensor", "LossNotDecreasing", "Overfit"):
         assert verdicts[rule]["evaluated"] and not verdicts[rule]["triggered"], verdicts[rule]
+    assert not any(v["triggered"] for v in verdicts.values()), verdicts
+    poor = verdicts["PoorWeightInitialization"]
+    assert not poor["evaluated"] and "pretrained weights" in poor["message"], poor

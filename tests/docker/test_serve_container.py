@@ -132,14 +132,15 @@ def test_endpoint_answers_what_the_trained_pytorch_model_predicts(server, real_p
     """Both images end to end: the training image's model.pt, run in PyTorch on its own
     evaluation transform, and the serving image's answer over HTTP agree on real photos."""
     import torch
-    import torchvision
 
+    from dogbreed.architectures import architecture
     from dogbreed.artifacts import TORCH_FILE, ModelMetadata
     from dogbreed.training.data import EvalTransform, Normalize
     from dogbreed.images import open_image
+    from dogbreed.training.model import build_network
 
     meta = ModelMetadata.load(trained_model_dir)
-    net = getattr(torchvision.models, meta.arch)(num_classes=len(meta.classes))
+    net = build_network(architecture(meta.arch), len(meta.classes))
     net.load_state_dict(torch.load(Path(trained_model_dir) / TORCH_FILE, map_location="cpu", weights_only=True))
     transform = EvalTransform(meta.preprocessing)
     batch = Normalize.of(meta.preprocessing)(torch.stack([transform(open_image(p)) for p in real_photos]))

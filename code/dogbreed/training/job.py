@@ -1,4 +1,5 @@
-"""The training job: fine-tune an ImageNet ResNet on a folder-per-class image set.
+"""The training job: fine-tune an ImageNet-pretrained network (:mod:`dogbreed.architectures`) on a
+folder-per-class image set.
 
 SageMaker runs the image's ``train`` (``python -m dogbreed.training``) with no
 arguments; everything then comes from ``/opt/ml`` (see :mod:`.environment`). ``--help``
@@ -55,7 +56,6 @@ from dogbreed.training.loop import Evaluation, GracefulStop, Learner, PassTotals
 from dogbreed.training.metrics import EpochMetrics, format_metrics, write_metrics_json, write_reports
 from dogbreed.training.model import build_model, head_of, trainable_parameters
 from dogbreed.training.profiler import JobProfiler
-from dogbreed.training.quantize import export_int8
 
 log = logging.getLogger("dogbreed.training")
 
@@ -385,13 +385,17 @@ def add_int8(config: TrainConfig, paths: JobPaths, data: Data, metadata: ModelMe
              stop: GracefulStop) -> None:
     """``model.int8.onnx`` beside ``model.onnx``; both models' valid top-1 go into ``model.json``, the
     final metrics and a metric line."""
+    # Imported here: ONNX Runtime's quantizer imports onnx, which int8=false jobs never need.
+    from dogbreed.training.quantize import export_int8  # noqa: PLC0415
+
     start = time.perf_counter()
     readable = sum(1 for path, _ in data.train.samples if str(path) not in data.train.unreadable)
     if config.int8_calibration_images > readable:
         log.info("int8_calibration_images=%d, but the train split has %d readable images: calibrating on those",
                  config.int8_calibration_images, readable)
     metadata.int8 = export_int8(paths.model_dir, data.preprocessing, data.train, data.valid,
-                                config.int8_calibration_images, config.int8_reduce_range, config.seed, stop)
+                                config.int8_calibration_images, config.int8_reduce_range, config.seed, stop,
+                                config.int8_calibration)
     for split in (data.train, data.valid):
         split.check_unreadable(config.max_unreadable_fraction)
     top1 = {"fp32_valid_accuracy": metadata.int8.fp32_valid_top1, "int8_valid_accuracy": metadata.int8.int8_valid_top1}

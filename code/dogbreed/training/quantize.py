@@ -36,7 +36,11 @@ log = logging.getLogger(__name__)
 # u8s8 is also the pair that can saturate on CPUs without VNNI, which int8_reduce_range
 # (7-bit weights, the default) rules out.
 INT8_FORMAT = "QDQ u8s8 per-channel"
-CALIBRATION = CalibrationMethod.MinMax
+# How activation ranges are set from the calibration images: their extremes (MinMax), or
+# the 99.999th percentile of their histogram, which outlying activations cannot stretch.
+# ONNX Runtime's histogram calibration holds every activation of every calibration image
+# in memory at once, so it is the choice for small networks (see int8_calibration).
+CALIBRATIONS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
 BATCH_SIZE = 16
 
 
@@ -118,7 +122,8 @@ def quiet_root_logger() -> Iterator[None]:
         logging.getLogger().removeFilter(quiet)
 
 
-def quantize(fp32_path: Path, int8_path: Path, calibration: CalibrationImages, reduce_range: bool) -> None:
+def quantize(fp32_path: Path, int8_path: Path, calibration: CalibrationImages, reduce_range: bool,
+             method: CalibrationMethod) -> None:
     """Write the static int8 QDQ model of ``fp32_path`` to ``int8_path``, calibrated on ``calibration``."""
     with tempfile.TemporaryDirectory(prefix="dogbreed-int8-") as tmp, quiet_root_logger():
         # Shape inference and graph optimisation first, as ONNX Runtime advises (BN is already
@@ -132,7 +137,7 @@ def quantize(fp32_path: Path, int8_path: Path, calibration: CalibrationImages, r
             weight_type=QuantType.QInt8,
             per_channel=True,
             reduce_range=reduce_range,
-            calibrate_method=CALIBRATION,
+            calibrate_method=method,
             calibration_providers=["CPUExecutionProvider"],
         )
 
@@ -150,18 +155,19 @@ def top1(sessions: Sequence[ort.InferenceSession], split: Split, preprocessing: 
 
 
 def export_int8(model_dir: Path, preprocessing: Preprocessing, train: Split, valid: Split, calibration_images: int,
-                reduce_range: bool, seed: int, stop: GracefulStop) -> Int8Export:
+                reduce_range: bool, seed: int, stop: GracefulStop, calibration_method: str = "minmax") -> Int8Export:
     """Write ``model.int8.onnx`` beside ``model.onnx`` and measure both on ``valid``.
 
     Calibrates on up to ``calibration_images`` training images drawn at random (``seed``),
-    so every class is seen. Raises :class:`TrainingError` with the reason when ONNX Runtime
+    so every class is seen, with ``calibration_method`` (a key of :data:`CALIBRATIONS`). Raises :class:`TrainingError` with the reason when ONNX Runtime
     cannot quantize or run the model, and :class:`StopRequested` on SIGTERM.
     """
     model_dir = Path(model_dir)
     order = np.random.default_rng(seed).permutation(len(train.samples)).tolist()
     calibration = CalibrationImages(eval_batches(train, preprocessing, order, stop, limit=calibration_images))
     try:
-        quantize(model_dir / ONNX_FILE, model_dir / INT8_ONNX_FILE, calibration, reduce_range)
+        quantize(model_dir / ONNX_FILE, model_dir / INT8_ONNX_FILE, calibration, reduce_range,
+                 CALIBRATIONS[calibration_method])
         sessions = [ort.InferenceSession(str(model_dir / name), providers=["CPUExecutionProvider"])
                     for name in (ONNX_FILE, INT8_ONNX_FILE)]
         images, (fp32_correct, int8_correct) = top1(sessions, valid, preprocessing, stop)
@@ -174,7 +180,7 @@ def export_int8(model_dir: Path, preprocessing: Preprocessing, train: Split, val
     if images == 0:
         raise TrainingError("the int8 export found no readable images in the valid split to measure it on")
     export = Int8Export(
-        file=INT8_ONNX_FILE, format=INT8_FORMAT, calibration=CALIBRATION.name, calibration_images=calibration.images,
+        file=INT8_ONNX_FILE, format=INT8_FORMAT, calibration=CALIBRATIONS[calibration_method].name, calibration_images=calibration.images,
         reduce_range=reduce_range, valid_images=images, fp32_valid_top1=fp32_correct / images,
         int8_valid_top1=int8_correct / images,
     )
