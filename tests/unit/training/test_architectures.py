@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -126,3 +127,26 @@ def test_timm_computes_what_the_reference_code_computes(dogs3):
         expected = reference.eval()(inputs)
         got = imagenet_model("efficientnet_lite0")(inputs)
     assert torch.max(torch.abs(got - expected)).item() <= 1e-4
+
+
+@pytest.mark.parametrize("freeze", ["all", "blocks.6"])
+def test_a_lite0_job_trains_exports_and_records_its_preprocessing(opt_ml, freeze):
+    """The whole job on EfficientNet-Lite0: cached features (freeze=all) or a partial unfreeze, the ONNX
+    export checked against PyTorch, model.json with Google's normalisation, the packaged weights used."""
+    from dogbreed.artifacts import ModelMetadata
+    from dogbreed.training.job import main
+    from tests.unit.training.conftest import fast_args
+
+    args = fast_args("--epochs", "1", "--debug", "false", "--profile", "false")
+    args[args.index("--arch") + 1] = "efficientnet_lite0"
+    assert main([*args, "--pretrained", "imagenet", "--freeze", freeze]) == 0
+    metadata = ModelMetadata.load(opt_ml / "model")
+    assert metadata.arch == "efficientnet_lite0" and metadata.preprocessing.mean == LITE0.mean
+    state = torch.load(opt_ml / "model" / "model.pt", weights_only=True)
+    assert state["classifier.weight"].shape == (3, 1280)
+    packaged = torch.load(packaged_weights_path(LITE0.packaged), weights_only=True)
+    # Frozen up to and including blocks.5 (freeze=blocks.6 also blocks.6): the stem is ImageNet's.
+    assert torch.equal(state["conv_stem.weight"], packaged["_conv_stem.weight"])
+    metrics = json.loads((opt_ml / "output" / "data" / "metrics.json").read_text())
+    assert metrics["final"]["onnx_max_abs_diff"] <= 1e-4
+    assert ("features" in metrics) == (freeze == "all")
