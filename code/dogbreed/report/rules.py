@@ -387,7 +387,8 @@ class LossNotDecreasing(BuiltInRule):
     compared with that of the ``num_steps`` steps before (see :func:`window_checks`). It
     fires when it is not ``diff_percent`` percent lower, when it is more than
     ``increase_threshold_percent`` percent above the lowest mean so far, or when it is not
-    finite. Losses are taken to be positive.
+    finite, for ``patience`` comparisons in a row (ours; 1 is SageMaker's rule). Losses are
+    taken to be positive.
     """
 
     @dataclass(frozen=True)
@@ -404,6 +405,8 @@ class LossNotDecreasing(BuiltInRule):
         diff_percent: float = 0.1
         increase_threshold_percent: float = 5.0
         mode: str | None = None
+        # Not SageMaker's: comparisons in a row that must fail; 1 is SageMaker's rule.
+        patience: int = 1
 
     def __init__(self, base_trial: Any, **parameters: Any):
         super().__init__(base_trial, **parameters)
@@ -415,6 +418,7 @@ class LossNotDecreasing(BuiltInRule):
             for check in window_checks(name, loss_series(base_trial, name, self.mode), p.num_steps):
                 self.checks[check.step].append(check)
         self.lowest: dict[str, float] = {}
+        self.failed: dict[str, list[str]] = defaultdict(list)  # the findings of the latest failed comparisons
 
     def _first_mode_with_losses(self) -> ModeKeys:
         for mode in (ModeKeys.EVAL, ModeKeys.TRAIN):
@@ -426,21 +430,35 @@ class LossNotDecreasing(BuiltInRule):
         return any(self.compare(check) for check in self.checks.get(step, []))
 
     def compare(self, check: WindowCheck) -> bool:
-        """One comparison; True (with a finding) when the loss is not decreasing."""
+        """One comparison; True (with a finding) when the loss has not been decreasing for ``patience`` in a row."""
         self.checked += 1
+        if not math.isfinite(check.current.mean):  # never waits for patience
+            return self.fire(f"{check.name} ({self.mode.name} {check.current.steps}) is {check.current.mean} "
+                             f"at step {check.step}")
+        finding = self.finding_of(check)
+        failed = self.failed[check.name]
+        if not finding:
+            failed.clear()
+            return False
+        failed.append(finding)
+        if len(failed) < self.params.patience:
+            return False
+        more = f" ({len(failed)} comparisons in a row)" if self.params.patience > 1 else ""
+        return self.fire(finding + more)
+
+    def finding_of(self, check: WindowCheck) -> str:
+        """What is wrong with a finite window, or ""."""
         p, cur, prev = self.params, check.current, check.previous
         where = f"{check.name} ({self.mode.name} {cur.steps})"
-        if not math.isfinite(cur.mean):
-            return self.fire(f"{where} is {cur.mean} at step {check.step}")
         lowest = min(self.lowest.get(check.name, prev.mean), prev.mean)
         self.lowest[check.name] = min(lowest, cur.mean)
         if cur.mean > lowest * (1 + p.increase_threshold_percent / 100):
-            return self.fire(f"{where} averaged {cur.mean:.4g}, {percent(cur.mean / lowest - 1)} above its lowest"
-                             f" {lowest:.4g} (> {p.increase_threshold_percent:g}%) at step {check.step}")
+            return (f"{where} averaged {cur.mean:.4g}, {percent(cur.mean / lowest - 1)} above its lowest"
+                    f" {lowest:.4g} (> {p.increase_threshold_percent:g}%) at step {check.step}")
         if cur.mean > prev.mean * (1 - p.diff_percent / 100):
-            return self.fire(f"{where} averaged {cur.mean:.4g} against {prev.mean:.4g} at {prev.steps}:"
-                             f" not {p.diff_percent:g}% lower at step {check.step}")
-        return False
+            return (f"{where} averaged {cur.mean:.4g} against {prev.mean:.4g} at {prev.steps}:"
+                    f" not {p.diff_percent:g}% lower at step {check.step}")
+        return ""
 
     def not_evaluated_reason(self) -> str:
         if not self.losses:
@@ -450,8 +468,11 @@ class LossNotDecreasing(BuiltInRule):
         return ""
 
     def summary(self) -> str:
-        return (f"{self.mode.name} loss fell by at least {self.params.diff_percent:g}% every"
-                f" {self.params.num_steps} steps ({self.checked} checks)")
+        p = self.params
+        if p.patience > 1:
+            return (f"{self.mode.name} loss never stalled for {p.patience} windows of {p.num_steps} steps in a row"
+                    f" ({self.checked} checks)")
+        return f"{self.mode.name} loss fell by at least {p.diff_percent:g}% every {p.num_steps} steps ({self.checked} checks)"
 
 
 def train_eval_pairs(phases: list[Phase]) -> list[tuple[Phase, Phase]]:
@@ -753,24 +774,30 @@ class JobFacts:
     """What the job's record (metrics.json's hyperparameters) says that changes what a finding means."""
 
     pretrained: bool = False  # the network started from trained weights, not a random initialisation
+    patience: int = 3  # early stopping's: epochs without progress the job itself tolerates
 
     @classmethod
     def from_hyperparameters(cls, hyperparameters: dict[str, Any]) -> "JobFacts":
-        return cls(pretrained=str(hyperparameters.get("pretrained", "none")) != "none")
+        patience = int(hyperparameters.get("patience", 3) or 3)  # 0 (never stop early): the default's 3
+        return cls(pretrained=str(hyperparameters.get("pretrained", "none")) != "none", patience=patience)
 
 
-def job_rules(trial: Any) -> tuple[RuleSpec, ...]:
+def job_rules(trial: Any, facts: JobFacts) -> tuple[RuleSpec, ...]:
     """The rules as the report runs them: SageMaker's, with three changes for what our trial holds.
 
     Every batch's loss is saved, so LossNotDecreasing compares windows as long as an epoch
     (the mean loss of an epoch's worth of training steps against the one before; with a
-    single epoch, SageMaker's 10 steps) rather than 10 noisy batch losses, and reads the training loss: the evaluation steps are batches of one
-    fixed model, whose trend means nothing. Overfit also needs an absolute gap
+    single epoch, SageMaker's 10 steps) rather than 10 noisy batch losses, and reads the
+    training loss: the evaluation steps are batches of one fixed model, whose trend means
+    nothing. A converged head's epoch losses go up and down a little, so it fires when
+    the loss has not decreased for as many epochs in a row as the job's early stopping
+    waits (``patience``): what the job itself counts as no progress. Overfit also needs an absolute gap
     (:data:`OVERFIT_MIN_GAP`): 0.01 against 0.002 is "400% above" and no overfitting.
     """
     specs = {spec.rule: spec for spec in SAGEMAKER_RULES}
     epoch = steps_per_epoch(trial)
-    specs[LossNotDecreasing] = RuleSpec(LossNotDecreasing, {"mode": "TRAIN", **({"num_steps": epoch} if epoch else {})})
+    by_epoch = {"num_steps": epoch, "patience": facts.patience} if epoch else {}
+    specs[LossNotDecreasing] = RuleSpec(LossNotDecreasing, {"mode": "TRAIN", **by_epoch})
     specs[Overfit] = RuleSpec(Overfit, {"min_gap": OVERFIT_MIN_GAP})
     return tuple(specs.values())
 
@@ -804,7 +831,7 @@ def evaluate_rules(trial_path: str | Path, facts: JobFacts = JobFacts(),
             reason = str(exc) if isinstance(exc, TrialUnavailable) else f"the trial could not be read: {exc!r}"
             log.warning("smdebug trial %s: %s", trial_path, reason)
             return [_not_evaluated(spec, reason) for spec in SAGEMAKER_RULES]
-        specs = SAGEMAKER_RULES if sagemaker_defaults else job_rules(trial)
+        specs = SAGEMAKER_RULES if sagemaker_defaults else job_rules(trial, facts)
         return [_pretrained_verdict(spec) if facts.pretrained and not sagemaker_defaults
                 and spec.rule is PoorWeightInitialization else run_rule(spec, trial) for spec in specs]
 

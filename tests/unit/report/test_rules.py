@@ -122,12 +122,13 @@ def test_the_verdicts_carry_sagemakers_default_parameters(healthy):
     # Ours: one comparison per epoch (12 training steps here) of the training loss; Overfit's absolute gap.
     assert rules["LossNotDecreasing"].parameters == {
         "collection_names": None, "tensor_regex": None, "use_losses_collection": True, "num_steps": 12,
-        "diff_percent": 0.1, "increase_threshold_percent": 5.0, "mode": "TRAIN"}
+        "diff_percent": 0.1, "increase_threshold_percent": 5.0, "mode": "TRAIN", "patience": 3}
     assert rules["Overfit"].parameters == {"tensor_regex": None, "start_step": 0, "patience": 1,
                                            "ratio_threshold": 0.1, "min_gap": 0.1}
     sagemaker = {v.name: v for v in evaluate_rules(healthy, sagemaker_defaults=True)}
     assert sagemaker["LossNotDecreasing"].parameters["num_steps"] == 10
     assert sagemaker["LossNotDecreasing"].parameters["mode"] is None
+    assert sagemaker["LossNotDecreasing"].parameters["patience"] == 1
     assert sagemaker["Overfit"].parameters["min_gap"] == 0.0
     assert rules["Overtraining"].parameters == {"patience_train": 5, "patience_validation": 10, "delta": 0.01}
     assert rules["PoorWeightInitialization"].parameters == {
@@ -150,8 +151,9 @@ def test_a_constant_loss_trips_loss_not_decreasing_and_overtraining(constant):
     rules = by_name(constant)
     stalled = rules["LossNotDecreasing"]
     assert stalled.triggered and "not 0.1% lower" in stalled.message
-    # Windows of an epoch (2 steps): TRAIN step 2, the 2nd round's first step, is global step 3 * 1 + 0.
-    assert stalled.step == 3
+    # Windows of an epoch (2 steps), 3 failed comparisons in a row (the job's patience): at TRAIN steps 2, 4
+    # and 6; TRAIN step 6, the 4th round's first step, is global step 3 * 3 + 0.
+    assert stalled.step == 9 and "(3 comparisons in a row)" in stalled.message
     # SageMaker's default reads the EVAL losses first, in windows of 10 steps: 7 are not enough.
     as_sagemaker = {v.name: v for v in evaluate_rules(constant, sagemaker_defaults=True)}
     assert as_sagemaker["LossNotDecreasing"].status is RuleStatus.NOT_EVALUATED
