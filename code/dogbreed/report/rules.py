@@ -245,26 +245,40 @@ class VanishingGradient(BuiltInRule):
     """Fires when the mean of the absolute values of a gradient drops below ``threshold``.
 
     Every gradient tensor saved at a step is checked on its own (its abs mean reduction, or
-    its raw value), as smdebug's first-party rule did.
+    its raw value), as smdebug's first-party rule did. With ``skip_cancelled_biases`` (ours),
+    a bias whose own layer's weight gradient is above the threshold at that step is passed
+    over: a shift followed by a BatchNorm in training mode, directly or through a linear
+    layer (a block's last BatchNorm before the head convolution in EfficientNet), is
+    subtracted again with the batch mean, so its gradient is zero by construction.
     """
 
     @dataclass(frozen=True)
     class Params:
         # Docs, VanishingGradient: threshold "Default value: 0.0000001".
         threshold: float = 0.0000001
+        # Not SageMaker's: pass over biases whose layer's weights still learn; False is SageMaker's rule.
+        skip_cancelled_biases: bool = False
 
     def __init__(self, base_trial: Any, **parameters: Any):
         super().__init__(base_trial, **parameters)
         self.gradients = collection_tensors(base_trial, "gradients")
+        self.cancelled: set[str] = set()
 
     def invoke_at_step(self, step: int) -> bool:
+        means = {}
         for name in tensors_at(self.base_trial, step, self.gradients):
             value = reduction(self.base_trial.tensor(name), step, "mean", absolute=True)
-            if value is None or math.isnan(value):
-                continue  # a NaN is ExplodingTensor's to report
+            if value is not None and not math.isnan(value):  # a NaN is ExplodingTensor's to report
+                means[name] = value
+        for name, value in means.items():
             self.checked += 1
-            if value < self.params.threshold:
-                return self.fire(f"{name} abs mean {value:.3g} < {self.params.threshold:g} at step {step}")
+            if value >= self.params.threshold:
+                continue
+            if self.params.skip_cancelled_biases and name.endswith("bias") and \
+                    means.get(name[: -len("bias")] + "weight", 0.0) >= self.params.threshold:
+                self.cancelled.add(name)
+                continue
+            return self.fire(f"{name} abs mean {value:.3g} < {self.params.threshold:g} at step {step}")
         return False
 
     def not_evaluated_reason(self) -> str:
@@ -273,7 +287,12 @@ class VanishingGradient(BuiltInRule):
         return "no gradients in the trial (nothing trains, or the gradients collection was not saved)"
 
     def summary(self) -> str:
-        return f"all {self.checked} gradient abs means >= {self.params.threshold:g}"
+        summary = f"all {self.checked} gradient abs means >= {self.params.threshold:g}"
+        if self.cancelled:
+            count = len(self.cancelled)
+            summary += (f", but for {count} bias{'es' if count > 1 else ''} that a BatchNorm cancels (their layers' "
+                        f"weights learn): {', '.join(sorted(self.cancelled)[:3])}")
+        return summary
 
 
 class ExplodingTensor(BuiltInRule):
@@ -783,7 +802,7 @@ class JobFacts:
 
 
 def job_rules(trial: Any, facts: JobFacts) -> tuple[RuleSpec, ...]:
-    """The rules as the report runs them: SageMaker's, with three changes for what our trial holds.
+    """The rules as the report runs them: SageMaker's, with four changes for what our trial holds.
 
     Every batch's loss is saved, so LossNotDecreasing compares windows as long as an epoch
     (the mean loss of an epoch's worth of training steps against the one before; with a
@@ -791,14 +810,16 @@ def job_rules(trial: Any, facts: JobFacts) -> tuple[RuleSpec, ...]:
     training loss: the evaluation steps are batches of one fixed model, whose trend means
     nothing. A converged head's epoch losses go up and down a little, so it fires when
     the loss has not decreased for as many epochs in a row as the job's early stopping
-    waits (``patience``): what the job itself counts as no progress. Overfit also needs an absolute gap
-    (:data:`OVERFIT_MIN_GAP`): 0.01 against 0.002 is "400% above" and no overfitting.
+    waits (``patience``): what the job itself counts as no progress. Overfit also needs an
+    absolute gap (:data:`OVERFIT_MIN_GAP`): 0.01 against 0.002 is "400% above" and no
+    overfitting. VanishingGradient passes over biases that a following BatchNorm cancels.
     """
     specs = {spec.rule: spec for spec in SAGEMAKER_RULES}
     epoch = steps_per_epoch(trial)
     by_epoch = {"num_steps": epoch, "patience": facts.patience} if epoch else {}
     specs[LossNotDecreasing] = RuleSpec(LossNotDecreasing, {"mode": "TRAIN", **by_epoch})
     specs[Overfit] = RuleSpec(Overfit, {"min_gap": OVERFIT_MIN_GAP})
+    specs[VanishingGradient] = RuleSpec(VanishingGradient, {"skip_cancelled_biases": True})
     return tuple(specs.values())
 
 

@@ -117,7 +117,7 @@ def test_a_healthy_run_trips_no_gradient_or_loss_rule(healthy):
 
 def test_the_verdicts_carry_sagemakers_default_parameters(healthy):
     rules = by_name(healthy)
-    assert rules["VanishingGradient"].parameters == {"threshold": 1e-7}
+    assert rules["VanishingGradient"].parameters == {"threshold": 1e-7, "skip_cancelled_biases": True}
     assert rules["ExplodingTensor"].parameters == {"collection_names": None, "tensor_regex": None, "only_nan": False}
     # Ours: one comparison per epoch (12 training steps here) of the training loss; Overfit's absolute gap.
     assert rules["LossNotDecreasing"].parameters == {
@@ -273,3 +273,19 @@ def test_overfit_needs_an_absolute_gap_as_well_as_the_ratio():
 
     assert compare(min_gap=0.0)  # SageMaker's rule fires
     assert not compare(min_gap=0.1)
+
+
+def test_a_bias_that_a_batchnorm_cancels_is_no_vanishing_gradient(tmp_path):
+    """A BatchNorm shift followed, through a 1x1 convolution, by a BatchNorm in training mode (as before
+    EfficientNet's head convolution) gets a zero gradient by construction: SageMaker's rule fires on it,
+    the report's names it and finds no issue."""
+    def cancelled_shift(model: nn.Module) -> None:
+        model.avgpool = nn.Sequential(nn.BatchNorm2d(512), nn.Conv2d(512, 512, 1, bias=False), nn.BatchNorm2d(512),
+                                      nn.AdaptiveAvgPool2d(1))
+
+    trial = record(tmp_path, train_steps=3, prepare=cancelled_shift)
+    sagemaker = {v.name: v for v in evaluate_rules(trial, sagemaker_defaults=True)}["VanishingGradient"]
+    assert sagemaker.triggered and "avgpool.0.bias" in sagemaker.message
+    ours = by_name(trial)["VanishingGradient"]
+    assert ours.status is RuleStatus.NO_ISSUES_FOUND
+    assert "1 bias that a BatchNorm cancels" in ours.message and "avgpool.0.bias" in ours.message
