@@ -21,15 +21,17 @@ HYPERPARAMETERS = {"arch": "resnet50", "pretrained": "none", "freeze": "all", "e
                    "debug": "false", "profile": "false"}
 
 
-def ensure_model_dir(data: Path, train_image: str, tree: Path = DEFAULT_TREE) -> Path:
-    """``tree``/model, trained in ``train_image`` on ``data`` unless it already holds a model."""
+def ensure_model_dir(data: Path, train_image: str, tree: Path = DEFAULT_TREE,
+                     hyperparameters: dict[str, str] = HYPERPARAMETERS) -> Path:
+    """``tree``/model, trained in ``train_image`` on ``data`` with ``hyperparameters`` unless it already holds a model."""
     model_dir = tree / "model"
     if (model_dir / "model.json").is_file():
         return model_dir
     from dogbreed.tools.opt_ml import build_tree
 
-    print(f"no model at {model_dir}: training a ResNet50 in {train_image} on {data} (a few minutes)", flush=True)
-    build_tree(data, tree, HYPERPARAMETERS)
+    print(f"no model at {model_dir}: training a {hyperparameters['arch']} in {train_image} on {data} (a few minutes)",
+          flush=True)
+    build_tree(data, tree, hyperparameters)
     proc = subprocess.run(["docker", "run", "--rm", "-v", f"{tree.resolve()}:/opt/ml", train_image, "train"],
                           capture_output=True, text=True, timeout=3600)
     failure = tree / "output" / "failure"
