@@ -23,7 +23,7 @@ HYPERPARAMETERS = {"arch": "resnet50", "pretrained": "none", "freeze": "all", "e
 
 def ensure_model_dir(data: Path, train_image: str, tree: Path = DEFAULT_TREE,
                      hyperparameters: dict[str, str] = HYPERPARAMETERS) -> Path:
-    """``tree``/model, trained in ``train_image`` on ``data`` with ``hyperparameters`` unless it already holds a model."""
+    """``tree``/model, trained in ``train_image`` on ``data`` with ``hyperparameters``, unless it holds one."""
     model_dir = tree / "model"
     if (model_dir / "model.json").is_file():
         return model_dir

@@ -133,8 +133,8 @@ def report(results: dict) -> None:
     print("|---|---|---|---|---|")
     for name, run in (("frozen (course recipe)", frozen), ("partial unfreeze", partial)):
         final = run["final"]
-        print(f"| {name} | {run['epochs']} | {final['valid_accuracy']:.4f} | {final.get('test_accuracy', float('nan')):.4f}"
-              f" | {run['seconds']:.0f} |")
+        test = final.get("test_accuracy", float("nan"))
+        print(f"| {name} | {run['epochs']} | {final['valid_accuracy']:.4f} | {test:.4f} | {run['seconds']:.0f} |")
     for name in ("frozen", "percentile"):
         onnx = results[name]["onnx"]
         for split in ("valid", "test"):

@@ -491,7 +491,8 @@ class LossNotDecreasing(BuiltInRule):
         if p.patience > 1:
             return (f"{self.mode.name} loss never stalled for {p.patience} windows of {p.num_steps} steps in a row"
                     f" ({self.checked} checks)")
-        return f"{self.mode.name} loss fell by at least {p.diff_percent:g}% every {p.num_steps} steps ({self.checked} checks)"
+        return (f"{self.mode.name} loss fell by at least {p.diff_percent:g}% every {p.num_steps} steps"
+                f" ({self.checked} checks)")
 
 
 def train_eval_pairs(phases: list[Phase]) -> list[tuple[Phase, Phase]]:

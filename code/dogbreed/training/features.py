@@ -192,8 +192,9 @@ def trunk_features(model: nn.Module, arch: Architecture, images: torch.Tensor) -
         replace_head(model, arch, head)
 
 
-def extract(model: nn.Module, arch: Architecture, split: Split, key: FeatureKey, preprocessing: Preprocessing, device: torch.device,
-            batch_size: int, num_workers: int, timeout: float, seed: int, stop) -> SplitFeatures:
+def extract(model: nn.Module, arch: Architecture, split: Split, key: FeatureKey, preprocessing: Preprocessing,
+            device: torch.device, batch_size: int, num_workers: int, timeout: float, seed: int,
+            stop) -> SplitFeatures:
     """Run every image of ``split`` (each view) through the frozen trunk once."""
     start, augment = time.perf_counter(), key.augmentation != "none"
     transform = train_transform(preprocessing) if augment else EvalTransform(preprocessing)

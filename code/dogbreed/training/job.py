@@ -224,8 +224,8 @@ def use_cached_features(config: TrainConfig, paths: JobPaths, data: Data, learne
         start = time.perf_counter()
         cached = store.find(key)
         if cached is None:
-            cached = extract(learner.network, learner.arch, split, key, data.preprocessing, learner.device, config.batch_size,
-                             config.num_workers, config.loader_timeout, config.seed, stop)
+            cached = extract(learner.network, learner.arch, split, key, data.preprocessing, learner.device,
+                             config.batch_size, config.num_workers, config.loader_timeout, config.seed, stop)
             source = str(store.save(cached))
         else:
             mark_unreadable(split, cached)

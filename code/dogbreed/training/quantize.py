@@ -159,7 +159,8 @@ def export_int8(model_dir: Path, preprocessing: Preprocessing, train: Split, val
     """Write ``model.int8.onnx`` beside ``model.onnx`` and measure both on ``valid``.
 
     Calibrates on up to ``calibration_images`` training images drawn at random (``seed``),
-    so every class is seen, with ``calibration_method`` (a key of :data:`CALIBRATIONS`). Raises :class:`TrainingError` with the reason when ONNX Runtime
+    so every class is seen, with ``calibration_method`` (a key of :data:`CALIBRATIONS`). Raises
+    :class:`TrainingError` with the reason when ONNX Runtime
     cannot quantize or run the model, and :class:`StopRequested` on SIGTERM.
     """
     model_dir = Path(model_dir)
@@ -180,7 +181,8 @@ def export_int8(model_dir: Path, preprocessing: Preprocessing, train: Split, val
     if images == 0:
         raise TrainingError("the int8 export found no readable images in the valid split to measure it on")
     export = Int8Export(
-        file=INT8_ONNX_FILE, format=INT8_FORMAT, calibration=CALIBRATIONS[calibration_method].name, calibration_images=calibration.images,
+        file=INT8_ONNX_FILE, format=INT8_FORMAT, calibration=CALIBRATIONS[calibration_method].name,
+        calibration_images=calibration.images,
         reduce_range=reduce_range, valid_images=images, fp32_valid_top1=fp32_correct / images,
         int8_valid_top1=int8_correct / images,
     )

@@ -129,7 +129,8 @@ def run_trial(prepared: Prepared, config: TrainConfig, stop: GracefulStop, repor
         model=head, network=prepared.network, normalize=nn.Identity(),
         criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), optimizer=optimizer,
         scheduler=job.make_scheduler(config, optimizer), scaler=torch.amp.GradScaler(enabled=False),
-        device=prepared.device, amp=False, arch=prepared.arch, freeze="none", hook=NoHook(), profiler=JobProfiler.off(prepared.device),
+        device=prepared.device, amp=False, arch=prepared.arch, freeze="none", hook=NoHook(),
+        profiler=JobProfiler.off(prepared.device),
     )
     loaders = {name: FeatureLoader(cached, config.batch_size, shuffle=name == "train", seed=config.seed,
                                    device=prepared.device) for name, cached in prepared.features.items()}

@@ -70,7 +70,7 @@ def test_the_lite0_preprocessing_is_googles():
 def test_packaged_weights_are_checked_by_sha256(monkeypatch):
     wrong = dataclasses.replace(LITE0.packaged, sha256="0" * 64)
     monkeypatch.setitem(architectures.ARCHITECTURES, "efficientnet_lite0", dataclasses.replace(LITE0, packaged=wrong))
-    with pytest.raises(TrainingError, match="have SHA-256 5793442.* not the expected 0000.*reinstall efficientnet-lite0"):
+    with pytest.raises(TrainingError, match="SHA-256 5793442.* not the expected 0000.*reinstall efficientnet-lite0"):
         build_model("efficientnet_lite0", 3, "imagenet", "all")
 
 

@@ -147,8 +147,9 @@ def test_feature_batches_follow_the_image_loader_order_and_resume_position(opt_m
     split = scan_split("train", opt_ml / "input" / "data" / "train")
     preprocessing = Preprocessing(resize_size=72, crop_size=64)
     model = torchvision.models.resnet18(num_classes=3)
-    key = feature_key(split, "resnet18", trunk_checksum(model, architecture("resnet18")), preprocessing, views=3, augment=True, seed=5)
-    cached = extract(model, architecture("resnet18"), split, key, preprocessing, torch.device("cpu"), 5, 0, 10, 5, GracefulStop())
+    arch = architecture("resnet18")
+    key = feature_key(split, "resnet18", trunk_checksum(model, arch), preprocessing, views=3, augment=True, seed=5)
+    cached = extract(model, arch, split, key, preprocessing, torch.device("cpu"), 5, 0, 10, 5, GracefulStop())
     assert cached.features.shape == (3, 24, 512) and bool(cached.readable.all())
     assert not torch.equal(cached.features[0], cached.features[1])  # different random crops
 
