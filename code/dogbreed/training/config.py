@@ -137,11 +137,11 @@ class TrainConfig:
         "capped at the train split's readable images",
     )
     int8_calibration: str = hp(
-        "minmax",
-        "how the int8 activation ranges are set: 'minmax' (the calibration images' extremes) or 'percentile' "
-        "(the 99.999th percentile, which outliers cannot stretch: more accurate on EfficientNet-Lite0, but ONNX "
-        "Runtime holds every activation of every calibration image in memory)",
-        ("minmax", "percentile"),
+        "auto",
+        "how the int8 activation ranges are set: 'minmax' (the calibration images' extremes), 'percentile' (the "
+        "99.999th percentile of their histogram, which outliers cannot stretch; slower), or 'auto': the "
+        "architecture's (percentile for efficientnet_lite0, minmax for the ResNets)",
+        ("auto", "minmax", "percentile"),
     )
     # On x86 CPUs without VNNI (AVX2, AVX-512 before Cascade Lake), ONNX Runtime's int8 kernels add
     # pairs of 8-bit products into 16 bits, which can saturate; 7-bit weights cannot. The serving CPU
@@ -197,6 +197,13 @@ class TrainConfig:
             )
         if self.features_only and not self.use_features:
             raise ConfigError("hyperparameter features_only=true needs features on (features=auto|on, freeze=all)")
+
+    @property
+    def int8_calibration_method(self) -> str:
+        """``int8_calibration``, resolved: ``minmax`` or ``percentile``."""
+        if self.int8_calibration == "auto":
+            return architecture(self.arch).int8_calibration
+        return self.int8_calibration
 
     @property
     def use_features(self) -> bool:

@@ -395,7 +395,7 @@ def add_int8(config: TrainConfig, paths: JobPaths, data: Data, metadata: ModelMe
                  config.int8_calibration_images, readable)
     metadata.int8 = export_int8(paths.model_dir, data.preprocessing, data.train, data.valid,
                                 config.int8_calibration_images, config.int8_reduce_range, config.seed, stop,
-                                config.int8_calibration)
+                                config.int8_calibration_method)
     for split in (data.train, data.valid):
         split.check_unreadable(config.max_unreadable_fraction)
     top1 = {"fp32_valid_accuracy": metadata.int8.fp32_valid_top1, "int8_valid_accuracy": metadata.int8.int8_valid_top1}

@@ -37,9 +37,8 @@ log = logging.getLogger(__name__)
 # (7-bit weights, the default) rules out.
 INT8_FORMAT = "QDQ u8s8 per-channel"
 # How activation ranges are set from the calibration images: their extremes (MinMax), or
-# the 99.999th percentile of their histogram, which outlying activations cannot stretch.
-# ONNX Runtime's histogram calibration holds every activation of every calibration image
-# in memory at once, so it is the choice for small networks (see int8_calibration).
+# the 99.999th percentile of their histogram, which outlying activations cannot stretch
+# (EfficientNet-Lite0 needs it: see Architecture.int8_calibration).
 CALIBRATIONS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
 BATCH_SIZE = 16
 
@@ -91,18 +90,31 @@ def _batch(preprocessing: Preprocessing, pixels: list[np.ndarray], labels: list[
 
 
 class CalibrationImages(CalibrationDataReader):
-    """ONNX Runtime's calibration input: batches of :func:`eval_batches`, counted."""
+    """ONNX Runtime's calibration input: the batches of :func:`eval_batches`, decoded once and
+    handed over a range of batches at a time.
 
-    def __init__(self, batches: Iterator[EvalBatch]):
-        self._batches = batches
-        self.images = 0
+    :func:`quantize` has ONNX Runtime collect one batch at a time (its ``CalibStridedMinMax``
+    option strides any calibrator), so the percentile calibration holds one batch's
+    activations in memory rather than every calibration image's.
+    """
+
+    def __init__(self, batches: Iterator[EvalBatch], stop: GracefulStop):
+        self._batches = list(batches)
+        self._stop = stop
+        self.images = sum(len(batch.labels) for batch in self._batches)
+        self._pending = iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._pending = iter(self._batches[start_index:end_index])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        if batch is None:
-            return None
-        self.images += len(batch.labels)
-        return {ONNX_INPUT: batch.inputs}
+        if self._stop.requested:
+            raise StopRequested()
+        batch = next(self._pending, None)
+        return None if batch is None else {ONNX_INPUT: batch.inputs}
 
 
 class _BelowWarning(logging.Filter):
@@ -139,6 +151,7 @@ def quantize(fp32_path: Path, int8_path: Path, calibration: CalibrationImages, r
             reduce_range=reduce_range,
             calibrate_method=method,
             calibration_providers=["CPUExecutionProvider"],
+            extra_options={"CalibStridedMinMax": 1},  # one batch at a time (see CalibrationImages)
         )
 
 
@@ -165,7 +178,7 @@ def export_int8(model_dir: Path, preprocessing: Preprocessing, train: Split, val
     """
     model_dir = Path(model_dir)
     order = np.random.default_rng(seed).permutation(len(train.samples)).tolist()
-    calibration = CalibrationImages(eval_batches(train, preprocessing, order, stop, limit=calibration_images))
+    calibration = CalibrationImages(eval_batches(train, preprocessing, order, stop, limit=calibration_images), stop)
     try:
         quantize(model_dir / ONNX_FILE, model_dir / INT8_ONNX_FILE, calibration, reduce_range,
                  CALIBRATIONS[calibration_method])
@@ -186,7 +199,7 @@ def export_int8(model_dir: Path, preprocessing: Preprocessing, train: Split, val
         reduce_range=reduce_range, valid_images=images, fp32_valid_top1=fp32_correct / images,
         int8_valid_top1=int8_correct / images,
     )
-    log.info("int8: valid top-1 %.3f vs fp32 %.3f (%+.1f points) on %d images; calibrated on %d train images, "
+    log.info("int8: valid top-1 %.3f vs fp32 %.3f (%+.1f points) on %d images; calibrated (%s) on %d train images, "
              "reduce_range=%s", export.int8_valid_top1, export.fp32_valid_top1, export.change_points, images,
-             calibration.images, reduce_range)
+             export.calibration, calibration.images, reduce_range)
     return export

@@ -82,7 +82,7 @@ def test_job_exports_int8_and_records_both_top1s(opt_ml, fake_weights, capsys):
     assert found["fp32_valid_accuracy"] == [round(int8.fp32_valid_top1, 4)]
     assert found["int8_valid_accuracy"] == [round(int8.int8_valid_top1, 4)]
     assert re.search(r"int8: valid top-1 \d\.\d{3} vs fp32 \d\.\d{3} \([-+]\d+\.\d points\) on 12 images; "
-                     r"calibrated on 24 train images, reduce_range=True", out)
+                     r"calibrated \(MinMax\) on 24 train images, reduce_range=True", out)
     assert "Created a copy of bias input" not in out  # the quantizer's per-layer chatter stays out of the log
 
 
@@ -116,6 +116,10 @@ def test_int8_hyperparameters():
     assert (config.int8, config.int8_calibration_images, config.int8_reduce_range) == (False, 16, False)
     defaults = TrainConfig()
     assert (defaults.int8, defaults.int8_calibration_images, defaults.int8_reduce_range) == (True, 128, True)
+    # auto: the architecture's calibration
+    assert (defaults.int8_calibration, defaults.int8_calibration_method) == ("auto", "minmax")
+    assert TrainConfig(arch="efficientnet_lite0").int8_calibration_method == "percentile"
+    assert TrainConfig(arch="efficientnet_lite0", int8_calibration="minmax").int8_calibration_method == "minmax"
     with pytest.raises(ConfigError, match="int8_calibration_images=0"):
         TrainConfig(int8_calibration_images=0)
     with pytest.raises(ConfigError, match="int8"):
@@ -215,3 +219,22 @@ def test_int8_model_of_a_real_job_agrees_with_fp32_in_the_predictor(real_photo_j
     assert abs((fp32_top1 == labels).mean() - record.fp32_valid_top1) <= 1 / len(photos)
     assert abs((int8_top1 == labels).mean() - record.int8_valid_top1) <= 1 / len(photos)
 
+
+
+def test_percentile_calibration_is_recorded_and_collected_a_batch_at_a_time(small_model_dir, monkeypatch):
+    """The histogram calibration sees every calibration batch, one ONNX Runtime collection at a time (so it
+    never holds every image's activations), and model.json names the method."""
+    from onnxruntime.quantization.calibrate import HistogramCalibrater
+
+    model_dir, preprocessing, train, valid = small_model_dir
+    collections = []
+    original = HistogramCalibrater.collect_data
+
+    def counting(self, reader):
+        collections.append(reader)
+        original(self, reader)
+
+    monkeypatch.setattr(HistogramCalibrater, "collect_data", counting)
+    export = export_int8(model_dir, preprocessing, train, valid, 24, True, 0, GracefulStop(), "percentile")
+    assert export.calibration == "Percentile" and export.calibration_images == 24
+    assert len(collections) == 2  # 24 images in batches of 16: two collections of one batch each
