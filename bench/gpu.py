@@ -275,31 +275,29 @@ def log_facts(log_path: Path, started: float) -> dict[str, Any]:
     return {"features_log": features, "stages_s": stages, "tail": lines[-TAIL_LINES:]}
 
 
-def profile_facts(profile_dir: Path) -> dict[str, Any]:
-    """GPU utilisation and memory, CPU use and the step split, from the profile's files."""
-    facts: dict[str, Any] = {"metadata": read_json(profile_dir / "metadata.json")}
-    samples = []
-    path = profile_dir / "system.jsonl"
+def read_jsonl(path: Path) -> list[Any]:
+    """The records of a JSON-lines file, skipping a line cut short (a job stopped mid-write); none if absent."""
+    records = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                samples.append(json.loads(line))
+                records.append(json.loads(line))
             except ValueError:
                 continue
+    return records
+
+
+def profile_facts(profile_dir: Path) -> dict[str, Any]:
+    """GPU utilisation and memory, CPU use and the step split, from the profile's files."""
+    facts: dict[str, Any] = {"metadata": read_json(profile_dir / "metadata.json")}
+    samples = read_jsonl(profile_dir / "system.jsonl")
     facts["samples"] = len(samples)
     if samples:
         facts["seconds"] = round(samples[-1]["timestamp"] - samples[0]["timestamp"], 1)
         cpu = [sum(s["cpu_percent"]) / len(s["cpu_percent"]) for s in samples if s.get("cpu_percent")]
         facts["cpu_percent_mean"] = round(statistics.fmean(cpu), 1) if cpu else None
         facts["memory_used_peak_bytes"] = max(s.get("memory_used_bytes") or 0 for s in samples)
-    steps = []
-    path = profile_dir / "steps.jsonl"
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                steps.append(json.loads(line))
-            except ValueError:
-                continue
+    steps = read_jsonl(profile_dir / "steps.jsonl")
     # The monitor runs from the first epoch to the end of the export (int8 calibration on the CPU
     # included): the training window is from the first step's start to the last step's end.
     window = None

