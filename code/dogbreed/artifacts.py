@@ -9,6 +9,10 @@ A training job writes, into ``/opt/ml/model`` (SageMaker tars it as ``model.tar.
   input and output; ``model.json``'s ``int8`` (:class:`Int8Export`) says how and what it
   costs in validation accuracy. Models without it (``int8=false``, or older jobs) have
   ``int8`` null or absent;
+- ``head.npz``: the head's weight and bias as numpy arrays; with the ONNX models' second
+  output ``feature_map`` (N, channels, h, w), the last feature map before pooling, they
+  give class activation maps (:mod:`dogbreed.explain`). ``model.json``'s ``explain``
+  (:class:`CamExport`) says so; older models have it null or absent and cannot explain;
 - ``model.json``: :class:`ModelMetadata`, everything needed to use the files.
 """
 
@@ -28,6 +32,8 @@ INT8_ONNX_FILE = "model.int8.onnx"
 TORCH_FILE = "model.pt"
 ONNX_INPUT = "input"
 ONNX_OUTPUT = "logits"
+ONNX_FEATURE_MAP = "feature_map"
+HEAD_FILE = "head.npz"
 FORMAT_VERSION = 1
 
 
@@ -78,6 +84,29 @@ class Int8Export:
         )
 
 
+@dataclass(frozen=True)
+class CamExport:
+    """How the model gives class activation maps: which ONNX output is the feature map, which
+    file holds the head, and the map's (height, width) at the exported input size."""
+
+    feature_map: str
+    head_file: str
+    grid: tuple[int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "cam", "feature_map": self.feature_map, "head_file": self.head_file,
+                "grid": list(self.grid)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CamExport":
+        """Rebuild from the ``explain`` entry of ``model.json``; raises KeyError/TypeError/ValueError."""
+        head_file = str(d["head_file"])
+        if Path(head_file).name != head_file or head_file in ("", ".", ".."):
+            raise ValueError(f"explain.head_file={head_file!r} is not a file name")
+        height, width = (int(v) for v in d["grid"])
+        return cls(feature_map=str(d["feature_map"]), head_file=head_file, grid=(height, width))
+
+
 @dataclass
 class ModelMetadata:
     """What ``model.json`` holds: classes in index order and how inputs are prepared."""
@@ -90,6 +119,8 @@ class ModelMetadata:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     # Optional, so format_version stays 1: readers that predate it ignore the key and serve fp32.
     int8: Int8Export | None = None
+    # Optional too: models exported before class activation maps have none.
+    explain: CamExport | None = None
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +133,9 @@ class ModelMetadata:
         d["files"] = {"onnx": ONNX_FILE, "pytorch": TORCH_FILE}
         if self.int8 is not None:
             d["files"]["onnx_int8"] = self.int8.file
+        if self.explain is not None:
+            d["explain"] = self.explain.to_dict()
+            d["files"]["head"] = self.explain.head_file
         return d
 
     def save(self, model_dir: str | os.PathLike) -> Path:
@@ -135,6 +169,7 @@ class ModelMetadata:
                 metrics=dict(d.get("metrics", {})),
                 hyperparameters=dict(d.get("hyperparameters", {})),
                 int8=Int8Export.from_dict(d["int8"]) if d.get("int8") is not None else None,
+                explain=CamExport.from_dict(d["explain"]) if d.get("explain") is not None else None,
                 format_version=version,
             )
         except ModelLoadError:

@@ -47,18 +47,37 @@ class Preprocessing:
             std=tuple(float(v) for v in d["std"]),
         )
 
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """The (width, height) the shorter side's resize to ``resize_size`` gives."""
+        if width <= height:
+            return self.resize_size, int(self.resize_size * height / width)
+        return int(self.resize_size * width / height), self.resize_size
+
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The centre crop ``(left, top, right, bottom)`` in the resized image's pixels."""
+        new_w, new_h = self.resized_size(width, height)
+        c = self.crop_size
+        top, left = int(round((new_h - c) / 2.0)), int(round((new_w - c) / 2.0))
+        return left, top, left + c, top + c
+
+    def crop_region(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The area of a ``width`` x ``height`` image the model sees, ``(x0, y0, x1, y1)`` in its pixels.
+
+        The inverse of the resize applied to :meth:`crop_box`: what the model's input (and
+        so its feature map) covers, in the uploaded picture's coordinates.
+        """
+        new_w, new_h = self.resized_size(width, height)
+        left, top, right, bottom = self.crop_box(width, height)
+        sx, sy = width / new_w, height / new_h
+        return left * sx, top * sy, right * sx, bottom * sy
+
     def resize_and_crop(self, image: Image.Image) -> Image.Image:
         """Bilinear resize of the shorter side to ``resize_size``, then centre crop."""
-        w, h = image.size
-        short, long_ = (w, h) if w <= h else (h, w)
-        new_short, new_long = self.resize_size, int(self.resize_size * long_ / short)
-        size = (new_short, new_long) if w <= h else (new_long, new_short)
-        if size != (w, h):
+        original = image.size
+        size = self.resized_size(*original)
+        if size != original:
             image = image.resize(size, Image.BILINEAR)
-        w, h = image.size
-        c = self.crop_size
-        top, left = int(round((h - c) / 2.0)), int(round((w - c) / 2.0))
-        return image.crop((left, top, left + c, top + c))
+        return image.crop(self.crop_box(*original))
 
     def pixels(self, image: Image.Image) -> np.ndarray:
         """An RGB image -> uint8 array of shape (3, crop_size, crop_size), resized and cropped."""

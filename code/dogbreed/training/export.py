@@ -11,9 +11,12 @@ import torch
 from torch import nn
 
 from dogbreed.architectures import Architecture, architecture
-from dogbreed.artifacts import ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, TORCH_FILE, ModelMetadata
+from dogbreed.artifacts import (
+    HEAD_FILE, ONNX_FEATURE_MAP, ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, TORCH_FILE, CamExport, ModelMetadata,
+)
+from dogbreed.explain import Head
 from dogbreed.training.failure import TrainingError
-from dogbreed.training.model import build_network, head_of
+from dogbreed.training.model import WithFeatureMap, build_network, head_of
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +26,29 @@ ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-4
 
 
-def export_onnx(model: nn.Module, path: Path, crop_size: int) -> None:
-    """TorchScript-based export (``dynamo=False``; the dynamo exporter needs onnxscript), dynamic batch."""
-    model.eval()
+def export_onnx(model: nn.Module, arch: Architecture, path: Path, crop_size: int) -> tuple[int, int]:
+    """TorchScript-based export (``dynamo=False``; the dynamo exporter needs onnxscript), dynamic batch.
+
+    The graph has two outputs, the logits and the last feature map (for class activation
+    maps); a caller asking ONNX Runtime for the logits alone pays nothing for the second,
+    which the logits are computed from anyway. Returns the feature map's (height, width).
+    """
+    network = WithFeatureMap(model.eval(), arch).eval()
     dummy = torch.zeros(1, 3, crop_size, crop_size)
+    with torch.no_grad():
+        grid = tuple(network(dummy)[1].shape[2:])
     torch.onnx.export(
-        model,
+        network,
         (dummy,),
         str(path),
         input_names=[ONNX_INPUT],
-        output_names=[ONNX_OUTPUT],
-        dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+        output_names=[ONNX_OUTPUT, ONNX_FEATURE_MAP],
+        dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}, ONNX_FEATURE_MAP: {0: "batch"}},
         opset_version=ONNX_OPSET,
         do_constant_folding=True,
         dynamo=False,
     )
+    return int(grid[0]), int(grid[1])
 
 
 def onnx_max_abs_diff(model: nn.Module, onnx_path: Path, batch: torch.Tensor) -> tuple[float, float]:
@@ -58,18 +69,23 @@ def export_model_dir(
     model_dir: str | os.PathLike,
     sample_batch: torch.Tensor | None = None,
 ) -> float | None:
-    """Write ``model.pt``, ``model.onnx`` and ``model.json`` into ``model_dir``.
+    """Write ``model.pt``, ``model.onnx``, ``head.npz`` and ``model.json`` into ``model_dir``.
 
-    ``model`` is exported from a CPU copy. With ``sample_batch`` (N, 3, H, W), the ONNX
+    ``model`` is exported from a CPU copy; ``metadata.explain`` is set to the class
+    activation maps the export gives. With ``sample_batch`` (N, 3, H, W), the ONNX
     model is checked against PyTorch on it and :class:`TrainingError` raised when the
     logits differ by more than ``ONNX_TOLERANCE``; returns that difference (None unchecked).
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     # A plain copy on the CPU: the training model may carry smdebug hooks and live on a GPU.
-    clean = _cpu_copy(model, architecture(metadata.arch))
+    arch = architecture(metadata.arch)
+    clean = _cpu_copy(model, arch)
     torch.save(clean.state_dict(), model_dir / TORCH_FILE)
-    export_onnx(clean, model_dir / ONNX_FILE, metadata.preprocessing.crop_size)
+    grid = export_onnx(clean, arch, model_dir / ONNX_FILE, metadata.preprocessing.crop_size)
+    head = head_of(clean, arch)
+    Head(head.weight.detach().numpy(), head.bias.detach().numpy()).save(model_dir / HEAD_FILE)
+    metadata.explain = CamExport(feature_map=ONNX_FEATURE_MAP, head_file=HEAD_FILE, grid=grid)
     metadata.save(model_dir)
     if sample_batch is None:
         return None

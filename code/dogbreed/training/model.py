@@ -51,6 +51,32 @@ def head_of(model: nn.Module, arch: Architecture) -> nn.Linear:
     return getattr(model, arch.head)
 
 
+def forward_with_feature_map(model: nn.Module, arch: Architecture,
+                             images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, feature_map)``: the network's output and its last feature map, the input of the
+    global average pooling (N, channels, h, w), whose cells the head's weights explain."""
+    if arch.family == "resnet":
+        x = model.maxpool(model.relu(model.bn1(model.conv1(images))))
+        feature_map = model.layer4(model.layer3(model.layer2(model.layer1(x))))
+        return model.fc(torch.flatten(model.avgpool(feature_map), 1)), feature_map
+    if arch.family == "efficientnet_lite":
+        feature_map = model.forward_features(images)
+        return model.forward_head(feature_map), feature_map
+    raise ValueError(f"no feature map for the {arch.family} family ({arch.name})")
+
+
+class WithFeatureMap(nn.Module):
+    """``model`` answering ``(logits, feature_map)`` (see :func:`forward_with_feature_map`), for export."""
+
+    def __init__(self, model: nn.Module, arch: Architecture):
+        super().__init__()
+        self.model = model
+        self.arch = arch
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return forward_with_feature_map(self.model, self.arch, images)
+
+
 def replace_head(model: nn.Module, arch: Architecture, head: nn.Module) -> nn.Module:
     """Put ``head`` in place of the final layer; returns the one it replaced."""
     old = getattr(model, arch.head)

@@ -22,7 +22,7 @@ import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from dogbreed.artifacts import INT8_ONNX_FILE, ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, Int8Export
+from dogbreed.artifacts import INT8_ONNX_FILE, ONNX_FEATURE_MAP, ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, Int8Export
 from dogbreed.preprocessing import Preprocessing
 from dogbreed.training.data import EvalTransform, ImageDataset, Split
 from dogbreed.training.failure import TrainingError
@@ -134,6 +134,35 @@ def quiet_root_logger() -> Iterator[None]:
         logging.getLogger().removeFilter(quiet)
 
 
+def nodes_kept_float(model_path: Path) -> list[str]:
+    """The names of the nodes the int8 model keeps in float32.
+
+    * Shape arithmetic: TF-style "same" padding (EfficientNet-Lite's stride-2 convolutions)
+      is computed in the graph from the input's shape, and a quantized Concat of those pad
+      widths rounds a 1 to 0, which shrinks the feature map (7x7 became 6x6). Every node
+      that no image data flows into is such arithmetic (or a constant).
+    * The head: pooling, flattening and the linear layer after the feature map output, so
+      the int8 model's logits are its own feature map's pooled mean through the float head
+      and its class activation maps are as exact as the fp32 model's. The head is a few
+      thousand multiplications: float costs nothing measurable there.
+    """
+    import onnx  # noqa: PLC0415 - the quantizer's own dependency
+
+    graph = onnx.load(str(model_path)).graph
+    data = {i.name for i in graph.input} - {i.name for i in graph.initializer}
+    after_feature_map, kept = {ONNX_FEATURE_MAP}, []
+    for node in graph.node:  # topologically sorted
+        if node.op_type not in ("Shape", "Size") and data.intersection(node.input):
+            data.update(node.output)
+        else:
+            kept.append(node.name)
+            continue
+        if after_feature_map.intersection(node.input):
+            after_feature_map.update(node.output)
+            kept.append(node.name)
+    return kept
+
+
 def quantize(fp32_path: Path, int8_path: Path, calibration: CalibrationImages, reduce_range: bool,
              method: CalibrationMethod) -> None:
     """Write the static int8 QDQ model of ``fp32_path`` to ``int8_path``, calibrated on ``calibration``."""
@@ -151,6 +180,7 @@ def quantize(fp32_path: Path, int8_path: Path, calibration: CalibrationImages, r
             reduce_range=reduce_range,
             calibrate_method=method,
             calibration_providers=["CPUExecutionProvider"],
+            nodes_to_exclude=nodes_kept_float(prepared),
             extra_options={"CalibStridedMinMax": 1},  # one batch at a time (see CalibrationImages)
         )
 

@@ -34,7 +34,7 @@ def test_onnx_matches_pytorch_on_real_photos(trained_like_model, real_photos, tm
     model_proto = onnx.load(str(tmp_path / "model.onnx"))
     onnx.checker.check_model(model_proto)
     assert [i.name for i in model_proto.graph.input] == ["input"]
-    assert [o.name for o in model_proto.graph.output] == ["logits"]
+    assert [o.name for o in model_proto.graph.output] == ["logits", "feature_map"]
     assert max(op.version for op in model_proto.opset_import if op.domain in ("", "ai.onnx")) == 17
 
     # All photos in one batch of another size: the batch axis is dynamic.
