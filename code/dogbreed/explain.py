@@ -119,6 +119,25 @@ class Explanation:
             "peak": [round(v, 1) for v in self.peak],
         }
 
+    @classmethod
+    def from_dict(cls, d: Any) -> "Explanation":
+        """Rebuild from :meth:`to_dict`'s form (an endpoint's answer); :class:`ExplainError` says what is wrong."""
+        try:
+            grid = np.asarray(d["grid"], np.float32)
+            explanation = cls(class_index=int(d["class"]), label=str(d["label"]), grid=grid, bias=float(d["bias"]),
+                              region=_box(d["grid_region"]), box=_box(d["box"]),
+                              peak=(float(d["peak"][0]), float(d["peak"][1])))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ExplainError(f"not an explanation: {type(exc).__name__}: {exc}") from exc
+        if grid.ndim != 2 or 0 in grid.shape:
+            raise ExplainError(f"not an explanation: its grid has shape {grid.shape}, not rows of numbers")
+        return explanation
+
+
+def _box(values: Any) -> Box:
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return x0, y0, x1, y1
+
 
 def explain(feature_map: np.ndarray, head: Head, class_index: int, label: str, preprocessing: Preprocessing,
             image_size: tuple[int, int]) -> Explanation:

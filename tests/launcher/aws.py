@@ -3,7 +3,9 @@
 Every call goes through botocore's client-side validation against the service model
 (``ParamValidationError`` on a malformed request) and then to the moto server, unless a
 canned answer is registered for the operation (moto lacks a few, e.g. a tuning job's
-BestTrainingJob, and a real model's answer from InvokeEndpoint).
+BestTrainingJob, and a real model's answer from InvokeEndpoint). A canned answer with an
+``Error`` entry is an error response: the client raises it as botocore would (e.g.
+InvokeEndpoint's ``ModelError`` for a container's 4xx).
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ class RecordingSession:
         answer = dict(answer)
         if isinstance(answer.get("Body"), bytes):
             answer["Body"] = StreamingBody(io.BytesIO(answer["Body"]), len(answer["Body"]))
-        return AWSResponse("http://127.0.0.1/", 200, {}, None), answer
+        # SageMaker answers a ModelError with 424; botocore raises any status >= 300.
+        status = 424 if "Error" in answer else 200
+        return AWSResponse("http://127.0.0.1/", status, {}, None), answer
 
     def factory(self):
         """For ``cli.main(session_factory=...)``."""

@@ -321,6 +321,10 @@ BAD_INPUT = [
                                    "--min-instances", "3", "--max-instances", "2"], "--max-instances"),
     ("missing image file", ["predict", "dogbreed-ep", "/nonexistent/dog.jpg"], "no such file"),
     ("not an image", ["predict", "dogbreed-ep", str(REPO / "pyproject.toml")], "send a JPEG or PNG"),
+    ("explain without predict", ["deploy", "--image", SERVE, "--role", ROLE, "--model", "s3://b-1/m.tar.gz",
+                                 "--explain", "cam.png"], "--explain PNG needs --predict IMAGE"),
+    ("predict without local", ["deploy", "--image", SERVE, "--role", ROLE, "--model", "s3://b-1/m.tar.gz",
+                               "--predict", "dog.jpg"], "--predict IMAGE is for deploy --local"),
     ("bad endpoint name", ["delete", "dogbreed_ep!"], "endpoint name"),
     ("local data missing", ["train", "--local", "--image", "dogbreed-train:latest", "--train", "/nonexistent",
                             "--valid", "/nonexistent", "--test", "/nonexistent", "--output", "/tmp/x"],
@@ -342,3 +346,215 @@ def test_an_aws_error_is_reported_without_a_traceback(aws, capsys):
     assert run(aws, "delete", "no-such-endpoint") == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no-such-endpoint" in err
+
+
+# ---- predict --explain: the class activation map ---------------------------------------------
+
+def exif_rotated_photo(path) -> None:
+    """A grey 40x30 JPEG whose EXIF says "rotate 90°": upright, as the endpoint decodes it, 30x40."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned; the picture is shown rotated
+    Image.new("RGB", (40, 30), (128, 128, 128)).save(path, "JPEG", exif=exif, quality=95)
+
+
+# The map of the upright 30x40 picture: a 2x2 grid over the 30x30 centre crop, hot at the bottom right.
+EXPLANATION = {"method": "cam", "class": 1, "label": "Siberian husky", "logit": 2.8, "bias": 1.975,
+               "grid": [[0.0, 0.1], [0.2, 3.0]], "grid_region": [0.0, 5.0, 30.0, 35.0],
+               "box": [15.0, 20.0, 30.0, 35.0], "peak": [26.2, 31.2]}
+EXPLAINED = {"predicted_class": 1, "predicted_label": "Siberian husky", "top_k": [
+    {"class": 1, "label": "Siberian husky", "probability": 0.91}], "explanation": EXPLANATION}
+BOX_LINE = "explanation: Siberian husky, box x0=15 y0=20 x1=30 y1=35 (image pixels); overlay: {}"
+
+
+def expected_overlay(photo):
+    """The picture the serving image answers ``Accept: image/png`` with, from the same answer."""
+    import numpy as np
+
+    from dogbreed import explain, images
+
+    cam = explain.Explanation(1, "Siberian husky", np.asarray(EXPLANATION["grid"], np.float32), 1.975,
+                              (0.0, 5.0, 30.0, 35.0), (15.0, 20.0, 30.0, 35.0), (26.2, 31.2))
+    return explain.overlay(images.open_image(photo), cam)
+
+
+def assert_is_the_overlay(png, photo) -> None:
+    import numpy as np
+    from PIL import Image
+
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(png) as saved:
+        pixels = np.asarray(saved.convert("RGB"))
+    assert pixels.shape == (40, 30, 3)  # upright: the EXIF orientation applied, as the endpoint does
+    red, blue = pixels[..., 0].astype(int), pixels[..., 2].astype(int)
+    assert red[28, 22] > blue[28, 22] + 50 and blue[10, 5] > red[10, 5] + 50  # hot cell red, cold cell blue
+    assert pixels[2, 15].max() < 60  # cropped away before the model: dimmed
+    np.testing.assert_array_equal(pixels, np.asarray(expected_overlay(photo)))
+
+
+def test_predict_explain_asks_for_the_map_prints_its_box_and_saves_the_overlay(aws, tmp_path, capsys):
+    photo, png = tmp_path / "dog.jpg", tmp_path / "cam.png"
+    exif_rotated_photo(photo)
+    aws.canned[("runtime.sagemaker", "InvokeEndpoint")] = {"Body": json.dumps(EXPLAINED).encode(),
+                                                           "ContentType": "application/json"}
+    assert run(aws, "predict", "dogbreed-ep", str(photo), "--explain", str(png)) == 0
+    invoke = aws.params("InvokeEndpoint")  # one request: the overlay is drawn from its answer
+    assert invoke == {"EndpointName": "dogbreed-ep", "ContentType": "image/jpeg", "Accept": "application/json",
+                      "Body": photo.read_bytes(), "CustomAttributes": "explain=cam"}
+    assert capsys.readouterr().out.splitlines() == ["Siberian husky  0.910", BOX_LINE.format(png)]
+    assert_is_the_overlay(png, photo)
+
+
+def test_predict_json_explain_keeps_stdout_the_body(aws, tmp_path, capsys):
+    photo, png = tmp_path / "dog.jpg", tmp_path / "cam.png"
+    exif_rotated_photo(photo)
+    body = json.dumps(EXPLAINED, indent=1) + "\n"
+    aws.canned[("runtime.sagemaker", "InvokeEndpoint")] = {"Body": body.encode(), "ContentType": "application/json"}
+    assert run(aws, "predict", "dogbreed-ep", str(photo), "--json", "--explain", str(png)) == 0
+    captured = capsys.readouterr()
+    assert captured.out == body
+    assert captured.err == BOX_LINE.format(png) + "\n"
+    assert_is_the_overlay(png, photo)
+
+
+def test_predict_without_explain_sends_no_custom_attributes(aws, tmp_path):
+    photo = tmp_path / "dog.jpg"
+    exif_rotated_photo(photo)
+    aws.canned[("runtime.sagemaker", "InvokeEndpoint")] = {"Body": json.dumps(EXPLAINED).encode()}
+    assert run(aws, "predict", "dogbreed-ep", str(photo)) == 0
+    assert "CustomAttributes" not in aws.params("InvokeEndpoint")
+
+
+# What SageMaker makes of a container's 422: a ModelError, the container's body inside.
+CANNOT_EXPLAIN = "this model cannot give class activation maps: it was exported before them; export it again"
+MODEL_ERROR = {
+    "Error": {"Code": "ModelError", "Message": 'Received client error (422) from primary with message "..."'},
+    "OriginalStatusCode": 422, "OriginalMessage": json.dumps({"error": CANNOT_EXPLAIN}),
+    "LogStreamArn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/dogbreed-ep",
+}
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["table", "json"])
+def test_an_endpoint_that_cannot_explain_is_a_one_line_error(aws, tmp_path, capsys, json_flag):
+    photo, png = tmp_path / "dog.jpg", tmp_path / "cam.png"
+    exif_rotated_photo(photo)
+    aws.canned[("runtime.sagemaker", "InvokeEndpoint")] = MODEL_ERROR
+    assert run(aws, "predict", "dogbreed-ep", str(photo), *json_flag, "--explain", str(png)) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"error: endpoint dogbreed-ep answered 422: {CANNOT_EXPLAIN}\n"
+    assert not png.exists()
+
+
+def test_an_answer_without_the_map_is_an_error_not_a_silent_gap(aws, tmp_path, capsys):
+    """A serving image from before maps ignores explain=cam and answers the prediction alone."""
+    photo, png = tmp_path / "dog.jpg", tmp_path / "cam.png"
+    exif_rotated_photo(photo)
+    plain = {k: v for k, v in EXPLAINED.items() if k != "explanation"}
+    aws.canned[("runtime.sagemaker", "InvokeEndpoint")] = {"Body": json.dumps(plain).encode()}
+    assert run(aws, "predict", "dogbreed-ep", str(photo), "--explain", str(png)) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and not png.exists()
+    assert captured.err.startswith("error: endpoint dogbreed-ep answered without an 'explanation' (a serving image "
+                                   "from before class activation maps") and captured.err.count("\n") == 1
+
+
+def test_an_incomplete_map_is_an_error(aws, tmp_path, capsys):
+    photo, png = tmp_path / "dog.jpg", tmp_path / "cam.png"
+    exif_rotated_photo(photo)
+    partial = {**EXPLAINED, "explanation": {k: v for k, v in EXPLANATION.items() if k not in ("grid", "peak")}}
+    aws.canned[("runtime.sagemaker", "InvokeEndpoint")] = {"Body": json.dumps(partial).encode()}
+    assert run(aws, "predict", "dogbreed-ep", str(photo), "--explain", str(png)) == 1
+    assert capsys.readouterr().err == "error: endpoint dogbreed-ep: the answer's explanation lacks grid, peak\n"
+    assert not png.exists()
+
+
+@pytest.mark.parametrize("overlay, message", [
+    ("cam.jpg", "--explain 'cam.jpg': name a .png file"),
+    ("/nonexistent/cam.png", "--explain '/nonexistent/cam.png': no such directory '/nonexistent'"),
+], ids=["not .png", "no such directory"])
+def test_a_bad_overlay_path_fails_before_any_request(aws, tmp_path, capsys, overlay, message):
+    photo = tmp_path / "dog.jpg"
+    exif_rotated_photo(photo)
+    assert run(aws, "predict", "dogbreed-ep", str(photo), "--explain", overlay) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert aws.calls == []
+
+
+# ---- deploy --local --predict --explain, through the SDK's local runtime client ----------------
+
+class StubEndpoint:
+    """An HTTP server on 127.0.0.1 playing the serving container's ``/invocations``: one canned answer."""
+
+    def __init__(self, status: int, body: bytes):
+        import http.server
+        import threading
+
+        self.requests: list[dict] = []
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers["Content-Length"])
+                stub.requests.append({"path": self.path, "headers": dict(self.headers),
+                                      "body": self.rfile.read(length)})
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def no_local_container(monkeypatch):
+    """LocalEndpoint without Docker: its model, config and container are the Docker test's; here
+    the SDK's local runtime client talks to a :class:`StubEndpoint` on the endpoint's port."""
+    from dogbreed.launcher import hosting
+
+    monkeypatch.setattr(hosting.LocalEndpoint, "__enter__", lambda self: self)
+    monkeypatch.setattr(hosting.LocalEndpoint, "__exit__", lambda self, *exc_info: None)
+    monkeypatch.setattr("sagemaker.core.local.local_session.get_docker_host", lambda: "127.0.0.1")
+
+
+@pytest.mark.parametrize("status, body, code", [
+    (200, json.dumps(EXPLAINED).encode(), 0),
+    (422, json.dumps({"error": CANNOT_EXPLAIN}).encode(), 1),
+], ids=["explained", "cannot explain"])
+def test_deploy_local_predict_explain_through_local_mode(aws_env, no_local_container, tmp_path, capsys,
+                                                         status, body, code):
+    photo, png, model = tmp_path / "dog.jpg", tmp_path / "cam.png", tmp_path / "model.tar.gz"
+    exif_rotated_photo(photo)
+    model.write_bytes(b"not read: no container starts")
+    stub = StubEndpoint(status, body)
+    try:
+        assert cli.main(["deploy", "--local", "--image", "dogbreed-serve:latest", "--model", str(model),
+                         "--name", "dogbreed-local", "--port", str(stub.port), "--predict", str(photo),
+                         "--explain", str(png)]) == code
+    finally:
+        stub.close()
+    [request] = stub.requests
+    assert request["path"] == "/invocations" and request["body"] == photo.read_bytes()
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    assert headers["x-amzn-sagemaker-custom-attributes"] == "explain=cam"
+    assert headers["accept"] == "application/json" and headers["content-type"] == "image/jpeg"
+    captured = capsys.readouterr()
+    if code == 0:
+        assert captured.out.splitlines()[-2:] == ["Siberian husky  0.910", BOX_LINE.format(png)]
+        assert_is_the_overlay(png, photo)
+    else:
+        assert captured.err == f"error: endpoint dogbreed-local answered 422: {CANNOT_EXPLAIN}\n"
+        assert not png.exists()

@@ -3,7 +3,8 @@
 ModelTrainer(Mode.LOCAL_CONTAINER) runs dogbreed-train:latest over the dogs-3breeds
 splits (local directories) plus a `pretrained` channel holding random ResNet18 weights
 under torchvision's file name (nothing can be downloaded); LocalSession serves the
-resulting model.tar.gz with dogbreed-serve:latest, and a real photo gets a breed back.
+resulting model.tar.gz with dogbreed-serve:latest, and a real photo gets a breed back, with
+the map of its top class (``--explain``: its box printed, the overlay saved).
 One epoch with the default DataLoader workers, under the SDK's compose file, which leaves
 /dev/shm at Docker's 64 MB: about a minute on two cores.
 """
@@ -15,11 +16,13 @@ import subprocess
 import tarfile
 
 import pytest
+from PIL import Image
 
 from tests.launcher.conftest import require_launcher_venv
 
 require_launcher_venv()
 
+from dogbreed.images import open_image
 from dogbreed.launcher import cli
 from tests.conftest import free_port
 from tests.launcher.conftest import run_in_training_venv
@@ -78,8 +81,9 @@ def test_train_local_then_deploy_local_predicts_a_breed(aws_env, dogs3, train_im
 
     photo = next(p for p in real_photos if "Siberian" in p.parent.name)
     serving_before = running(serve_image)  # other suites may serve concurrently
+    overlay = tmp_path / "cam.png"
     code = cli.main(["deploy", "--local", "--image", serve_image, "--model", str(model), "--name", "dogbreed-local",
-                     "--port", str(free_port()), "--predict", str(photo)])
+                     "--port", str(free_port()), "--predict", str(photo), "--explain", str(overlay)])
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
     # One "<breed>  <probability>" line per breed, most probable first (Docker's own
@@ -90,6 +94,11 @@ def test_train_local_then_deploy_local_predicts_a_breed(aws_env, dogs3, train_im
     assert set(labels) == BREEDS, out[-2000:]
     assert probabilities == sorted(probabilities, reverse=True)
     assert abs(sum(probabilities) - 1) < 0.01
+    # The trained model explains its top class; the overlay is the photo's size (at most 1024 a side).
+    [line] = [line for line in out.splitlines() if line.startswith("explanation: ")]
+    assert line.startswith(f"explanation: {labels[0]}, box x0=") and line.endswith(f"; overlay: {overlay}")
+    with Image.open(overlay) as picture:
+        assert picture.format == "PNG" and picture.size == open_image(photo).size
     # The container is gone after the command.
     assert running(serve_image) <= serving_before, "the local endpoint's container still runs"
 

@@ -21,7 +21,7 @@ from tests.launcher.conftest import require_launcher_venv
 
 require_launcher_venv()
 
-from dogbreed.launcher import cli, predictions, transform  # noqa: E402
+from dogbreed.launcher import cli, explanations, predictions, transform  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.launcher.aws import RecordingSession  # noqa: E402
 from tests.launcher.conftest import REGION, REPO, run_in_training_venv  # noqa: E402
@@ -79,14 +79,14 @@ def photos(prefix: str) -> None:
 
 
 def play_sagemaker(aws: RecordingSession, answered: list[str], status: str = "Completed",
-                   failure: str | None = None) -> None:
+                   failure: str | None = None, answers: dict[str, dict] = ANSWERS) -> None:
     """After CreateTransformJob: write ``<key>.out`` for the ``answered`` keys, as batch transform
     would, and (for another status than moto's Completed) answer DescribeTransformJob with it."""
     def after_create(**_):
         request = aws.params("CreateTransformJob")
         output = request["TransformOutput"]["S3OutputPath"]
         for key in answered:
-            put(f"{output}/{key}.out", json.dumps(ANSWERS[key]).encode())
+            put(f"{output}/{key}.out", json.dumps(answers[key]).encode())
         if status != "Completed":
             aws.canned[("api.sagemaker", "DescribeTransformJob")] = {
                 **request, "TransformJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:transform-job/x",
@@ -146,6 +146,108 @@ def test_transform_limits_reach_the_container(aws):
     assert request["TransformResources"] == {"InstanceType": "ml.c5.2xlarge", "InstanceCount": 2}
 
 
+def test_transform_explain_asks_the_container_for_maps(aws):
+    """Batch transform sends no per-record headers: the container's default says cam."""
+    photos(PHOTOS)
+    assert run(aws, *BASE, "--output", f"{RESULTS}-x1", "--job-name", "dogbreed-tr-x1", "--no-wait",
+               "--explain") == 0
+    request = aws.params("CreateTransformJob")
+    assert request["Environment"] == {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "6", "DOGBREED_EXPLAIN": "cam"}
+    assert request["TransformOutput"]["Accept"] == "application/json"  # the maps come inside the JSON answers
+
+
+def test_transform_local_explain_reaches_the_sdks_container_environment(aws_env, tmp_path):
+    """transform --local: the SDK's local job gives the request's Environment to the serving container."""
+    from sagemaker.core.local import LocalSession
+    from sagemaker.core.local.entities import _LocalTransformJob
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "model.tar.gz").write_bytes(b"...")
+    spec = transform.TransformSpec(image="dogbreed-serve:latest", model_data=str(tmp_path / "model.tar.gz"),
+                                   input=str(tmp_path / "in"), output=str(tmp_path / "out"), local=True,
+                                   job_name="dogbreed-local-x", explain=True)
+    session = LocalSession()
+    client = session.sagemaker_client
+    client.create_model(ModelName=spec.job_name, PrimaryContainer={"Image": spec.image, "ModelDataUrl": "file:///x",
+                                                                   "Environment": {}})
+    try:
+        job = _LocalTransformJob(spec.job_name, spec.job_name, session)
+        request = transform.transform_job_request(spec, "file:///in", "file:///out")
+        environment = job._get_container_environment(**request)
+    finally:
+        client.delete_model(ModelName=spec.job_name)
+    assert environment["DOGBREED_EXPLAIN"] == "cam" and environment["SAGEMAKER_BATCH"] == "True"
+
+
+def test_transform_local_explain_checks_each_answer_for_its_map(aws_env, tmp_path, capsys, monkeypatch):
+    """transform --local --explain without Docker: the SDK's job is played by a stand-in that answers
+    with the request it was given, one answer with a map and one without."""
+    from dogbreed.launcher import local_transform
+
+    inputs, output = tmp_path / "in", tmp_path / "out"
+    (inputs / "sub").mkdir(parents=True)
+    for key in ("a.jpg", "sub/b.png"):
+        (inputs / key).write_bytes(b"...")
+    (tmp_path / "model.tar.gz").write_bytes(b"...")
+    seen = []
+
+    def sdk_job(spec, port, staged_in, staged_out):
+        seen.append(transform.transform_job_request(spec, f"file://{staged_in}", f"file://{staged_out}"))
+        staged_out.mkdir()
+        answers = [EXPLAINED["a.jpg"], ANSWERS["sub/b.png"]]  # in key order: a.jpg, sub/b.png
+        for name, answer in zip(sorted(p.name for p in staged_in.iterdir()), answers):
+            (staged_out / f"{name}.out").write_text(json.dumps(answer))
+        return "Completed", None
+
+    monkeypatch.setattr(local_transform, "_run_sdk", sdk_job)
+    code = cli.main(["transform", "--local", "--image", "dogbreed-serve:latest",
+                     "--model", str(tmp_path / "model.tar.gz"), "--input", str(inputs), "--output", str(output),
+                     "--explain"])
+    assert code == 1
+    assert seen[0]["Environment"]["DOGBREED_EXPLAIN"] == "cam"
+    records = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
+    assert records[0] == {"key": "a.jpg", **EXPLAINED["a.jpg"]}
+    assert records[1]["key"] == "sub/b.png" and records[1]["error"].startswith("the answer has no 'explanation'")
+    assert "(2 images: 1 predicted, 1 failed)" in capsys.readouterr().out
+
+
+# The answers with their maps (the grid shortened to 2x2), as the serving image writes them.
+EXPLAINED = {key: {**answer, "explanation": {
+    "method": "cam", "class": answer["predicted_class"], "label": answer["predicted_label"], "logit": 1.5,
+    "bias": 0.25, "grid": [[0.0, 0.5], [1.0, 3.5]], "grid_region": [0.0, 10.0, 200.0, 210.0],
+    "box": [100.0, 110.0, 200.0, 210.0], "peak": [170.5, 180.5]}} for key, answer in ANSWERS.items()}
+
+
+def test_explained_answers_keep_their_box_and_grid_in_predictions_jsonl(aws, capsys):
+    photos(PHOTOS)
+    plain = {**EXPLAINED, "c.jpg": ANSWERS["c.jpg"]}  # c.jpg: answered by a serving image that ignores maps
+    play_sagemaker(aws, answered=list(ANSWERS), answers=plain)
+    code = run(aws, *BASE, "--output", f"{RESULTS}-x2", "--job-name", "dogbreed-tr-x2", "--explain")
+    out = capsys.readouterr().out
+    assert code == 1, out
+    missing = ("the answer has no 'explanation' (a serving image from before class activation maps, "
+               "or a code/inference.py that changes the answer?)")
+    assert lines(f"{RESULTS}-x2/predictions.jsonl") == [
+        {"key": "a.jpg", **EXPLAINED["a.jpg"]}, {"key": "c.jpg", "error": missing},
+        {"key": "sub/b.png", **EXPLAINED["sub/b.png"]}]
+    assert out.splitlines()[-2:] == [
+        f"predictions: {RESULTS}-x2/predictions.jsonl (3 images: 2 predicted, 1 failed)", f"  failed: c.jpg: {missing}"]
+
+
+def test_attach_checks_the_maps_the_job_asked_for(aws, capsys, monkeypatch):
+    """--attach has no --explain: the job's own Environment says whether it asked for maps."""
+    photos(PHOTOS)
+    for name, flags in (("dogbreed-tr-x3", ["--explain"]), ("dogbreed-tr-x4", [])):
+        assert run(aws, *BASE, "--output", f"{RESULTS}-{name}", "--job-name", name, "--no-wait", *flags) == 0
+        for key in ANSWERS:  # no maps in either: only the job that asked for them fails
+            put(f"{RESULTS}-{name}/{key}.out", json.dumps(ANSWERS[key]).encode())
+    capsys.readouterr()
+    assert run(aws, "transform", "--attach", "dogbreed-tr-x3") == 1
+    assert "(3 images: 0 predicted, 3 failed)" in capsys.readouterr().out
+    assert run(aws, "transform", "--attach", "dogbreed-tr-x4") == 0
+    assert "(3 images: 3 predicted, 0 failed)" in capsys.readouterr().out
+
+
 def test_the_launcher_sets_what_the_serving_image_reads():
     """Environment names, the default payload limit and the Content-Types are the serving image's."""
     from dogbreed.serving import environment
@@ -153,11 +255,14 @@ def test_the_launcher_sets_what_the_serving_image_reads():
     assert transform.MAX_PAYLOAD_ENV == environment.MAX_PAYLOAD_ENV
     assert transform.WORKERS_ENV == environment.WORKERS_ENV
     assert transform.DEFAULT_MAX_PAYLOAD_MB == environment.DEFAULT_MAX_PAYLOAD_MB
-    # content_types needs the inference toolkit, which lives in the training venv.
-    proc = run_in_training_venv("-c", "from dogbreed.serving.content_types import SUPPORTED; print(sorted(SUPPORTED))",
-                                timeout=300)
+    assert explanations.ENV == environment.EXPLAIN_ENV and explanations.METHOD in environment.EXPLAINS
+    # content_types and request need the inference toolkit, which lives in the training venv.
+    script = ("import sys; from dogbreed.serving import content_types, request; "
+              "print(sorted(content_types.SUPPORTED)); "
+              "print(request.requested_explain({request.CUSTOM_ATTRIBUTES_HEADER: sys.argv[1]}))")
+    proc = run_in_training_venv("-c", script, explanations.CUSTOM_ATTRIBUTES, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == str(sorted(transform.CONTENT_TYPES))
+    assert proc.stdout.splitlines() == [str(sorted(transform.CONTENT_TYPES)), explanations.METHOD]
 
 
 def test_transform_from_a_training_job_uses_its_model_artifacts(aws):
@@ -254,6 +359,28 @@ def test_gather_reads_the_endpoints_answers_and_errors(tmp_path):
     assert summary.location == str(outputs / "predictions.jsonl") and summary.unmatched == []
 
 
+def test_gather_with_maps_keeps_each_explanation_whole(tmp_path):
+    """What transform --local leaves with --explain: maps, an answer without one, a 422 written as an answer."""
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    outputs.mkdir()
+    for key in ("a.jpg", "c.jpg", "old-model.jpg", "custom.jpg"):
+        (inputs / key).write_bytes(b"...")
+    (outputs / "a.jpg.out").write_text(json.dumps(EXPLAINED["a.jpg"]))
+    (outputs / "c.jpg.out").write_text(json.dumps(ANSWERS["c.jpg"]))
+    (outputs / "old-model.jpg.out").write_text('{"error": "this model cannot give class activation maps"}')
+    (outputs / "custom.jpg.out").write_text('[0.1, 0.9]')
+    summary = predictions.gather(predictions.LocalStore(inputs, outputs), "no output", explain=True)
+    records = {r["key"]: r for r in map(json.loads, (outputs / "predictions.jsonl").read_text().splitlines())}
+    assert records["a.jpg"] == {"key": "a.jpg", **EXPLAINED["a.jpg"]}
+    assert records["a.jpg"]["explanation"]["box"] == [100.0, 110.0, 200.0, 210.0]
+    assert records["old-model.jpg"] == {"key": "old-model.jpg",
+                                        "error": "the endpoint answered: this model cannot give class activation maps"}
+    for key in ("c.jpg", "custom.jpg"):
+        assert records[key]["error"].startswith("the answer has no 'explanation'")
+    assert [p.key for p in summary.failed] == ["c.jpg", "custom.jpg", "old-model.jpg"]
+
+
 MODEL = f"{OUT}/j/output/model.tar.gz"
 BASE = ["transform", "--image", SERVE, "--role", ROLE, "--model", MODEL, "--input", PHOTOS, "--output", RESULTS]
 BAD_INPUT = [
@@ -261,6 +388,8 @@ BAD_INPUT = [
      "transform needs --model (or --attach JOB)"),
     ("no input or output", ["transform", "--image", SERVE, "--role", ROLE, "--model", MODEL],
      "transform needs --input, --output"),
+    ("attach with explain", ["transform", "--attach", "dogbreed-tr-1", "--explain"],
+     "--attach JOB gathers that job's own output: drop --explain"),
     ("bad input URI", [*BASE, "--input", "s3:/dogbreed-data/photos"], "--input 's3:/dogbreed-data/photos' is not an S3 URI"),
     ("output inside input", [*BASE, "--output", f"{PHOTOS}/predictions"], "is inside --input"),
     ("output is input", [*BASE, "--output", f"{PHOTOS}/"], "is inside --input"),
@@ -370,11 +499,14 @@ def photo_folder(dogs3, tmp_path) -> Path:
 @pytest.mark.slow
 def test_transform_local_predicts_each_real_photo_under_its_key(aws_env, serve_image, model_tarball, photo_folder,
                                                                 tmp_path, capfd):
+    """With --explain: the same run, one map more per image (an einsum, no second container)."""
+    from dogbreed.images import open_image
+
     output = tmp_path / "results"
     port = free_port()
     code = cli.main(["transform", "--local", "--image", serve_image, "--model", str(model_tarball),
                      "--input", str(photo_folder), "--output", f"file://{output}", "--max-payload-mb", "1",
-                     "--port", str(port), "--job-name", "dogbreed-local-tr"])
+                     "--port", str(port), "--job-name", "dogbreed-local-tr", "--explain"])
     out = capfd.readouterr().out
     assert code == 1, out[-3000:]  # two files have no prediction
     records = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
@@ -388,6 +520,14 @@ def test_transform_local_predicts_each_real_photo_under_its_key(aws_env, serve_i
         assert record["predicted_label"] in BREEDS, record
         assert {t["label"] for t in record["top_k"]} == BREEDS
         assert (output / f"{key}.out").is_file()  # where batch transform would write it
+        # DOGBREED_EXPLAIN=cam reached the container: the top class's map, in the photo's pixels.
+        explanation = record["explanation"]
+        assert explanation["label"] == record["predicted_label"]
+        width, height = open_image(photo_folder / key).size
+        x0, y0, x1, y1 = explanation["box"]
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, (explanation["box"], width, height)
+        grid = explanation["grid"]
+        assert len(grid) > 1 and {len(row) for row in grid} == {len(grid[0])}
     assert by_key["broken.jpg"]["error"].startswith("the endpoint answered: could not read the body as an image")
     assert by_key["huge.jpg"]["error"].endswith("over --max-payload-mb 1, not sent")
     assert f"predictions: {output / 'predictions.jsonl'} (8 images: 6 predicted, 2 failed)" in out

@@ -9,14 +9,15 @@ SERVE_IMAGE_URI and SAGEMAKER_ROLE_ARN (what scripts/build_and_push.sh prints).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from dogbreed.launcher import (features, hosting, local_transform, local_tuning, reports, training_jobs, transform,
-                               tuning, uris)
+from dogbreed.launcher import (explanations, features, hosting, local_transform, local_tuning, reports, training_jobs,
+                               transform, tuning, uris)
 from dogbreed.launcher.uris import LauncherError
 
 SessionFactory = Callable[[], object]
@@ -210,13 +211,27 @@ def _deploy_spec(args) -> hosting.DeploySpec:
     )
 
 
+def _local_prediction_args(args) -> Path | None:
+    """Check ``--predict`` and ``--explain`` before anything starts; the overlay's path, if asked for."""
+    if args.predict and not args.local:
+        raise LauncherError("--predict IMAGE is for deploy --local; a SageMaker endpoint: "
+                            "python -m dogbreed.launcher predict ENDPOINT IMAGE")
+    if args.explain and not args.predict:
+        raise LauncherError("--explain PNG needs --predict IMAGE (and --local)")
+    if args.predict:
+        hosting.read_image(args.predict)  # a missing file fails before the container starts
+    return explanations.overlay_path(args.explain) if args.explain else None
+
+
 def cmd_deploy(args, session_factory: SessionFactory) -> int:
     spec = _deploy_spec(args)
+    overlay = _local_prediction_args(args)
     if args.local:
         with hosting.LocalEndpoint(spec, port=args.port) as endpoint:
             print(f"local endpoint {spec.name} on http://localhost:{args.port}/invocations", flush=True)
             if args.predict:
-                print(hosting.format_prediction(endpoint.predict(args.predict)))
+                text = endpoint.invoke(args.predict, explanations.CUSTOM_ATTRIBUTES if overlay else None)
+                _print_prediction(spec.name, args.predict, text, overlay)
             else:
                 _serve_until_interrupted()
         return 0
@@ -238,13 +253,34 @@ def _serve_until_interrupted() -> None:
 
 def cmd_predict(args, session_factory: SessionFactory) -> int:
     hosting.read_image(args.image)  # a missing file fails before any client exists
+    overlay = explanations.overlay_path(args.explain) if args.explain else None
     runtime = session_factory().client("sagemaker-runtime")
-    if args.json:
-        answer = hosting.invoke(args.endpoint, args.image, runtime)
-        print(answer, end="" if answer.endswith("\n") else "\n")  # the body as the endpoint sent it
-    else:
-        print(hosting.format_prediction(hosting.predict(args.endpoint, args.image, runtime)))
+    text = hosting.invoke(args.endpoint, args.image, runtime, explanations.CUSTOM_ATTRIBUTES if overlay else None)
+    _print_prediction(args.endpoint, args.image, text, overlay, as_json=args.json)
     return 0
+
+
+def _print_prediction(endpoint: str, image: str, text: str, overlay: Path | None, as_json: bool = False) -> None:
+    """The answer (breeds and probabilities, or with ``as_json`` its body as the endpoint sent it) and,
+    with ``overlay``, the map's box and the picture with the map drawn over it, saved there.
+
+    The explanation is checked and drawn before anything is printed: an answer without one is
+    an error, not a prediction with a quiet gap.
+    """
+    answer = json.loads(text)
+    drawing = None
+    if overlay is not None:
+        explanation = explanations.of_answer(answer, endpoint)
+        drawing = explanations.overlay_png(image, explanation), explanations.describe(explanation)
+    if as_json:
+        print(text, end="" if text.endswith("\n") else "\n")  # the body as the endpoint sent it
+    else:
+        print(hosting.format_prediction(answer))
+    if overlay is not None and drawing is not None:
+        png, line = drawing
+        overlay.write_bytes(png)
+        # With --json, stdout stays the body alone (the box is in it).
+        print(f"{line}; overlay: {overlay}", file=sys.stderr if as_json else sys.stdout)
 
 
 def _transform_spec(args) -> transform.TransformSpec:
@@ -255,7 +291,7 @@ def _transform_spec(args) -> transform.TransformSpec:
         image=args.image, model_data=args.model, input=args.input, output=args.output, role=args.role,
         job_name=args.job_name, instance_type=args.instance_type, instance_count=args.instance_count,
         max_payload_mb=args.max_payload_mb, max_concurrent_transforms=args.max_concurrent_transforms,
-        content_type=args.content_type, local=args.local,
+        content_type=args.content_type, local=args.local, explain=args.explain,
     )
 
 
@@ -264,7 +300,7 @@ def cmd_transform(args, session_factory: SessionFactory) -> int:
     if args.attach:
         given = [flag for flag, value in (("--model", args.model), ("--input", args.input), ("--output", args.output),
                                           ("--job-name", args.job_name), ("--local", args.local),
-                                          ("--no-wait", not args.wait)) if value]
+                                          ("--no-wait", not args.wait), ("--explain", args.explain)) if value]
         if given:
             raise LauncherError(f"--attach JOB gathers that job's own output: drop {', '.join(given)}")
         name = uris.resource_name(args.attach, "--attach (a transform job's name)")
@@ -372,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="serve in Docker on this machine (LocalSession)")
     p.add_argument("--port", type=int, default=8080, help="--local: host port")
     p.add_argument("--predict", metavar="IMAGE", help="--local: predict this image, then stop the endpoint")
+    p.add_argument("--explain", metavar="PNG",
+                   help="--local --predict: also ask for the top class's activation map; print its box and save "
+                        "the image with the map drawn over it to this .png file")
     p.set_defaults(run=cmd_deploy)
 
     p = commands.add_parser("predict", help="send an image to an endpoint and print breeds and probabilities")
@@ -379,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="a JPEG or PNG file")
     p.add_argument("--json", action="store_true",
                    help="print the endpoint's JSON answer as it sent it (its body, UTF-8, newline-terminated)")
+    p.add_argument("--explain", metavar="PNG",
+                   help="also ask for the top class's activation map (custom attribute explain=cam): print its box "
+                        "and save the image with the map drawn over it to this .png file")
     p.set_defaults(run=cmd_predict)
 
     p = commands.add_parser("transform", help="batch transform: every image under a prefix, one line each in "
@@ -404,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the endpoint reads JPEG or PNG from the bytes whichever is named")
     p.add_argument("--no-wait", dest="wait", action="store_false",
                    help="return once the job is created; later: transform --attach JOB")
+    p.add_argument("--explain", action="store_true",
+                   help=f"a class activation map of each image's top class ({explanations.ENV}={explanations.METHOD} "
+                        "in the container): each line of predictions.jsonl gets an \"explanation\" with its box")
     p.add_argument("--attach", metavar="JOB", help="wait for a transform job started before, then gather its predictions")
     p.add_argument("--local", action="store_true",
                    help="run in Docker on this machine (LocalSession): --input and --output directories")
@@ -424,13 +469,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, session_factory: SessionFactory = default_session) -> int:
-    """Run one command; exit status 2 for bad input, 1 for an AWS error."""
+    """Run one command; exit status 2 for bad input, 1 for an AWS error or an endpoint's error answer."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args, session_factory)
     except LauncherError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except hosting.EndpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # botocore errors: the message is what the user needs
         from botocore.exceptions import BotoCoreError, ClientError
 

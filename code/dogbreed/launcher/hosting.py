@@ -3,9 +3,10 @@
 :func:`deploy` creates a SageMaker Model (serving image + ``model.tar.gz``), an endpoint
 config with one ``AllTraffic`` variant and an endpoint, and with :class:`Autoscaling`
 target-tracking autoscaling on invocations per instance (:func:`enable_autoscaling`).
-:func:`invoke` and :func:`predict` send an image to an endpoint, :func:`delete` removes it
-all. :class:`LocalEndpoint` serves the same model with the serving image on this machine,
-through the SDK's ``LocalSession`` (no autoscaling there).
+:func:`invoke` and :func:`predict` send an image to an endpoint (an error answer becomes
+:class:`EndpointError`), :func:`delete` removes it all. :class:`LocalEndpoint` serves the same
+model with the serving image on this machine, through the SDK's ``LocalSession`` (no
+autoscaling there).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 # What the serving image accepts (docker/serve, dogbreed.serving.content_types).
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+
+
+class EndpointError(RuntimeError):
+    """The endpoint answered with an error, or without what was asked; the CLI prints it, exit status 1."""
 
 
 @dataclass
@@ -167,18 +172,34 @@ def read_image(path: str) -> tuple[bytes, str]:
     return file.read_bytes(), content_type
 
 
-def invoke(endpoint: str, image: str, runtime_client) -> str:
+def invoke(endpoint: str, image: str, runtime_client, custom_attributes: str | None = None) -> str:
     """POST the image to ``/invocations``; the answer's body as the endpoint sent it, decoded as UTF-8.
 
-    The body must be JSON (else :class:`LauncherError`), but it is returned untouched: its
-    formatting, key order and numbers as the serving image wrote them.
+    ``custom_attributes`` (e.g. ``explain=cam``) reach the container as the
+    ``X-Amzn-SageMaker-Custom-Attributes`` header. The body must be JSON (else
+    :class:`LauncherError`), but it is returned untouched: its formatting, key order and
+    numbers as the serving image wrote them. An error answer raises :class:`EndpointError`.
     """
+    from botocore.exceptions import ClientError
+
     uris.resource_name(endpoint, "endpoint name")
     body, content_type = read_image(image)
-    response = runtime_client.invoke_endpoint(
-        EndpointName=endpoint, ContentType=content_type, Accept="application/json", Body=body
-    )
+    request = {"EndpointName": endpoint, "ContentType": content_type, "Accept": "application/json", "Body": body}
+    if custom_attributes is not None:
+        request["CustomAttributes"] = custom_attributes
+    try:
+        response = runtime_client.invoke_endpoint(**request)
+    except ClientError as exc:  # SageMaker wraps the container's own error answer in a ModelError
+        error = exc.response.get("Error", {})
+        if error.get("Code") != "ModelError":
+            raise
+        answer = exc.response.get("OriginalMessage") or error.get("Message", "")
+        raise EndpointError(_error_answer(endpoint, exc.response.get("OriginalStatusCode"), answer)) from exc
     payload = response["Body"].read()
+    # The SDK's local mode hands an error answer back as if it were one: its status tells.
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 200
+    if status >= 400:
+        raise EndpointError(_error_answer(endpoint, status, payload.decode("utf-8", "replace")))
     try:
         text = payload.decode("utf-8")
         json.loads(text)
@@ -187,9 +208,19 @@ def invoke(endpoint: str, image: str, runtime_client) -> str:
     return text
 
 
-def predict(endpoint: str, image: str, runtime_client) -> dict[str, Any]:
+def _error_answer(endpoint: str, status: int | None, body: str) -> str:
+    """One line: the status and the reason the serving image gives (its JSON ``error``), else the body's start."""
+    try:
+        reason = json.loads(body)["error"]
+    except (ValueError, TypeError, KeyError):
+        reason = body[:300]
+    reason = " ".join(str(reason).split()) or "no reason given"
+    return f"endpoint {endpoint} answered {status or 'an error'}: {reason}"
+
+
+def predict(endpoint: str, image: str, runtime_client, custom_attributes: str | None = None) -> dict[str, Any]:
     """:func:`invoke`'s answer, parsed."""
-    return json.loads(invoke(endpoint, image, runtime_client))
+    return json.loads(invoke(endpoint, image, runtime_client, custom_attributes))
 
 
 def format_prediction(result: dict[str, Any]) -> str:
@@ -261,9 +292,13 @@ class LocalEndpoint:
         client.create_endpoint(EndpointName=self.spec.name, EndpointConfigName=self.spec.name)  # waits for /ping
         return self
 
-    def predict(self, image: str) -> dict[str, Any]:
+    def invoke(self, image: str, custom_attributes: str | None = None) -> str:
+        """:func:`invoke` against this endpoint."""
+        return invoke(self.spec.name, image, self.session.sagemaker_runtime_client, custom_attributes)
+
+    def predict(self, image: str, custom_attributes: str | None = None) -> dict[str, Any]:
         """:func:`predict` against this endpoint."""
-        return predict(self.spec.name, image, self.session.sagemaker_runtime_client)
+        return json.loads(self.invoke(image, custom_attributes))
 
     def __exit__(self, *exc_info) -> None:
         client = self.session.sagemaker_client

@@ -147,4 +147,4 @@ def run_local(spec: TransformSpec, port: int = 8080) -> Outcome:
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(answer, destination)
     missing = "no output: the local transform job failed before this image" if failure else "no output"
-    return Outcome(spec.job_name, status, failure, predictions.gather(store, missing, reasons))
+    return Outcome(spec.job_name, status, failure, predictions.gather(store, missing, reasons, explain=spec.explain))

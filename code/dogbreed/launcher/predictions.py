@@ -5,6 +5,9 @@ to ``<output>/<key>.out``; for an image it fails on it writes nothing. :func:`ga
 inputs, reads each one's ``.out`` and writes ``<output>/predictions.jsonl``: one line per input,
 sorted by key, ``{"key": KEY, ...the endpoint's answer...}`` or, for an image without a
 prediction, ``{"key": KEY, "error": REASON}``. ``KEY`` is the path relative to the input prefix.
+The answer is kept whole: a job that asked for class activation maps (``transform --explain``)
+has each image's ``explanation`` (its box and grid) in its line, and an answer without one
+is a failure there.
 A :class:`Store` hides where the files are: S3 (:class:`S3Store`) or this machine (:class:`LocalStore`).
 """
 
@@ -16,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol
 from urllib.parse import urlparse
+
+from dogbreed.launcher import explanations
 
 FILE_NAME = "predictions.jsonl"
 SUFFIX = ".out"  # what batch transform appends to an input's key
@@ -82,8 +87,9 @@ class Store(Protocol):
     def write_output(self, key: str, data: bytes) -> str: ...
 
 
-def parse(key: str, body: bytes) -> Prediction:
-    """One ``.out`` file: the endpoint's JSON answer; its ``{"error": ...}`` or non-JSON is a failure."""
+def parse(key: str, body: bytes, explain: bool = False) -> Prediction:
+    """One ``.out`` file: the endpoint's JSON answer; its ``{"error": ...}`` or non-JSON is a failure,
+    and with ``explain`` so is an answer without an ``explanation`` object."""
     try:
         answer = json.loads(body.decode("utf-8"))
     except ValueError:  # not UTF-8 (UnicodeDecodeError) or not JSON
@@ -91,13 +97,17 @@ def parse(key: str, body: bytes) -> Prediction:
     # Only the SDK's local mode writes an error answer: it does not look at the status.
     if isinstance(answer, dict) and "error" in answer and "predicted_label" not in answer:
         return Prediction(key, error=f"the endpoint answered: {answer['error']}")
+    if explain and not explanations.has_explanation(answer):
+        # A serving image that ignores DOGBREED_EXPLAIN answers without a map: not what was asked.
+        return Prediction(key, error=f"the answer has no {explanations.KEY!r} ({explanations.WHY_MISSING})")
     return Prediction(key, answer=answer)
 
 
-def gather(store: Store, missing: str, reasons: Mapping[str, str] | None = None) -> Summary:
+def gather(store: Store, missing: str, reasons: Mapping[str, str] | None = None, explain: bool = False) -> Summary:
     """Read every input's ``.out``, write ``predictions.jsonl`` beside them; returns the :class:`Summary`.
 
-    An input without ``.out`` gets ``reasons[key]`` when given, else ``missing``.
+    An input without ``.out`` gets ``reasons[key]`` when given, else ``missing``. With
+    ``explain`` (the job asked for maps) each answer must carry its ``explanation``.
     """
     reasons = reasons or {}
     keys = sorted(store.input_keys())
@@ -105,7 +115,7 @@ def gather(store: Store, missing: str, reasons: Mapping[str, str] | None = None)
     present = [k for k in keys if k + SUFFIX in outputs]
     with ThreadPoolExecutor(READERS) as pool:
         bodies = dict(zip(present, pool.map(lambda k: store.read_output(k + SUFFIX), present)))
-    predictions = [parse(k, bodies[k]) if k in bodies else Prediction(k, error=reasons.get(k, missing))
+    predictions = [parse(k, bodies[k], explain) if k in bodies else Prediction(k, error=reasons.get(k, missing))
                    for k in keys]
     text = "".join(p.to_json() + "\n" for p in predictions)
     location = store.write_output(FILE_NAME, text.encode("utf-8"))

@@ -15,6 +15,9 @@ What the request sets, and what it leaves to the container's ``GET /execution-pa
 * ``MaxConcurrentTransforms`` is left out unless ``--max-concurrent-transforms`` is given:
   SageMaker then asks the container, which answers its worker count (one per vCPU). When
   given, ``SAGEMAKER_MODEL_SERVER_WORKERS`` is set to it: one request per worker.
+* With ``--explain``, ``DOGBREED_EXPLAIN=cam``: batch transform sends no per-record headers,
+  so the container's default is how each answer gets its class activation map (an
+  ``explanation`` with its box and grid, kept whole in ``predictions.jsonl``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from dogbreed.launcher import hosting, predictions, uris
+from dogbreed.launcher import explanations, hosting, predictions, uris
 from dogbreed.launcher.uris import LauncherError
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
@@ -65,6 +68,7 @@ class TransformSpec:
     max_concurrent_transforms: int | None = None
     content_type: str = CONTENT_TYPES[0]
     local: bool = False
+    explain: bool = False
 
     def __post_init__(self) -> None:
         if not self.image:
@@ -100,11 +104,18 @@ class TransformSpec:
 
 
 def container_environment(spec: TransformSpec) -> dict[str, str]:
-    """The job's ``Environment``: the container's limits made equal to the job's."""
+    """The job's ``Environment``: the container's limits made equal to the job's, and its default map."""
     environment = {MAX_PAYLOAD_ENV: str(spec.max_payload_mb)}
     if spec.max_concurrent_transforms is not None:
         environment[WORKERS_ENV] = str(spec.max_concurrent_transforms)
+    if spec.explain:
+        environment[explanations.ENV] = explanations.METHOD
     return environment
+
+
+def asks_for_maps(environment: dict[str, str] | None) -> bool:
+    """Whether a job with this ``Environment`` asked each answer for a class activation map."""
+    return (environment or {}).get(explanations.ENV) == explanations.METHOD
 
 
 def transform_job_request(spec: TransformSpec, input_uri: str, output_uri: str) -> dict[str, Any]:
@@ -223,5 +234,6 @@ def attach(job_name: str, boto_session, poll_seconds: float = POLL_SECONDS) -> O
     if source["S3DataType"] != "S3Prefix":
         raise LauncherError(f"transform job {job_name} reads a {source['S3DataType']}, not an S3 prefix of images")
     store = predictions.S3Store(boto_session.client("s3"), source["S3Uri"], job["TransformOutput"]["S3OutputPath"])
-    summary = predictions.gather(store, _missing_reason(job))
+    # Read from the job, not a flag: --attach checks the maps a job started earlier asked for.
+    summary = predictions.gather(store, _missing_reason(job), explain=asks_for_maps(job.get("Environment")))
     return Outcome(job_name, job["TransformJobStatus"], job.get("FailureReason"), summary)
