@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
@@ -56,3 +58,27 @@ def visit(page: Path, screenshot: Path, width: int = 1280, height: int = 2400) -
 def external_resources(dom: str) -> list[str]:
     """Every src/href in the DOM that is not inline (data:) or a link within the page (#...)."""
     return [url for url in re.findall(r'(?:src|href)="([^"]*)"', dom) if not url.startswith(("data:", "#"))]
+
+
+# Appended to a copy of the page: once every image has loaded, the decoded size of each goes into the DOM.
+_SIZES_SCRIPT = """<script>
+window.addEventListener("load", () => {
+  const out = document.createElement("pre");
+  out.id = "natural-sizes";
+  out.textContent = JSON.stringify([...document.images].map(i => [i.alt, i.naturalWidth, i.naturalHeight]));
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def rendered_images(page: Path, scratch: Path) -> list[tuple[str, int, int]]:
+    """``(alt, naturalWidth, naturalHeight)`` of every image of ``page`` as Chromium decoded it (0 x 0: broken)."""
+    probe = scratch / f"{page.stem}.probe.html"
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _SIZES_SCRIPT + "</body>"), encoding="utf-8")
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", "--dump-dom", probe.resolve().as_uri()],
+                             capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'<pre id="natural-sizes">(.*?)</pre>', dom.stdout, re.S)
+    assert found, "the page never finished loading"
+    return [tuple(entry) for entry in json.loads(html.unescape(found.group(1)))]

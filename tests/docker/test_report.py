@@ -8,7 +8,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from tests.browser import external_resources, visit
+from tests.browser import external_resources, rendered_images, visit
 
 FIGURES = {"steps", "epochs", "confusion_valid", "confusion_test", "system", "step_split"}
 
@@ -45,6 +45,19 @@ def test_report_of_a_real_run_opens_offline_and_shows_that_run(trained_run, tmp_
             assert abs(float(value) - history[name]) < 1e-3, (name, value, history[name])
     for breed in ("Beagle", "Siberian husky", "Toy poodle"):
         assert breed in page.dom
+
+    # What the model looked at: the worst test mistakes (the predicted and the true class's map) and the most
+    # confident right answer of each breed, overlays of the real photos that Chromium decodes and lays out.
+    photos = json.loads((out / "explanations" / "index.json").read_text())["photos"]
+    kinds = [p["kind"] for p in photos]
+    assert kinds == sorted(kinds, key=lambda kind: kind != "mistake") and kinds.count("correct") == 3, kinds
+    overlays = [m["label"] for p in photos for m in p["maps"]]
+    assert len(overlays) == len(photos) + kinds.count("mistake")
+    rendered = [image for image in rendered_images(out / "report.html", tmp_path) if image[0].startswith("map of ")]
+    assert [alt.removeprefix("map of ").split(" (")[0] for alt, _, _ in rendered] == overlays
+    for alt, width, height in rendered:
+        assert 100 < max(width, height) <= 384, (alt, width, height)  # decoded; the job's bounded size
+    assert 'id="explanations"' in page.dom and "white box bounds the hottest region" in page.dom
 
     # A healthy pretrained run raises no alarm: the loss neither explodes nor stalls nor overfits, and
     # PoorWeightInitialization says it does not judge pretrained weights.

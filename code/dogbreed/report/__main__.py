@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from dogbreed.report.page import build_report
-from dogbreed.report.paths import PROFILE_DIR, TRIAL_DIR
+from dogbreed.report.paths import EXPLANATIONS_DIR, PROFILE_DIR, TRIAL_DIR
 
 METRICS_FILE = "metrics.json"
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         # The report reads the results beside metrics.json; copy what it reads.
         target = args.out
         target.mkdir(parents=True, exist_ok=True)
-        for name in (METRICS_FILE, "valid", "test"):
+        for name in (METRICS_FILE, "valid", "test", EXPLANATIONS_DIR):
             source = output_dir / name
             if source.is_dir():
                 shutil.copytree(source, target / name, dirs_exist_ok=True)

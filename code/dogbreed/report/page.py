@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from dogbreed.report.data import SplitResults, StepSplit, SystemSeries, read_curves
+from dogbreed.report.data import ExplainedPhoto, Explanations, SplitResults, StepSplit, SystemSeries, read_curves
+from dogbreed.report.paths import EXPLANATIONS_DIR, INDEX_FILE
 from dogbreed.report.search import SEARCH_DIR, TRIALS_FILE, SearchSummary
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,9 @@ REPORT_FILE = "report.html"
 DATA_FILE = "report.json"  # the rule and bottleneck verdicts, for programs
 FIGURES_DIR = "report_figures"
 SPLITS = ("valid", "test")
+# The job writes overlays of about 20 KB (JPEG, 384 pixels); anything far bigger is not inlined.
+MAX_INLINE_BYTES = 512 * 1024
+IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
 
 @dataclass
@@ -37,6 +41,31 @@ class Figure:
     @property
     def data_uri(self) -> str:
         return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+@dataclass
+class Picture:
+    """An image file inlined into the page, with its caption."""
+
+    caption: str
+    data_uri: str
+
+
+@dataclass
+class PhotoCard:
+    """One explained test photo: its caption and its overlays (a mistake: predicted, then true class)."""
+
+    caption: str
+    pictures: list[Picture]
+
+
+@dataclass
+class ExplainedSection:
+    """The class activation maps section: the worst mistakes and correct photos, and how they were chosen."""
+
+    mistakes: list[PhotoCard]
+    correct: list[PhotoCard]
+    correct_rule: str
 
 
 @dataclass
@@ -89,6 +118,7 @@ class ReportPage:
     splits: list[SplitResults] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     search: SearchSummary | None = None
+    explained: ExplainedSection | None = None
     search_cards: list[Card] = field(default_factory=list)
     # The verdicts as plain data, written beside the page as report.json.
     data: dict[str, list] = field(default_factory=lambda: {"rules": [], "bottlenecks": []})
@@ -153,6 +183,43 @@ def add_results(page: ReportPage, output_dir: Path) -> None:
         title = f"{split} confusion matrix"
         page.figures.append(Figure(f"confusion-{split}", f"confusion_{split}", title,
                                    figures.confusion_matrix(results.matrix, results.classes, title)))
+
+
+def inline(path: Path) -> str:
+    """A ``data:`` URI of an image file (JPEG or PNG, at most :data:`MAX_INLINE_BYTES`)."""
+    mime = IMAGE_TYPES.get(path.suffix.lower())
+    if mime is None:
+        raise ValueError(f"{path.name} is not a JPEG or PNG file")
+    if path.stat().st_size > MAX_INLINE_BYTES:
+        raise ValueError(f"{path.name} is {path.stat().st_size} bytes, over {MAX_INLINE_BYTES}")
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def photo_card(photo: ExplainedPhoto, directory: Path) -> PhotoCard:
+    """The captions say what the model answered, and whose map each overlay is."""
+    if photo.kind == "mistake":
+        caption = f"true {photo.true_label}, predicted {photo.predicted_label} ({photo.probability:.1%})"
+        captions = [f"map of {photo.predicted_label} (predicted)",
+                    f"map of {photo.true_label} (true class, {photo.true_probability:.1%})"]
+    else:
+        caption = f"{photo.true_label}, predicted with {photo.probability:.1%}"
+        captions = [f"map of {photo.predicted_label}"]
+    pictures = [Picture(text, inline(directory / m.file)) for text, m in zip(captions, photo.maps)]
+    return PhotoCard(caption, pictures)
+
+
+def add_explanations(page: ReportPage, output_dir: Path) -> None:
+    """The overlays the job wrote for its worst test mistakes and most confident correct photos."""
+    directory = output_dir / EXPLANATIONS_DIR
+    explanations = Explanations.read(directory, INDEX_FILE)
+    correct = explanations.of_kind("correct")
+    if len(correct) < explanations.classes_with_correct:
+        rule = (f"the most confident correct photo of each of the {len(correct)} classes with the lowest test "
+                f"accuracy (of the {explanations.classes_with_correct} classes with a correct test photo)")
+    else:
+        rule = "the most confident correct photo of each class that has one"
+    page.explained = ExplainedSection([photo_card(p, directory) for p in explanations.of_kind("mistake")],
+                                      [photo_card(p, directory) for p in correct], rule)
 
 
 def add_search(page: ReportPage, search_dir: Path) -> None:
@@ -220,6 +287,10 @@ def build_report(output_dir: Path, trial_dir: Path | None, profile_dir: Path | N
     else:
         page.warnings.append("profile: no profile was recorded (profile=off)")
     _part(page, "results", lambda: add_results(page, output_dir))
+    if "test_accuracy" not in metrics.get("final", {}):  # a stale folder of an earlier run is not this job's
+        page.warnings.append("class activation maps: none, the job evaluated no test split")
+    else:
+        _part(page, "class activation maps", lambda: add_explanations(page, output_dir))
     if (output_dir / SEARCH_DIR / TRIALS_FILE).is_file():
         _part(page, "hyperparameter search", lambda: add_search(page, output_dir / SEARCH_DIR))
     return write_report(page, output_dir)

@@ -47,6 +47,7 @@ from dogbreed.training.debugger import NoHook, create_hook
 from dogbreed.training.distributed import SINGLE, Distributed, init_distributed
 from dogbreed.training.distributed import close as close_distributed
 from dogbreed.training.environment import TrainingEnvironment
+from dogbreed.training.explanations import Explainer, write_explanations
 from dogbreed.training.export import export_model_dir
 from dogbreed.training.features import (
     CACHE_DIR, FeatureLoader, FeatureStore, SplitFeatures, extract, feature_key, mark_unreadable, trunk_checksum,
@@ -346,7 +347,8 @@ def checkpoint(paths: JobPaths, data: Data, learner: Learner, state: TrainingSta
 # Stage 5: the best epoch's weights are the model; test, export, report.
 def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, state: TrainingState,
            stop: GracefulStop) -> None:
-    """Test the best weights, then write the model directory and the reports."""
+    """Test the best weights, then write the model directory and the reports (the main process: the
+    class activation maps of a few test photos, from its own share of the test split)."""
     learner.model.load_state_dict(state.best.weights)
     final: dict[str, Any] = {
         "best_epoch": state.best.epoch,
@@ -355,9 +357,11 @@ def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, s
         "valid_accuracy": state.history[state.best.epoch - 1].valid_accuracy,
     }
     reports = {"valid": state.best.valid_matrix}
+    test = None
     if data.test is not None:
         # A SIGTERM here leaves the last epoch's checkpoint, from which the test is redone.
-        test = evaluate(learner, data.test_loader, data.test, stop, len(data.classes), state.epoch)
+        test = evaluate(learner, data.test_loader, data.test, stop, len(data.classes), state.epoch,
+                        keep_predictions=True)
         data.test.check_unreadable(config.max_unreadable_fraction)
         final.update(test_loss=test.loss, test_accuracy=test.accuracy)
         reports["test"] = test.matrix
@@ -377,6 +381,8 @@ def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, s
         (paths.model_dir / INT8_ONNX_FILE).unlink(missing_ok=True)
     for split_name, matrix in reports.items():
         write_reports(paths.output_data_dir, split_name, matrix, data.classes)
+    explainer = Explainer(learner.network, learner.arch, data.classes, data.preprocessing, learner.device)
+    write_explanations(paths.output_data_dir, explainer, data.test, test.predictions if test else None)
     write_metrics(config, paths, data, state, final)
     log.info("model written to %s, reports to %s", paths.model_dir, paths.output_data_dir)
 

@@ -128,6 +128,17 @@ class PassTotals:
                           int(images.item()), self.positions, self.seconds)
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """Each evaluated image's sample index in its split, true class, predicted class and the softmax
+    probability of that prediction (CPU tensors of equal length)."""
+
+    indices: torch.Tensor
+    labels: torch.Tensor
+    predicted: torch.Tensor
+    probability: torch.Tensor
+
+
 @dataclass
 class Evaluation:
     """Loss, accuracy and confusion matrix of the model on one split."""
@@ -135,6 +146,8 @@ class Evaluation:
     loss: float
     accuracy: float
     matrix: list[list[int]]
+    # keep_predictions only; with several processes, this process's slice of the split.
+    predictions: Predictions | None = None
 
 
 def note_unreadable(split: Split, bad: list[tuple[int, str]]) -> None:
@@ -222,12 +235,15 @@ def share_of_step(learner: Learner, batch: Batch, sampler, position: int) -> flo
 
 @torch.no_grad()
 def evaluate(learner: Learner, loader: DataLoader, split: Split, stop: GracefulStop, num_classes: int,
-             epoch: int) -> Evaluation:
-    """Evaluate the model on a whole split (deterministic: a stopped evaluation is simply redone)."""
+             epoch: int, keep_predictions: bool = False) -> Evaluation:
+    """Evaluate the model on a whole split (deterministic: a stopped evaluation is simply redone).
+
+    ``keep_predictions``: also return each image's prediction (the report's explanations pick from them).
+    """
     learner.model.eval()
     learner.hook.set_mode("eval")
     loss_sum = torch.zeros((), device=learner.device)
-    all_labels, all_preds = [], []
+    all_labels, all_preds, all_indices, all_probabilities = [], [], [], []
     clock, step = PhaseClock(learner.device), 0
     for batch in batches(loader, split, stop, split.name):
         data_seconds = clock.lap()
@@ -236,12 +252,21 @@ def evaluate(learner: Learner, loader: DataLoader, split: Split, stop: GracefulS
             loss_sum += loss.float() * len(labels)
             all_labels.append(labels)
             all_preds.append(logits.argmax(1))
+            if keep_predictions:
+                all_indices.append(batch.indices)
+                all_probabilities.append(logits.detach().float().softmax(1).amax(1))
             learner.profiler.recorder.record(StepTiming(epoch, step, "eval", len(labels), data_seconds, clock.lap()))
         step += 1
         clock.reset()
     stop.check()
+    predictions = None
+    if keep_predictions and all_labels:
+        predictions = Predictions(torch.cat(all_indices).cpu(), torch.cat(all_labels).cpu(),
+                                  torch.cat(all_preds).cpu(), torch.cat(all_probabilities).cpu())
     if learner.distributed.enabled:
-        return reduced_evaluation(learner, split, loss_sum, all_labels, all_preds, num_classes)
+        evaluation = reduced_evaluation(learner, split, loss_sum, all_labels, all_preds, num_classes)
+        evaluation.predictions = predictions
+        return evaluation
     if not all_labels:
         raise TrainingError(f"the {split.name} split has no readable images")
     labels, preds = torch.cat(all_labels).cpu(), torch.cat(all_preds).cpu()
@@ -249,6 +274,7 @@ def evaluate(learner: Learner, loader: DataLoader, split: Split, stop: GracefulS
         loss=loss_sum.item() / len(labels),
         accuracy=(labels == preds).float().mean().item(),
         matrix=confusion_matrix(labels.tolist(), preds.tolist(), num_classes),
+        predictions=predictions,
     )
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 import dogbreed.report.page
+from dogbreed.report.data import SplitResults
 from dogbreed.training.job import main
 from tests.unit.training.conftest import fast_args
 
@@ -42,6 +45,26 @@ def test_a_healthy_job_writes_a_report_with_curves_rules_profile_and_results(opt
     gpu = next(b for b in report["bottlenecks"] if b["name"] == "LowGPUUtilization")
     assert not gpu["evaluated"] and "no GPU" in gpu["finding"]
 
+    # Class activation maps: the most confident test mistakes (two overlays each: the predicted and the true
+    # class's map) and each class's most confident correct photo, inlined into the page.
+    matrix = SplitResults.from_csv(out / "test").matrix
+    wrong = sum(n for i, row in enumerate(matrix) for j, n in enumerate(row) if i != j)
+    with_correct = sum(1 for i in range(len(matrix)) if matrix[i][i])
+    photos = json.loads((out / "explanations" / "index.json").read_text())["photos"]
+    assert [p["kind"] for p in photos] == ["mistake"] * min(wrong, 8) + ["correct"] * with_correct
+    mistakes = [p for p in photos if p["kind"] == "mistake"]
+    assert [p["probability"] for p in mistakes] == sorted((p["probability"] for p in mistakes), reverse=True)
+    for photo in photos:
+        maps = [(m["label"], m["file"]) for m in photo["maps"]]
+        expected = [photo["predicted_label"]] + ([photo["true_label"]] if photo["kind"] == "mistake" else [])
+        assert [label for label, _ in maps] == expected and photo["true_label"] in photo["image"].replace("_", " ")
+        for _, name in maps:
+            with Image.open(out / "explanations" / name) as overlay:
+                assert overlay.format == "JPEG" and overlay.size == (64, 48)  # the photo's own size (under 384)
+    assert html.count('data-explained="pairs"') == len(mistakes) and html.count('data-explained="singles"') == len(
+        photos) - len(mistakes)
+    assert html.count('src="data:image/jpeg;base64,') == sum(len(p["maps"]) for p in photos)
+
     # TensorBoard (SageMaker's TensorBoardOutputConfig folder): the scalars and the profiler trace.
     tensorboard = opt_ml / "output" / "tensorboard"
     events = b"".join(p.read_bytes() for p in (tensorboard / "scalars").rglob("*tfevents*"))
@@ -54,6 +77,8 @@ def test_a_healthy_job_writes_a_report_with_curves_rules_profile_and_results(opt
     subprocess.run([sys.executable, "-m", "dogbreed.report", str(opt_ml)], check=True, capture_output=True)
     assert (out / "report.html").is_file()
     assert json.loads((out / "report.json").read_text())["rules"] == json.loads(before)["rules"]
+    assert (out / "report.html").read_text().count('src="data:image/jpeg;base64,') == sum(
+        len(p["maps"]) for p in photos)
 
 
 def test_a_job_built_to_fail_trips_the_loss_rules_and_says_so(opt_ml, fake_weights, capsys):
@@ -70,12 +95,20 @@ def test_a_job_built_to_fail_trips_the_loss_rules_and_says_so(opt_ml, fake_weigh
         assert rules[name]["triggered"] and rules[name]["step"] is not None, rules[name]
 
 
-def test_debug_and_profile_off_record_nothing_and_say_so(opt_ml, capsys):
+def test_debug_profile_and_test_off_record_nothing_and_say_so(opt_ml, capsys):
+    """No trial, no profile, and no test channel: no class activation maps (an earlier run's are removed)."""
+    shutil.rmtree(opt_ml / "input" / "data" / "test")
+    stale = opt_ml / "output" / "data" / "explanations"
+    stale.mkdir(parents=True)
+    (stale / "index.json").write_text("{}")
     assert main(fast_args("--epochs", "1", "--debug", "off", "--profile", "off")) == 0
     out = opt_ml / "output" / "data"
     assert not (out / "debug-output").exists() and not (out / "profile").exists()
+    assert not stale.exists()
     warnings = json.loads((out / "report.json").read_text())["warnings"]
     assert any("debug=off" in w for w in warnings) and any("profile=off" in w for w in warnings)
+    assert any("class activation maps: none" in w for w in warnings)
+    assert 'id="explanations"' not in (out / "report.html").read_text()
     assert "confusion_valid.png" in {p.name for p in (out / "report_figures").iterdir()}
 
 
