@@ -3,6 +3,7 @@
 
     bench/serve [--model-dir DIR] [--requests 100] [--concurrency 1 4] [-e KEY=VALUE ...]
     bench/serve --layouts 1x2,2x1,2x2           # also: our server per workers x ORT threads
+    bench/serve --explain                       # also: our server asked for class activation maps
 
 In one run, on the same CPUs, model directory, photos and client (:func:`drive`, one
 keep-alive session per thread), each alone on the machine in turn:
@@ -17,7 +18,11 @@ keep-alive session per thread), each alone on the machine in turn:
 Per concurrency: median and p99 latency and requests/s, warm-up requests excluded; the
 top-1 agreement of the two servers on the photos; the ratios against the targets (at
 concurrency 4 >= 2.5x the baseline's requests/s, at concurrency 1 a median <= 1/3 of the
-baseline's, >= 85% of the in-process requests/s). The last line is a JSON object.
+baseline's, >= 85% of the in-process requests/s). With ``--explain`` our server is also
+driven, at each level right after its plain requests, with ``X-Explain: cam`` (the JSON
+answer with the top class's map) and ``Accept: image/png`` (the photo with the map
+overlaid), and their figures are printed as ratios against the plain requests of the
+same run. The last line is a JSON object.
 Without ``--model-dir`` a ResNet50 is trained for it (bench/serve_model.py). Request
 counts are bounded; this is not part of the test suite.
 """
@@ -39,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_model  # noqa: E402
 import serve_report  # noqa: E402
 import servers  # noqa: E402
-from serve_report import Figures, InProcessRun, ServerRun  # noqa: E402
+from serve_report import Figures, InProcessRun, KindRun, ServerRun  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DOGBREED_TEST_DATA", REPO.parent / "shared" / "data" / "dogs-3breeds"))
@@ -48,6 +53,9 @@ WORKERS_ENV, THREADS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS", "DOGBREED_ORT_THREA
 # copies of the same lines come through MMS's WorkerLifeCycle logger and are left out.
 OURS_SETUP = r"dogbreed\.serv\S* - .*(worker\(s\)|fp32|int8)"
 BASELINE_SETUP = r"Default workers per model"
+# What each kind of request adds to the plain one (Content-Type: image/jpeg).
+PLAIN = "plain"
+EXPLAIN_KINDS = {"X-Explain: cam": {"X-Explain": "cam"}, "Accept: image/png": {"Accept": "image/png"}}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -85,37 +93,70 @@ def select_photos(folder: Path, limit: int = 96) -> list[Path]:
     return (photos + leftovers)[:limit]
 
 
-def endpoint_caller(url: str):
+def endpoint_caller(url: str, headers: dict[str, str] | None = None):
+    """``call(body, i)`` for :func:`drive`: POST /invocations on one keep-alive session per thread.
+
+    Returns the JSON answer, or the bytes of an ``image/png`` one; anything but a 200 raises.
+    """
     import requests
 
     local = threading.local()
+    sent = {"Content-Type": "image/jpeg", **(headers or {})}
 
     def call(body: bytes, _i: int):
         if not hasattr(local, "session"):
             local.session = requests.Session()
-        response = local.session.post(url + "/invocations", data=body, headers={"Content-Type": "image/jpeg"},
-                                      timeout=120)
+        response = local.session.post(url + "/invocations", data=body, headers=sent, timeout=120)
         if response.status_code != 200:
             raise RuntimeError(f"/invocations answered {response.status_code}: {response.text[:300]}")
+        if response.headers.get("Content-Type", "").startswith("image/png"):
+            return response.content
         return response.json()
 
     return call
 
 
+def check_explained(kind: str, call, bodies: list[bytes]) -> float:
+    """Check that ``kind`` of request gets its map on a few photos; the answers' mean size in bytes."""
+    sizes = []
+    for body in bodies[:8]:
+        answer = call(body, 0)
+        if kind == "Accept: image/png":
+            if not isinstance(answer, bytes) or not answer.startswith(b"\x89PNG"):
+                raise SystemExit(f"{kind}: the server did not answer a PNG")
+            sizes.append(len(answer))
+        else:
+            if "explanation" not in answer:
+                raise SystemExit(f"{kind}: the answer has no explanation: {str(answer)[:300]}")
+            sizes.append(len(json.dumps(answer)))
+    return statistics.mean(sizes)
+
+
 def measure_server(image: str, model_dir: Path, env: dict[str, str], bodies: list[bytes], args,
-                   setup_pattern: str) -> ServerRun:
-    """Start ``image``, record its answer to each photo, drive it at each concurrency, stop it."""
+                   setup_pattern: str, explain: bool = False) -> ServerRun:
+    """Start ``image``, record its answer to each photo, drive it at each concurrency, stop it.
+
+    With ``explain``, each level also drives the :data:`EXPLAIN_KINDS` right after the plain
+    requests, on the same photos and server.
+    """
     server = servers.start(image, model_dir, env, bodies[0])
     try:
         call = endpoint_caller(server.url)
         answers = [call(body, 0) for body in bodies]
         top1 = [a["predicted_label"] for a in answers]
         probabilities = [{e["label"]: e["probability"] for e in a["top_k"]} for a in answers]
-        figures = {}
+        calls = {PLAIN: call}
+        sizes = {PLAIN: statistics.mean(len(json.dumps(a)) for a in answers[:8])}
+        for kind, headers in (EXPLAIN_KINDS.items() if explain else ()):
+            calls[kind] = endpoint_caller(server.url, headers)
+            sizes[kind] = check_explained(kind, calls[kind], bodies)
+        figures: dict[str, dict[int, Figures]] = {kind: {} for kind in calls}
         for c in args.concurrency:
-            drive(call, bodies, c, args.warmup)
-            figures[c] = drive(call, bodies, c, args.requests)
-        return ServerRun(figures, top1, probabilities, server.log_lines(setup_pattern))
+            for kind, kind_call in calls.items():
+                drive(kind_call, bodies, c, args.warmup)
+                figures[kind][c] = drive(kind_call, bodies, c, args.requests)
+        kinds = {kind: KindRun(figures[kind], sizes[kind]) for kind in calls} if explain else {}
+        return ServerRun(figures[PLAIN], top1, probabilities, server.log_lines(setup_pattern), kinds)
     finally:
         server.remove()
 
@@ -134,6 +175,14 @@ def measure_in_process(image: str, model_dir: Path, env: dict[str, str], photos:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     figures = {int(c): Figures(**f) for c, f in out["results"].items()}
     return InProcessRun(figures, out["precision"], out["workers"], out["ort_threads"], out["decode_ms"])
+
+
+def check_can_explain(model_dir: Path) -> None:
+    """Exit before anything starts when ``--explain`` meets a model exported before class activation maps."""
+    if json.loads((model_dir / "model.json").read_text()).get("explain") is None:
+        raise SystemExit(f"--explain: {model_dir} was exported before class activation maps (model.json has no "
+                         f"explain); pass a newer --model-dir (for the default model, delete "
+                         f"{serve_model.DEFAULT_TREE} so that a new one is trained)")
 
 
 def cpu_description() -> str:
@@ -173,6 +222,9 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--warmup", type=int, default=8, help="requests per level before the measured ones")
     parser.add_argument("--layouts", type=parse_layouts, default=[],
                         help="also run our server (and the in-process model) per layout WORKERSxTHREADS,...")
+    parser.add_argument("--explain", action="store_true",
+                        help="also drive our server with X-Explain: cam and Accept: image/png requests "
+                             "(ratios against its plain requests); needs a model with class activation maps")
     args = parser.parse_args(argv)
     args.requests = max(1, min(args.requests, 2000))
     return args
@@ -186,11 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no .jpg photos under {args.photos}")
     bodies = [p.read_bytes() for p in photos]
     model_dir = args.model_dir or serve_model.ensure_model_dir(DATA, args.train_image)
+    if args.explain:
+        check_can_explain(model_dir)
     servers.build_baseline(args.train_image)
     load_before = os.getloadavg()
 
     baseline = measure_server(servers.BASELINE_IMAGE, model_dir, {}, bodies, args, BASELINE_SETUP)
-    ours = measure_server(args.image, model_dir, env, bodies, args, OURS_SETUP)
+    ours = measure_server(args.image, model_dir, env, bodies, args, OURS_SETUP, explain=args.explain)
     alone = measure_in_process(args.image, model_dir, env, args.photos, args)
     layouts = []
     for workers, threads in args.layouts:

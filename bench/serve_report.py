@@ -27,13 +27,25 @@ class Figures:
 
 
 @dataclass
+class KindRun:
+    """One kind of request to the same server (plain, X-Explain: cam, Accept: image/png): figures and answer size."""
+
+    figures: dict[int, Figures]
+    answer_bytes: float  # mean over a few photos
+
+
+@dataclass
 class ServerRun:
-    """One server's figures per concurrency, its answer per photo, and what it logged of its setup."""
+    """One server's figures per concurrency, its answer per photo, and what it logged of its setup.
+
+    ``kinds``, with ``--explain``: every kind of request it was driven with, the plain one included.
+    """
 
     figures: dict[int, Figures]
     top1: list[str]
     probabilities: list[dict[str, float]]  # label -> probability, the top k the server answered
     setup: list[str] = field(default_factory=list)
+    kinds: dict[str, KindRun] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,6 +175,8 @@ def print_all(facts: Facts, baseline: ServerRun, ours: ServerRun, alone: InProce
     print("\ntargets:")
     for target in checks:
         print(target.line())
+    if ours.kinds:
+        print_kinds(ours.kinds)
     if layouts:
         print_layouts(layouts)
     print(json.dumps({
@@ -171,10 +185,31 @@ def print_all(facts: Facts, baseline: ServerRun, ours: ServerRun, alone: InProce
         "agreement": same.share, "probability_gap": same.gap, "ours": _figures_json(ours.figures),
         "baseline": _figures_json(baseline.figures), "in_process": _figures_json(alone.figures),
         "targets": [asdict(t) for t in checks],
+        "kinds": {kind: {"answer_bytes": run.answer_bytes, **_figures_json(run.figures)}
+                  for kind, run in ours.kinds.items()},
         "layouts": [{"workers": w, "ort_threads": t, "ours": _figures_json(run.figures),
                      "in_process": _figures_json(ip.figures)} for (w, t), run, ip in layouts],
     }))
     return 0 if same.same_model(alone.precision) else 1
+
+
+def print_kinds(kinds: dict[str, KindRun]) -> None:
+    """Our server per kind of request, each against the plain request (the first kind) of the same run."""
+    print("\nclass activation maps (our server, same run; x: against its plain requests at that concurrency):")
+    header = (f"{'request':>18} | {'answer':>9} | {'concurrency':>11} | {'median/p99 ms  req/s':>24} | "
+              f"{'median x':>8} {'req/s x':>8}")
+    print(header)
+    print("-" * len(header))
+    plain = next(iter(kinds.values()))
+    for kind, run in kinds.items():
+        for c, f in run.figures.items():
+            base = plain.figures[c]
+            print(f"{kind:>18} | {_size(run.answer_bytes):>9} | {c:>11} | {figure_cells(f):>24} | "
+                  f"{f.median_ms / base.median_ms:>7.2f}x {f.rps / base.rps:>7.2f}x")
+
+
+def _size(n: float) -> str:
+    return f"{n / 1024:.1f} kB" if n < 1024 * 1024 else f"{n / 1048576:.2f} MB"
 
 
 def print_layouts(layouts: list) -> None:

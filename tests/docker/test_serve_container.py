@@ -180,6 +180,52 @@ def test_content_types_and_top_k(server, real_photos, classes):
     check_prediction(server.invoke(photo, "image/jpeg", {"X-Amzn-SageMaker-Custom-Attributes": "top_k=2"}), classes, k=2)
 
 
+def test_explain_cam_adds_the_map_in_the_photos_pixels(server, real_photos, classes, trained_model_dir):
+    """``X-Explain: cam``: the answer as before, plus the top class's map placed on the uploaded photo."""
+    import numpy as np
+
+    from dogbreed.artifacts import ModelMetadata
+    from dogbreed.images import open_image
+
+    meta = ModelMetadata.load(trained_model_dir)
+    for path in real_photos[::4]:
+        width, height = open_image(path.read_bytes()).size
+        plain = check_prediction(server.invoke(path.read_bytes()), classes)
+        body = check_prediction(server.invoke(path.read_bytes(), headers={"X-Explain": "cam"}), classes)
+        e = body.pop("explanation")
+        assert body == plain, path
+        assert (e["method"], e["class"], e["label"]) == ("cam", plain["predicted_class"], plain["predicted_label"])
+        grid = np.asarray(e["grid"])
+        assert grid.shape == meta.explain.grid
+        assert e["grid_region"] == pytest.approx(meta.preprocessing.crop_region(width, height), abs=0.051)
+        x0, y0, x1, y1 = e["box"]
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, (path, e["box"])
+        assert e["logit"] == pytest.approx(grid.mean() + e["bias"], abs=1e-3)
+
+
+def test_accept_png_answers_the_photo_with_its_map(server, real_photos):
+    """``Accept: image/png``: the uploaded photo with the map overlaid, even when it is over 1 MiB."""
+    import numpy as np
+
+    from dogbreed.explain import OVERLAY_MAX_SIDE
+
+    photo = real_photos[0].read_bytes()
+    response = server.invoke(photo, headers={"Accept": "image/png"})
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(response.content)).size == Image.open(io.BytesIO(photo)).size
+    # Fine grain at the largest overlay size: a PNG past MMS's former 1 MiB response limit.
+    grain = np.random.default_rng(0).integers(96, 160, (768, OVERLAY_MAX_SIDE, 3)).astype(np.uint8)
+    upload = io.BytesIO()
+    Image.fromarray(grain).save(upload, "JPEG", quality=50)
+    response = server.invoke(upload.getvalue(), headers={"Accept": "image/png"})
+    assert response.status_code == 200, response.text[:500]
+    assert len(response.content) > 1024 * 1024
+    assert Image.open(io.BytesIO(response.content)).size == (OVERLAY_MAX_SIDE, 768)
+    refused = server.invoke(photo, headers={"Accept": "image/png", "X-Explain": "none"})
+    assert refused.status_code == 400 and "X-Explain: none" in refused.json()["error"]
+
+
 def bad_payloads(photo: bytes) -> dict[str, tuple[bytes, str | None, dict, int]]:
     grey = io.BytesIO()
     Image.new("L", (3000, 3000)).save(grey, "PNG")  # 9 MP, tiny on the wire

@@ -11,8 +11,12 @@ PNG = "image/png"
 X_IMAGE = "application/x-image"  # what SageMaker's built-in image classifiers use
 
 SUPPORTED = (JPEG, PNG, X_IMAGE)
-# Accept values that let us answer JSON.
+# What the endpoint answers: the prediction as JSON, or the picture with its class
+# activation map overlaid as PNG.
+ANSWERS = (JSON, PNG)
+# Accept values that let us answer JSON, and those that ask for the PNG overlay.
 _JSON_ACCEPTED = {JSON, "application/*", ANY}
+_PNG_ACCEPTED = {PNG, "image/*"}
 
 
 def _media_type(header: str) -> str:
@@ -36,14 +40,31 @@ def parse(content_type: str | None) -> str:
     return media_type
 
 
-def check_accepts_json(accept: str | None) -> str:
-    """Return :data:`JSON` if the Accept header allows it, else raise :class:`NotAcceptableError` (406).
+def preferred_answer(accept: str | None) -> str | None:
+    """The answer the Accept header asks for first: :data:`JSON`, :data:`PNG`, or None if neither.
 
-    No header, ``*/*``, ``application/*`` and ``application/json`` all allow it, among
-    other types and with any parameters (q-values are not weighed).
+    The first item of the list that one of them satisfies wins (q-values are not weighed):
+    no header, ``*/*``, ``application/*`` and ``application/json`` give JSON; ``image/png``
+    and ``image/*`` give PNG, the uploaded picture with the map overlaid. Parameters and
+    case are ignored.
     """
     if not accept or not accept.strip():
         return JSON
-    if any(_media_type(item) in _JSON_ACCEPTED for item in accept.split(",")):
-        return JSON
-    raise NotAcceptableError(f"Accept {accept!r} is not supported; this endpoint answers {JSON}")
+    for item in accept.split(","):
+        media_type = _media_type(item)
+        if media_type in _JSON_ACCEPTED:
+            return JSON
+        if media_type in _PNG_ACCEPTED:
+            return PNG
+    return None
+
+
+def negotiate(accept: str | None) -> str:
+    """:func:`preferred_answer`, or :class:`NotAcceptableError` (406) naming both answers when neither fits."""
+    answer = preferred_answer(accept)
+    if answer is None:
+        raise NotAcceptableError(
+            f"Accept {accept!r} is not supported; this endpoint answers {JSON} (the prediction) or {PNG} "
+            f"(the picture with the top class's activation map overlaid)"
+        )
+    return answer

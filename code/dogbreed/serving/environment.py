@@ -31,6 +31,11 @@ MAX_PIXELS_ENV = "DOGBREED_MAX_IMAGE_PIXELS"
 PRECISION_ENV = "DOGBREED_PRECISION"
 INT8_MAX_LOSS_ENV = "DOGBREED_INT8_MAX_LOSS"
 PRECISIONS = ("auto", "fp32", "int8")
+# The map a request gets when it says nothing (X-Explain, explain=): batch transform sends
+# no per-record headers, so a transform job that wants maps sets this to cam.
+EXPLAIN_ENV = "DOGBREED_EXPLAIN"
+EXPLAINS = ("none", "cam")
+DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 # Set by SageMaker Batch Transform (the last three only when the job names them).
 BATCH_ENV = "SAGEMAKER_BATCH"
 BATCH_STRATEGY_ENV = "SAGEMAKER_BATCH_STRATEGY"
@@ -112,6 +117,8 @@ class ServingEnvironment:
     max_concurrent_transforms: int | None = None
     precision: str = "auto"
     int8_max_loss: float = DEFAULT_INT8_MAX_LOSS
+    explain: str = "none"
+    default_accept: str = "application/json"
 
     @property
     def mms_max_request_size(self) -> int:
@@ -153,6 +160,8 @@ class ServingEnvironment:
             max_concurrent_transforms=_int(env, MAX_CONCURRENT_TRANSFORMS_ENV, None, minimum=0) or None,
             precision=_choice(env, PRECISION_ENV, PRECISIONS) or "auto",
             int8_max_loss=_float(env, INT8_MAX_LOSS_ENV, DEFAULT_INT8_MAX_LOSS),
+            explain=_choice(env, EXPLAIN_ENV, EXPLAINS) or "none",
+            default_accept=env.get(DEFAULT_ACCEPT_ENV, "").strip() or "application/json",
         )
 
 

@@ -65,3 +65,16 @@ class ModelNotReadyError(ServingError):
     """The model could not be loaded; nothing can be predicted until it is fixed."""
 
     status = 503
+
+
+class NotExplainableError(ServingError):
+    """A map was asked for (``X-Explain: cam``, ``Accept: image/png``) but this model cannot give one.
+
+    422, not 400 or 5xx: the request is well formed and its values are valid (the same
+    request gets a map from a model that can give one), so 400 would blame the client's
+    syntax; nothing failed on the server either, so no 5xx. What cannot be processed is
+    this request on this model (an export from before class activation maps, or the
+    model's own ``code/inference.py`` replacing the prediction), and the message says which.
+    """
+
+    status = 422

@@ -3,7 +3,8 @@
 The model directory is the training job's output (see :mod:`dogbreed.artifacts`):
 ``model.json`` gives the classes and the preprocessing, ``model.onnx`` the network and
 ``model.int8.onnx``, when the job exported one, its int8 version (:func:`choose_precision`
-picks which to serve).
+picks which to serve), and ``head.npz`` with the ONNX models' ``feature_map`` output the
+class activation maps (:mod:`dogbreed.explain`) of models exported since they exist.
 Decoding is :func:`dogbreed.images.open_image` and preprocessing is
 :class:`dogbreed.preprocessing.Preprocessing`, the same code the training side
 evaluates with.
@@ -19,15 +20,21 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dogbreed.explain import METHODS as EXPLAIN_METHODS
+from dogbreed.explain import ExplainError, Explanation, Head
+from dogbreed.explain import explain as explain_class
 from dogbreed.artifacts import ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, ModelLoadError, ModelMetadata
 from dogbreed.images import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageTooLargeError, open_image
 from dogbreed.serving import content_types
 from dogbreed.serving.environment import DEFAULT_INT8_MAX_LOSS, INT8_MAX_LOSS_ENV, PRECISION_ENV
-from dogbreed.serving.errors import BadRequestError, PayloadTooLargeError
+from dogbreed.serving.errors import BadRequestError, NotExplainableError, PayloadTooLargeError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+# The warm-up checks that the head on the mean of the feature map gives the logits, within
+# this much per unit of the largest logit (at least 1): float32 sums in another order.
+HEAD_TOLERANCE = 1e-3
 
 
 def choose_precision(metadata: ModelMetadata, requested: str, max_loss_points: float) -> tuple[str, str]:
@@ -127,8 +134,9 @@ class Predictor:
     """The model of one directory, ready to answer ``predict`` calls.
 
     Construction validates everything up front (metadata, ONNX file, input/output
-    names, output width against the class list, one warm-up run) and raises
-    :class:`ModelLoadError` with a readable reason, so a bad model is found at start.
+    names, output width against the class list, the head file against the feature map,
+    warm-up runs) and raises :class:`ModelLoadError` with a readable reason, so a bad
+    model is found at start.
     """
 
     def __init__(
@@ -155,6 +163,10 @@ class Predictor:
         onnx_file = self.metadata.int8.file if self.precision == "int8" else ONNX_FILE
         self.session = self._load_session(self.model_dir / onnx_file, threads)
         self._warm_up()
+        # The head for class activation maps; None for a model exported before them.
+        self.head = self._load_head(onnx_file)
+        if self.head is not None:
+            self._check_feature_map()
         logger.info("serving %s (%s): %s", self.precision, onnx_file, self.precision_reason)
 
     def _load_session(self, path: Path, threads: int):
@@ -176,6 +188,30 @@ class Predictor:
             )
         return session
 
+    def _load_head(self, onnx_file: str) -> Head | None:
+        cam = self.metadata.explain
+        if cam is None:
+            return None
+        outputs = [o.name for o in self.session.get_outputs()]
+        if cam.feature_map not in outputs:
+            raise ModelLoadError(
+                f"model.json promises class activation maps from the output {cam.feature_map!r}, but {onnx_file} "
+                f"has outputs {outputs}; export the model again with this version"
+            )
+        try:
+            head = Head.load(self.model_dir / cam.head_file)
+        except ExplainError as exc:
+            raise ModelLoadError(f"{exc} (model.json's explain.head_file); the training job writes it") from exc
+        if head.weight.shape[0] != len(self.classes):
+            raise ModelLoadError(f"{cam.head_file} holds a head for {head.weight.shape[0]} classes but model.json "
+                                 f"lists {len(self.classes)}")
+        return head
+
+    @property
+    def can_explain(self) -> bool:
+        """Whether this model gives class activation maps (models exported before them do not)."""
+        return self.head is not None
+
     def _warm_up(self) -> None:
         # One run at load time: catches a class-count mismatch now rather than on the
         # first request, and pays ORT's first-run allocation cost before /ping is 200.
@@ -190,6 +226,30 @@ class Predictor:
                 f"{len(self.classes)} classes"
             )
 
+    def _check_feature_map(self) -> None:
+        # The explain path's first run (its own ORT allocations) and the proof that the map
+        # sums to the logits: the feature map's shape fits the head and model.json, and the
+        # head on its mean gives the logits the model outputs. Noise, not zeros: a zero input
+        # can give an all-zero feature map, which any head of the right shape would pass.
+        size = self.preprocessing.crop_size
+        noise = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+        try:
+            logits, feature_map = self.run_explained(noise)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"the ONNX model fails to give its feature map on a {size}x{size} input: "
+                                 f"{exc}") from exc
+        cam = self.metadata.explain
+        expected = (1, self.head.weight.shape[1], *cam.grid)
+        if feature_map.shape != expected:
+            raise ModelLoadError(f"the ONNX model's {cam.feature_map} has shape {tuple(feature_map.shape)}; "
+                                 f"{cam.head_file} and model.json's explain.grid expect {expected}")
+        pooled = feature_map[0].astype(np.float64).mean(axis=(1, 2))
+        from_head = self.head.weight.astype(np.float64) @ pooled + self.head.bias
+        difference = float(np.max(np.abs(from_head - logits[0])))
+        if difference > HEAD_TOLERANCE * max(1.0, float(np.max(np.abs(logits)))):
+            raise ModelLoadError(f"{cam.head_file} does not fit the ONNX model: the head on the mean of its "
+                                 f"{cam.feature_map} differs from its logits by {difference:.3g}")
+
     def decode(self, image_bytes: bytes, content_type: str | None = content_types.JPEG) -> Image.Image:
         """:func:`decode_image` with this predictor's limits."""
         return decode_image(image_bytes, content_type, self.max_payload_bytes, self.max_image_pixels)
@@ -201,6 +261,11 @@ class Predictor:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run the network on an (N, 3, H, W) float32 batch; returns the logits."""
         return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: batch})[0]
+
+    def run_explained(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`run`, also returning the (N, channels, h, w) feature map, in one pass; needs :attr:`can_explain`."""
+        logits, feature_map = self.session.run([ONNX_OUTPUT, self.metadata.explain.feature_map], {ONNX_INPUT: batch})
+        return logits, feature_map
 
     def resolve_top_k(self, top_k: Any) -> int:
         """Validate a requested ``top_k`` (None: the default), capped at the class count."""
@@ -214,15 +279,59 @@ class Predictor:
             raise BadRequestError(f"top_k={value} must be at least 1")
         return min(value, len(self.classes))
 
-    def classify(self, image: Image.Image | np.ndarray, top_k: Any = None) -> dict[str, Any]:
+    def resolve_explain(self, method: str | None) -> str | None:
+        """Validate a requested map (None or ``"none"``: no map) against what this model can give.
+
+        Raises :class:`BadRequestError` for an unknown method and :class:`NotExplainableError`
+        (422) saying why when this model gives no maps.
+        """
+        if method is None or method == "none":
+            return None
+        if method not in EXPLAIN_METHODS:
+            raise BadRequestError(f"explain={method!r} is not one of none, {', '.join(EXPLAIN_METHODS)}")
+        if not self.can_explain:
+            raise NotExplainableError(
+                "this model cannot give class activation maps: it was exported before them (model.json has no "
+                "explain, and there is no head.npz); train it again with this version, or ask for the prediction "
+                "alone (no X-Explain: cam, explain=cam or Accept: image/png)"
+            )
+        return method
+
+    def classify(self, image: Image.Image | np.ndarray, top_k: Any = None,
+                 explain: str | None = None) -> dict[str, Any]:
         """An RGB image (or its preprocessed (3, H, W) array) -> the answer for ``top_k`` classes.
 
         ``{"predicted_class", "predicted_label", "top_k": [{"class", "label", "probability"}]}``,
-        most probable first.
+        most probable first. With ``explain="cam"`` (see :meth:`resolve_explain`) the image
+        must be the picture itself, and the answer is an :class:`ExplainedPrediction` that
+        adds ``"explanation"``, the top class's map (:meth:`dogbreed.explain.Explanation.to_dict`).
         """
         k = self.resolve_top_k(top_k)
+        if self.resolve_explain(explain) is not None:
+            return self._classify_explained(image, k)
         tensor = image if isinstance(image, np.ndarray) else self.preprocessing(image)
-        logits = self.run(np.asarray(tensor, np.float32)[None])[0].astype(np.float64)
+        logits = self.run(np.asarray(tensor, np.float32)[None])[0]
+        return self._answer(logits, k)
+
+    def _classify_explained(self, image: Image.Image | np.ndarray, k: int) -> "ExplainedPrediction":
+        if not isinstance(image, Image.Image):
+            # Only the default input_fn's picture says where the crop was: a user's input_fn gave something else.
+            raise NotExplainableError(
+                f"a class activation map is placed on the uploaded picture, but the model's input_fn gave a "
+                f"{type(image).__name__}, not a PIL image; ask for the prediction alone (no X-Explain: cam, "
+                f"explain=cam or Accept: image/png)"
+            )
+        logits, feature_map = self.run_explained(self.preprocessing(image)[None])
+        answer = self._answer(logits[0], k)
+        best = answer["predicted_class"]
+        explanation = explain_class(feature_map[0], self.head, best, self.classes[best], self.preprocessing,
+                                    image.size)
+        answer["explanation"] = explanation.to_dict()
+        return ExplainedPrediction(answer, image, explanation)
+
+    def _answer(self, logits: np.ndarray, k: int) -> dict[str, Any]:
+        """One image's logits -> the JSON answer for its ``k`` most probable classes."""
+        logits = logits.astype(np.float64)
         # Softmax in float64, shifted by the max so large logits cannot overflow.
         exp = np.exp(logits - logits.max())
         probs = exp / exp.sum()
@@ -237,8 +346,24 @@ class Predictor:
             ],
         }
 
-    def predict(self, image_bytes: bytes, content_type: str | None, top_k: Any = None) -> dict[str, Any]:
+    def predict(self, image_bytes: bytes, content_type: str | None, top_k: Any = None,
+                explain: str | None = None) -> dict[str, Any]:
         """Image bytes -> :meth:`classify`'s answer; the whole request path in one call."""
         content_types.parse(content_type)  # a wrong type is reported before anything else
         k = self.resolve_top_k(top_k)
-        return self.classify(self.decode(image_bytes, content_type), k)
+        method = self.resolve_explain(explain)
+        return self.classify(self.decode(image_bytes, content_type), k, method)
+
+
+class ExplainedPrediction(dict):
+    """:meth:`Predictor.classify`'s answer with a map: the JSON answer, ``"explanation"`` included.
+
+    Also carries, as attributes that JSON encoding ignores, what the PNG answer is drawn
+    from: the uploaded ``image`` and the :class:`~dogbreed.explain.Explanation`. A dict
+    still, so a model's own ``output_fn`` gets what it always got, plus the explanation.
+    """
+
+    def __init__(self, answer: dict[str, Any], image: Image.Image, explanation: Explanation):
+        super().__init__(answer)
+        self.image = image
+        self.explanation = explanation

@@ -1,14 +1,23 @@
-"""What one MMS request carries: its headers, its body and the ``top_k`` it asks for."""
+"""What one MMS request carries: its headers, its body, the ``top_k`` and the map it asks for."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+from sagemaker_inference.content_types import ANY
+
+from dogbreed.serving.content_types import PNG
+from dogbreed.serving.errors import BadRequestError
+
 TOP_K_HEADER = "x-top-k"
-# SageMaker forwards InvokeEndpoint's CustomAttributes in this header, e.g. "top_k=3".
+EXPLAIN_HEADER = "x-explain"
+# SageMaker forwards InvokeEndpoint's CustomAttributes in this header, e.g. "top_k=3;explain=cam".
 CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
 _TOP_K_ATTRIBUTE = re.compile(r"(?:^|[;,\s])top_k\s*=\s*([^;,\s]*)", re.IGNORECASE)
+_EXPLAIN_ATTRIBUTE = re.compile(r"(?:^|[;,\s])explain\s*=\s*([^;,\s]*)", re.IGNORECASE)
+# What X-Explain (or explain=) may say: a class activation map of the top class, or none.
+EXPLAIN_CHOICES = ("cam", "none")
 
 
 def request_headers(context: Any, idx: int = 0) -> dict[str, str]:
@@ -54,3 +63,47 @@ def requested_top_k(headers: dict[str, str]) -> str | None:
         return headers[TOP_K_HEADER].strip()
     match = _TOP_K_ATTRIBUTE.search(headers.get(CUSTOM_ATTRIBUTES_HEADER, ""))
     return match.group(1) if match else None
+
+
+def requested_explain(headers: dict[str, str]) -> str | None:
+    """``cam`` or ``none`` from ``X-Explain`` or custom attribute ``explain=`` (case-insensitive); None if neither.
+
+    Raises :class:`BadRequestError` (400) naming the allowed values for anything else.
+    """
+    if headers.get(EXPLAIN_HEADER, "").strip():
+        raw, source = headers[EXPLAIN_HEADER].strip(), "X-Explain: "
+    else:
+        match = _EXPLAIN_ATTRIBUTE.search(headers.get(CUSTOM_ATTRIBUTES_HEADER, ""))
+        if match is None:
+            return None
+        raw, source = match.group(1), "custom attribute explain="
+        if not raw:
+            return None  # "explain=" says nothing, as "top_k=" does
+    value = raw.lower()
+    if value not in EXPLAIN_CHOICES:
+        raise BadRequestError(f"{source}{raw!r} is not one of {', '.join(EXPLAIN_CHOICES)} "
+                              f"(cam: a class activation map of the top class)")
+    return value
+
+
+def accept_of(headers: dict[str, str], default_accept: str) -> str:
+    """The request's Accept header; ``default_accept`` when it has none or ``*/*``, as the toolkit does."""
+    accept = headers.get("accept", "")
+    return default_accept if not accept or accept == ANY else accept
+
+
+def explain_method(requested: str | None, answer: str | None, default: str) -> str | None:
+    """The map one request gets: ``"cam"``, or None for none.
+
+    ``requested`` is :func:`requested_explain`'s, ``answer`` the media type the client
+    prefers (``content_types.preferred_answer``) and ``default`` ``DOGBREED_EXPLAIN``. A PNG
+    answer is the picture with the map overlaid, so it always gets one; with an explicit
+    ``none`` that is a contradiction, a 400.
+    """
+    if answer == PNG:
+        if requested == "none":
+            raise BadRequestError("Accept: image/png answers the picture with its class activation map overlaid, "
+                                  "which X-Explain: none (or explain=none) refuses; drop one of the two")
+        return "cam"
+    method = requested or default
+    return None if method == "none" else method

@@ -50,6 +50,9 @@ MODEL_NAME = "model"
 LOG_CONFIG = Path(__file__).with_name("log4j2.xml")
 # SIGTERM -> SIGKILL escalation; SageMaker and `docker stop` allow 30 s / 10 s.
 STOP_GRACE_S = 8.0
+# What MMS may send back: SageMaker's real-time limit. JSON answers are a few kB, but an
+# overlay PNG (Accept: image/png, at most 1024 pixels a side) of a detailed photo passes 1 MiB.
+MAX_RESPONSE_BYTES = 6 * 1024 * 1024
 
 
 def check_model(env: ServingEnvironment) -> str | None:
@@ -101,7 +104,7 @@ def mms_config(env: ServingEnvironment) -> str:
         "default_response_timeout": env.timeout_s,
         "unregister_model_timeout": env.timeout_s,
         "max_request_size": env.mms_max_request_size,
-        "max_response_size": 1024 * 1024,
+        "max_response_size": MAX_RESPONSE_BYTES,
         # Bodies reach the handler as raw bytes, whatever the Content-Type says.
         "decode_input_request": "false",
         # Settings come from this file only, not from MMS_* variables.

@@ -13,6 +13,12 @@ here (as the PyTorch toolkit does) because, as shipped in 1.10, it:
 Here each request gets its own headers, status and content type; errors are
 ``{"error": message}`` JSON with the error's status; an ``UnsupportedFormatError`` is a
 415; anything unexpected is a logged 500 that tells the client nothing internal.
+
+Class activation maps come from our ``predict_fn``. When ``code/inference.py`` replaces it
+(or ``transform_fn``), a request asking for a map (``X-Explain: cam``, ``explain=cam``,
+or ``Accept: image/png`` answered by our ``output_fn``) is a 422 saying so, and
+``DOGBREED_EXPLAIN=cam`` stops the start. A user's ``transform_fn`` or ``output_fn``
+owns the Accept header: ``Accept: image/png`` is theirs to answer.
 """
 
 from __future__ import annotations
@@ -26,9 +32,13 @@ from sagemaker_inference import utils
 from sagemaker_inference.errors import BaseInferenceToolkitError, GenericInferenceToolkitError, UnsupportedFormatError
 from sagemaker_inference.transformer import Transformer as ToolkitTransformer
 
-from dogbreed.serving.content_types import JSON
-from dogbreed.serving.errors import ModelNotReadyError, UnsupportedMediaTypeError, error_body, reason_phrase
-from dogbreed.serving.request import request_body, request_headers
+from dogbreed.artifacts import ModelLoadError
+from dogbreed.serving.content_types import JSON, PNG, negotiate
+from dogbreed.serving.environment import EXPLAIN_ENV
+from dogbreed.serving.errors import (
+    ModelNotReadyError, NotExplainableError, UnsupportedMediaTypeError, error_body, reason_phrase,
+)
+from dogbreed.serving.request import accept_of, request_body, request_headers, requested_explain
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +77,24 @@ class Transformer(ToolkitTransformer):
         """What ``model_fn`` returned; None until initialised."""
         return self._model
 
+    def _validate_user_module_and_set_functions(self) -> None:
+        """The toolkit's choice of functions; ``DOGBREED_EXPLAIN=cam`` then stops the start if the user's
+        code makes the prediction (every request would be refused)."""
+        super()._validate_user_module_and_set_functions()
+        replaced = self.prediction_replaced_by()
+        explain = self._default_inference_handler.settings.explain
+        if replaced is not None and explain != "none":
+            raise ModelLoadError(f"{EXPLAIN_ENV}={explain}, but the model's code/inference.py replaces {replaced}, "
+                                 f"which gives no class activation maps; unset {EXPLAIN_ENV}")
+
+    def prediction_replaced_by(self) -> str | None:
+        """``"transform_fn"`` or ``"predict_fn"`` when the model's own code replaces it (and so gives no maps)."""
+        if self._transform_fn != self._default_transform_fn:
+            return "transform_fn"
+        if self._predict_fn != self._default_inference_handler.default_predict_fn:
+            return "predict_fn"
+        return None
+
     def transform(self, data: list, context: Any) -> list:
         """MMS's batch -> one response body per request, status and content type set per index."""
         try:
@@ -92,9 +120,8 @@ class Transformer(ToolkitTransformer):
         """Run ``transform_fn`` on one request; returns (body, content type)."""
         headers = request_headers(context)
         content_type = headers.get("content-type")
-        accept = headers.get("accept")
-        if not accept or accept == toolkit_types.ANY:
-            accept = self._environment.default_accept
+        accept = accept_of(headers, self._default_inference_handler.settings.default_accept)
+        self._refuse_maps_of_user_code(headers, accept)
         body: Any = request_body(request)
         # The toolkit hands JSON and CSV bodies to input_fn as str. Bytes that are not
         # UTF-8 stay bytes for input_fn to judge: ours answers 415 for the type first.
@@ -108,6 +135,24 @@ class Transformer(ToolkitTransformer):
         if isinstance(result, tuple):
             return result[0], result[1]
         return result, accept
+
+    def _refuse_maps_of_user_code(self, headers: dict[str, str], accept: str) -> None:
+        """A 422 for a request that asks for a map the model's own prediction code cannot give.
+
+        ``X-Explain: cam`` always asks for one; ``Accept: image/png`` only when our
+        ``output_fn`` answers it (a user's ``output_fn`` may draw PNGs of its own).
+        """
+        replaced = self.prediction_replaced_by()
+        if replaced is None:
+            return  # our predict_fn: it reads (and validates) the request itself
+        if requested_explain(headers) == "cam":
+            raise NotExplainableError(f"this model's own code/inference.py replaces {replaced}, which gives no class "
+                                      f"activation maps; ask without X-Explain: cam (or explain=cam)")
+        ours_answer = replaced == "predict_fn" and self._output_fn == self._default_inference_handler.default_output_fn
+        if ours_answer and negotiate(accept) == PNG:
+            raise NotExplainableError(f"Accept: image/png answers the picture with its class activation map, but this "
+                                      f"model's own code/inference.py replaces {replaced}, which gives none; "
+                                      f"accept application/json")
 
     @staticmethod
     def _answer_error(context: Any, idx: int, error: BaseInferenceToolkitError) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from dogbreed.artifacts import METADATA_FILE, ONNX_FILE
+from dogbreed.artifacts import HEAD_FILE, METADATA_FILE, ONNX_FILE
 
 BREEDNOTE_PACKAGE = {
     "pyproject.toml": """\
@@ -87,8 +87,10 @@ def model_with_code(model_dir: Path, dest: Path, files: dict[str, str], link: bo
     ``link`` symlinks the model files (for tests on this machine); a container needs copies.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    # Every ONNX file model.json may name (model.int8.onnx since the int8 export).
+    # Every ONNX file model.json may name (model.int8.onnx since the int8 export) and the
+    # head of class activation maps (a model exported before them has none).
     names = [METADATA_FILE] + sorted(p.name for p in Path(model_dir).glob("*.onnx"))
+    names += [HEAD_FILE] if (Path(model_dir) / HEAD_FILE).is_file() else []
     assert ONNX_FILE in names, f"{model_dir} has no {ONNX_FILE}"
     for name in names:
         if link:

@@ -22,14 +22,22 @@ def test_unsupported_lists_the_supported_ones(header):
 
 
 @pytest.mark.parametrize(
-    "accept", [None, "", "*/*", "application/json", "Application/JSON; charset=utf-8", "text/html, application/*;q=0.8"]
+    "accept", [None, "", "*/*", "application/json", "Application/JSON; charset=utf-8", "text/html, application/*;q=0.8",
+               "image/webp, */*;q=0.8", "application/json, image/png"]
 )
-def test_accept_allowing_json(accept):
-    assert content_types.check_accepts_json(accept) == "application/json"
+def test_accept_answered_with_json(accept):
+    assert content_types.negotiate(accept) == "application/json"
+
+
+@pytest.mark.parametrize("accept", ["image/png", "IMAGE/PNG; q=1", "image/*", "text/html, image/png, */*", "image/png, application/json"])
+def test_accept_answered_with_png(accept):
+    assert content_types.negotiate(accept) == "image/png"
 
 
 @pytest.mark.parametrize("accept", ["text/csv", "image/jpeg, text/html", "application/x-npy"])
-def test_accept_refusing_json_is_406(accept):
+def test_accept_allowing_neither_is_406(accept):
+    assert content_types.preferred_answer(accept) is None
     with pytest.raises(NotAcceptableError) as info:
-        content_types.check_accepts_json(accept)
-    assert info.value.status_code == 406 and "application/json" in info.value.message
+        content_types.negotiate(accept)
+    assert info.value.status_code == 406
+    assert "application/json" in info.value.message and "image/png" in info.value.message

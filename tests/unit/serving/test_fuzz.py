@@ -68,16 +68,18 @@ def classes(predictor) -> list[str]:
 
 
 @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=bodies(), content_type=st.sampled_from(CONTENT_TYPES), top_k=st.sampled_from([None, "1", "3", "0", "x"]))
-def test_any_request_is_a_prediction_or_a_client_error(predictor, classes, body, content_type, top_k):
+@given(body=bodies(), content_type=st.sampled_from(CONTENT_TYPES), top_k=st.sampled_from([None, "1", "3", "0", "x"]),
+       explain=st.sampled_from([None, "cam"]))
+def test_any_request_is_a_prediction_or_a_client_error(predictor, classes, body, content_type, top_k, explain):
     try:
-        answer = predictor.predict(body, content_type, top_k)
+        answer = predictor.predict(body, content_type, top_k, explain)
     except BaseInferenceToolkitError as exc:
         assert 400 <= exc.status_code < 500, (exc.status_code, exc.message)
         assert exc.message.strip()
     else:
         assert answer["predicted_label"] in classes
         assert abs(sum(e["probability"] for e in answer["top_k"]) - 1) < 1e-3 or len(answer["top_k"]) < len(classes)
+        assert ("explanation" in answer) == (explain == "cam")
 
 
 def test_every_seed_encoding_is_served(predictor):

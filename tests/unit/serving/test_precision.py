@@ -188,3 +188,19 @@ def test_the_handler_passes_the_environment_on(int8_model, monkeypatch):
     service = HandlerService()
     service.initialize(Context(int8_model))
     assert service.transformer.model.precision == "int8"
+
+
+def test_the_int8_model_explains_too(int8_model):
+    from .images import half_and_half
+
+    predictor = Predictor(int8_model, precision="int8")
+    assert predictor.precision == "int8" and predictor.can_explain
+    image = half_and_half((96, 80))
+    answer = predictor.classify(image, explain="cam")
+    grid = np.asarray(answer["explanation"]["grid"])
+    assert grid.shape == predictor.metadata.explain.grid
+    logits = predictor.run(predictor.preprocessing(image)[None])[0]
+    # The int8 model's head is float on its own feature map: the map still sums to its logit.
+    assert answer["explanation"]["logit"] == pytest.approx(grid.mean() + answer["explanation"]["bias"], abs=1e-3)
+    assert answer["explanation"]["logit"] == pytest.approx(float(logits[answer["predicted_class"]]), abs=1e-3)
+    assert answer["explanation"]["grid_region"] == pytest.approx(predictor.preprocessing.crop_region(96, 80), abs=0.051)

@@ -38,6 +38,8 @@ def test_mms_config_follows_the_environment():
     assert props["decode_input_request"] == "false"
     # MMS's limit is above ours, so the handler's JSON 413 answers first.
     assert int(props["max_request_size"]) > 2 * 1024 * 1024
+    # A PNG overlay (Accept: image/png) of a detailed photo is over 1 MiB; SageMaker allows 6 MB.
+    assert int(props["max_response_size"]) == 6 * 1024 * 1024
 
 
 def test_mms_command_points_at_the_model():
