@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Real transfer learning on the 3-breed photos: the pretrained EfficientNet-Lite0, measured.
 
-    bench/transfer [--data DIR] [--arch efficientnet_lite0] [--trials 20] [--skip-search]
+    bench/transfer [--data DIR] [--arch efficientnet_lite0] [--trials 20] [--skip-search] [--work DIR]
 
 On the same data and CPUs, each a ``python -m dogbreed.training`` job (or the search) as
 a user runs it:
@@ -96,13 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partial-epochs", type=int, default=3)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--work", type=Path, help="keep the jobs' folders here (their models, reports and "
+                                                  "class activation maps); default: a temporary folder")
     args = parser.parse_args(argv)
     print(f"bench/transfer: {args.arch} pretrained on ImageNet, on {args.data}; {cpu_name()}, "
           f"{len(os.sched_getaffinity(0))} CPUs. Compares: the frozen recipe (test accuracy, int8 "
           f"against fp32 on valid and test, rules), minmax calibration, freeze={args.partial}, and a "
           f"{args.trials}-trial search against the default hyperparameters.", flush=True)
     results: dict = {"cpu": cpu_name(), "arch": args.arch}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.work or scratch
         frozen = Path(tmp) / "frozen"
         results["frozen"] = job(args.data, frozen, args.arch)
         results["frozen"]["onnx"] = onnx_top1(frozen / "model", args.data)
