@@ -346,7 +346,7 @@ def verdicts(output_data: Path, profile_dir: Path) -> dict[str, Any]:
         return {"source": "none", "rules": [], "bottlenecks": [], "warnings": ["no report.json and no profile"]}
     try:
         from dogbreed.report.bottlenecks import evaluate_bottlenecks  # noqa: PLC0415
-        from dogbreed.training.profiler import load_profile  # noqa: PLC0415
+        from dogbreed.profile_format import load_profile  # noqa: PLC0415
 
         profile = load_profile(profile_dir)
         has_gpu = bool(profile.metadata) and str(profile.metadata.device).startswith("cuda")

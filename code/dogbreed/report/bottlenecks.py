@@ -4,7 +4,7 @@ Each check but ``DataWait`` follows one of SageMaker Debugger's built-in profile
 that rule's default parameters, as documented in "List of Debugger built-in profiler rules"
 (https://docs.aws.amazon.com/sagemaker/latest/dg/debugger-built-in-profiler-rules.html) and
 the SageMaker Python SDK's ``rule_configs``; the numbers are in the ``*Rule`` dataclasses
-below. They are judged over what :mod:`dogbreed.training.profiler` recorded. A check whose
+below. They are judged over the profile the job recorded (:mod:`dogbreed.profile_format`). A check whose
 data is missing (the GPU rules in a CPU job) comes back with ``evaluated=False`` saying why.
 
 Short jobs. SageMaker samples system metrics every 500 ms, and its rules count samples:
@@ -25,7 +25,7 @@ from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
-from dogbreed.training.profiler import Profile, StepTiming, SystemSample
+from dogbreed.profile_format import Profile, StepTiming, SystemSample
 
 log = logging.getLogger(__name__)
 

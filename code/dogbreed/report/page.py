@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from dogbreed.profile_format import Profile, load_profile
 from dogbreed.report.data import ExplainedPhoto, Explanations, SplitResults, StepSplit, SystemSeries, read_curves
 from dogbreed.report.paths import EXPLANATIONS_DIR, INDEX_FILE
 from dogbreed.report.search import SEARCH_DIR, TRIALS_FILE, SearchSummary
@@ -310,7 +311,6 @@ def add_rules(page: ReportPage, trial_dir: Path, hyperparameters: dict[str, Any]
 def add_profile(page: ReportPage, profile_dir: Path) -> None:
     from dogbreed.report import figures  # noqa: PLC0415
     from dogbreed.report.bottlenecks import evaluate_bottlenecks  # noqa: PLC0415
-    from dogbreed.training.profiler import load_profile  # noqa: PLC0415
 
     profile = load_profile(profile_dir)
     has_gpu = bool(profile.metadata) and str(profile.metadata.device).startswith("cuda")
@@ -331,7 +331,7 @@ def add_profile(page: ReportPage, profile_dir: Path) -> None:
                            f"{op.share_percent:.1f}"] for op in profile.operators.by_self_cpu[:15]]
 
 
-def system_series(profile) -> SystemSeries:
+def system_series(profile: Profile) -> SystemSeries:
     """The monitor's samples as the figure plots them, in seconds since the first sample."""
     series = SystemSeries()
     if not profile.samples:
@@ -351,7 +351,7 @@ def system_series(profile) -> SystemSeries:
     return series
 
 
-def step_split(profile) -> StepSplit:
+def step_split(profile: Profile) -> StepSplit:
     """The training steps' timings, numbered in the order they ran."""
     split = StepSplit()
     for index, step in enumerate(s for s in profile.steps if s.mode == "train"):

@@ -21,12 +21,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dogbreed.architectures import Architecture
+from dogbreed.profile_format import StepTiming
 from dogbreed.training.data import Batch, Split
 from dogbreed.training.distributed import SINGLE, Distributed, all_reduce_sum
 from dogbreed.training.failure import TrainingError
 from dogbreed.training.metrics import confusion_matrix
 from dogbreed.training.model import set_train_mode
-from dogbreed.training.profiler import JobProfiler, PhaseClock, StepTiming
+from dogbreed.training.profiler import JobProfiler, PhaseClock
 from dogbreed.report.data import STEP_ACCURACY
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,8 @@ from dogbreed.report.bottlenecks import (
     NO_GPU, BottleneckVerdict, Rules, StepOutlierRule, allowed_outliers, evaluate_bottlenecks, scaled_patience,
     scaled_window, windows,
 )
-from dogbreed.training.profiler import (
-    Profile, ProfileMetadata, StepRecorder, StepTiming, SystemSample, load_profile, write_metadata,
-)
+from dogbreed.profile_format import Profile, ProfileMetadata, StepTiming, SystemSample, load_profile
+from dogbreed.training.profiler import StepRecorder, write_metadata
 
 GPU_CHECKS = ["CPUBottleneck", "IOBottleneck", "LowGPUUtilization", "BatchSize"]
 

@@ -12,9 +12,9 @@ import torch
 import torchvision
 from torch import nn
 
+from dogbreed.profile_format import OPERATORS_FILE, STEPS_FILE, SYSTEM_FILE, Profile, StepTiming, load_profile
 from dogbreed.training.profiler import (
-    OPERATORS_FILE, STEPS_FILE, SYSTEM_FILE, OperatorProfiler, PhaseClock, Profile, StepRecorder, StepTiming,
-    SystemMonitor, load_profile, usable_cores, write_metadata,
+    OperatorProfiler, PhaseClock, StepRecorder, SystemMonitor, usable_cores, write_metadata,
 )
 
 
