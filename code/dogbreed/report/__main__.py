@@ -16,10 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from dogbreed.job_outputs import EXPLANATIONS_DIR, METRICS_FILE, PROFILE_DIR, TRIAL_DIR
 from dogbreed.report.page import build_report
-from dogbreed.report.paths import EXPLANATIONS_DIR, PROFILE_DIR, TRIAL_DIR
-
-METRICS_FILE = "metrics.json"
 
 
 def find_output_dir(directory: Path) -> Path:

@@ -2,8 +2,9 @@
 matrices, the profile, the explained test photos. Plain dataclasses; no plotting here.
 
 The training job writes into its trial, besides the losses smdebug records itself, the
-scalars named here: each training step's batch accuracy and, at the end of each epoch,
-that epoch's figures. So every curve in the report comes from the Debugger data.
+scalars :mod:`dogbreed.job_outputs` names: each training step's batch accuracy and, at the
+end of each epoch, that epoch's figures. So every curve in the report comes from the
+Debugger data.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dogbreed.job_outputs import CONFUSION_MATRIX_FILE, EPOCH_SCALAR_PREFIX, EPOCH_SCALARS, STEP_ACCURACY_SCALAR
+
 log = logging.getLogger(__name__)
 
-STEP_ACCURACY = "train/batch_accuracy"
-EPOCH_SCALARS = ("epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy")
-EPOCH_PREFIX = "epoch/"
 TOP_CONFUSED_PAIRS = 10
 
 
@@ -52,7 +52,7 @@ def read_curves(trial_dir: Path) -> tuple[StepSeries, EpochSeries]:
     if not losses:
         raise ValueError(f"the trial {trial_dir} holds no losses")
     loss = trial.tensor(losses[0])
-    accuracy = trial.tensor("scalar/" + STEP_ACCURACY)
+    accuracy = trial.tensor("scalar/" + STEP_ACCURACY_SCALAR)
     train_steps = loss.steps(mode=ModeKeys.TRAIN)
     accuracy_steps = set(accuracy.steps(mode=ModeKeys.TRAIN))
     steps = StepSeries()
@@ -62,7 +62,7 @@ def read_curves(trial_dir: Path) -> tuple[StepSeries, EpochSeries]:
             steps.loss.append(float(loss.value(step, mode=ModeKeys.TRAIN)))
             steps.accuracy.append(float(accuracy.value(step, mode=ModeKeys.TRAIN)))
 
-    columns = {name: trial.tensor(f"scalar/{EPOCH_PREFIX}{name}") for name in EPOCH_SCALARS}
+    columns = {name: trial.tensor(f"scalar/{EPOCH_SCALAR_PREFIX}{name}") for name in EPOCH_SCALARS}
     epochs = EpochSeries()
     for global_step in columns["epoch"].steps():
         values = {name: float(t.value(global_step)) for name, t in columns.items()}
@@ -101,12 +101,12 @@ class SplitResults:
     @classmethod
     def from_csv(cls, split_dir: Path) -> "SplitResults":
         """Read ``<split>/confusion_matrix.csv`` as the training job writes it."""
-        with open(split_dir / "confusion_matrix.csv", newline="") as f:
+        with open(split_dir / CONFUSION_MATRIX_FILE, newline="") as f:
             rows = list(csv.reader(f))
         classes = rows[0][1:]
         matrix = [[int(v) for v in row[1:]] for row in rows[1:]]
         if [row[0] for row in rows[1:]] != classes or any(len(r) != len(classes) for r in matrix):
-            raise ValueError(f"{split_dir / 'confusion_matrix.csv'} is not a square matrix over one class list")
+            raise ValueError(f"{split_dir / CONFUSION_MATRIX_FILE} is not a square matrix over one class list")
         return cls(split_dir.name, classes, matrix)
 
     @property

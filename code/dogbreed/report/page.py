@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from dogbreed.job_outputs import CONFUSION_MATRIX_FILE, EXPLANATIONS_DIR, EXPLANATIONS_INDEX_FILE, METRICS_FILE
 from dogbreed.profile_format import Profile, load_profile
 from dogbreed.report.data import ExplainedPhoto, Explanations, SplitResults, StepSplit, SystemSeries, read_curves
-from dogbreed.report.paths import EXPLANATIONS_DIR, INDEX_FILE
 from dogbreed.report.search import SEARCH_DIR, TRIALS_FILE, SearchSummary
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def add_results(page: ReportPage, output_dir: Path) -> None:
     from dogbreed.report import figures  # noqa: PLC0415
 
     for split in SPLITS:
-        if not (output_dir / split / "confusion_matrix.csv").is_file():
+        if not (output_dir / split / CONFUSION_MATRIX_FILE).is_file():
             continue
         results = SplitResults.from_csv(output_dir / split)
         page.splits.append(results)
@@ -212,7 +212,7 @@ def photo_card(photo: ExplainedPhoto, directory: Path) -> PhotoCard:
 def add_explanations(page: ReportPage, output_dir: Path) -> None:
     """The overlays the job wrote for its worst test mistakes and most confident correct photos."""
     directory = output_dir / EXPLANATIONS_DIR
-    explanations = Explanations.read(directory, INDEX_FILE)
+    explanations = Explanations.read(directory, EXPLANATIONS_INDEX_FILE)
     correct = explanations.of_kind("correct")
     if len(correct) < explanations.classes_with_correct:
         rule = (f"the most confident correct photo of each of the {len(correct)} classes with the lowest test "
@@ -272,7 +272,7 @@ def build_report(output_dir: Path, trial_dir: Path | None, profile_dir: Path | N
     :func:`dogbreed.report.rules.evaluate_rules`).
     """
     output_dir = Path(output_dir)
-    metrics = json.loads((output_dir / "metrics.json").read_text())
+    metrics = json.loads((output_dir / METRICS_FILE).read_text())
     subtitle = f"{len(metrics.get('classes', []))} classes · built {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
     page = ReportPage(title=title, subtitle=subtitle)
     add_summary(page, metrics)

@@ -29,8 +29,8 @@ from torch import nn
 from dogbreed.architectures import Architecture
 from dogbreed.explain import Explanation, Head, explain, overlay
 from dogbreed.images import open_image
+from dogbreed.job_outputs import EXPLANATIONS_DIR, EXPLANATIONS_INDEX_FILE
 from dogbreed.preprocessing import Preprocessing
-from dogbreed.report.paths import EXPLANATIONS_DIR, INDEX_FILE
 from dogbreed.training.data import EvalTransform, Normalize, Split
 from dogbreed.training.loop import Predictions
 from dogbreed.training.model import forward_with_feature_map, head_of
@@ -174,7 +174,7 @@ def write_explanations(output_dir: Path, explainer: Explainer, split: Split | No
             "classes_with_correct": len(set(predictions.labels[predictions.labels == predictions.predicted].tolist())),
             "max_mistakes": MAX_MISTAKES, "max_classes": MAX_CLASSES, "photos": entries,
         }
-        (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        (directory / EXPLANATIONS_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     except Exception as exc:  # noqa: BLE001 - the model is what the job is for; these only illustrate it
         log.warning("explanations could not be written (%s: %s); the model is unaffected", type(exc).__name__, exc)
         shutil.rmtree(directory, ignore_errors=True)

@@ -31,10 +31,9 @@ from torch.utils.data import DataLoader
 from dogbreed.architectures import architecture
 from dogbreed.artifacts import INT8_ONNX_FILE, ModelMetadata
 from dogbreed.images import ImageDecodeError, open_image
+from dogbreed.job_outputs import EPOCH_SCALAR_PREFIX, EPOCH_SCALARS, PROFILE_DIR, TRIAL_DIR
 from dogbreed.preprocessing import Preprocessing
-from dogbreed.report.data import EPOCH_PREFIX, EPOCH_SCALARS
 from dogbreed.report.page import build_report
-from dogbreed.report.paths import PROFILE_DIR, TRIAL_DIR
 from dogbreed.training.checkpoints import (
     BestEpoch, JobIdentity, PartialEpoch, TrainingState, load_checkpoint, save_checkpoint,
 )
@@ -315,7 +314,7 @@ def run_epoch(epoch: int, config: TrainConfig, paths: JobPaths, data: Data, lear
         images_per_sec=totals.images / totals.seconds, epoch_seconds=time.perf_counter() - start,
     )
     for name in EPOCH_SCALARS:  # the report's per-epoch curves read them back from the trial
-        learner.hook.save_scalar(EPOCH_PREFIX + name, getattr(metrics, name))
+        learner.hook.save_scalar(EPOCH_SCALAR_PREFIX + name, getattr(metrics, name))
     return metrics, valid
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dogbreed.architectures import Architecture
+from dogbreed.job_outputs import STEP_ACCURACY_SCALAR
 from dogbreed.profile_format import StepTiming
 from dogbreed.training.data import Batch, Split
 from dogbreed.training.distributed import SINGLE, Distributed, all_reduce_sum
@@ -28,7 +29,6 @@ from dogbreed.training.failure import TrainingError
 from dogbreed.training.metrics import confusion_matrix
 from dogbreed.training.model import set_train_mode
 from dogbreed.training.profiler import JobProfiler, PhaseClock
-from dogbreed.report.data import STEP_ACCURACY
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def train_pass(learner: Learner, loader: DataLoader, split: Split, stop: Gracefu
                 totals.correct += correct
                 totals.images += len(labels)
                 if learner.hook.recording:  # one sync per step, only when the trial is on
-                    learner.hook.save_scalar(STEP_ACCURACY, correct.item() / len(labels))
+                    learner.hook.save_scalar(STEP_ACCURACY_SCALAR, correct.item() / len(labels))
                 learner.profiler.recorder.record(StepTiming(
                     epoch, step, "train", len(labels), data_seconds, forward_backward_seconds, optimizer_seconds,
                 ))

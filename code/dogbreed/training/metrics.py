@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from dogbreed.job_outputs import CONFUSION_MATRIX_FILE, METRICS_FILE
+
 # No torch here: the SageMaker launcher, which has no torch, imports METRIC_DEFINITIONS.
 
 EPOCH_METRICS = (
@@ -77,7 +79,7 @@ def write_reports(output_dir: Path, split: str, counts: Sequence[Sequence[int]],
     """``<output_dir>/<split>/confusion_matrix.csv`` and ``per_class_accuracy.csv``."""
     directory = Path(output_dir) / split
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "confusion_matrix.csv", "w", newline="") as f:
+    with open(directory / CONFUSION_MATRIX_FILE, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *classes])
         for name, row in zip(classes, counts):
@@ -91,7 +93,7 @@ def write_reports(output_dir: Path, split: str, counts: Sequence[Sequence[int]],
 
 
 def write_metrics_json(output_dir: Path, data: Mapping[str, Any]) -> Path:
-    path = Path(output_dir) / "metrics.json"
+    path = Path(output_dir) / METRICS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
