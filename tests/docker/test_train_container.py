@@ -53,7 +53,7 @@ def test_trains_on_real_photos_and_writes_the_model(trained_run):
 
 
 def test_log_lines_match_the_documented_metric_regexes(trained_run):
-    from dogbreed.training.metrics import METRIC_DEFINITIONS
+    from dogbreed.metric_lines import METRIC_DEFINITIONS
 
     found = {}
     for definition in METRIC_DEFINITIONS:

@@ -54,10 +54,10 @@ def assert_names_real_flags(command: str, message: str) -> None:
 
 
 def test_metric_definitions_import_without_torch():
-    """The launcher venv has no torch; dogbreed.training.metrics must import there."""
+    """The launcher venv has no torch; dogbreed.metric_lines must import there."""
     proc = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
     assert proc.returncode != 0, "this venv must not have torch"
-    from dogbreed.training.metrics import METRIC_DEFINITIONS
+    from dogbreed.metric_lines import METRIC_DEFINITIONS
 
     names = {d["Name"] for d in METRIC_DEFINITIONS}
     assert {"valid_accuracy", "valid_loss", "train_loss", "test_accuracy"} <= names
@@ -81,7 +81,7 @@ def test_the_launcher_never_imports_torch(aws_env):
 
 
 def test_train_creates_a_spot_job_with_checkpoints_metrics_and_debugger(aws):
-    from dogbreed.training.metrics import METRIC_DEFINITIONS
+    from dogbreed.metric_lines import METRIC_DEFINITIONS
 
     code = run(aws, "train", *TRAIN_ARGS, "--pretrained", "s3://dogbreed-data/weights", "--instance-type",
                "ml.g4dn.xlarge", "--instance-count", "2", "--hp", "epochs=10", "--hp", "arch=resnet50",

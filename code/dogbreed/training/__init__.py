@@ -6,5 +6,5 @@ Modules, in the order a job uses them: :mod:`.environment` (the SageMaker paths)
 state a stopped job resumes from), :mod:`.debugger` (smdebug), :mod:`.export`,
 :mod:`.metrics` and :mod:`.failure`; :mod:`.job` runs them as named stages.
 
-Nothing is imported here: the launcher, which has no torch, imports :mod:`.metrics`.
+Nothing is imported here, so that importing one module does not import torch with all the others.
 """

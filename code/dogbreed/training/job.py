@@ -32,6 +32,7 @@ from dogbreed.architectures import architecture
 from dogbreed.artifacts import INT8_ONNX_FILE, ModelMetadata
 from dogbreed.images import ImageDecodeError, open_image
 from dogbreed.job_outputs import EPOCH_SCALAR_PREFIX, EPOCH_SCALARS, PROFILE_DIR, TRIAL_DIR
+from dogbreed.metric_lines import format_metrics
 from dogbreed.preprocessing import Preprocessing
 from dogbreed.report.page import build_report
 from dogbreed.training.checkpoints import (
@@ -53,7 +54,7 @@ from dogbreed.training.features import (
 )
 from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError, failure_reason, write_failure
 from dogbreed.training.loop import Evaluation, GracefulStop, Learner, PassTotals, StopRequested, evaluate, train_pass
-from dogbreed.training.metrics import EpochMetrics, format_metrics, write_metrics_json, write_reports
+from dogbreed.training.metrics import EpochMetrics, write_metrics_json, write_reports
 from dogbreed.training.model import build_model, head_of, trainable_parameters
 from dogbreed.training.profiler import JobProfiler
 

@@ -1,13 +1,8 @@
-"""The metric lines the job logs, the regexes SageMaker reads them with, and evaluation reports.
+"""The job's figures: each epoch's, and the evaluation reports beside ``metrics.json``.
 
-Each epoch logs one line of ``name=value`` pairs, e.g.::
-
-    epoch=3 train_loss=0.4123 train_accuracy=0.8512 valid_loss=0.3901 valid_accuracy=0.8721 images_per_sec=312.4 epoch_seconds=12.1
-
-and the end of the job ``test_loss=0.4011 test_accuracy=0.8650`` and, with the int8 export,
-``fp32_valid_accuracy=0.9150 int8_valid_accuracy=0.9120`` (both ONNX models, ONNX Runtime,
-on the validation split). ``METRIC_DEFINITIONS``
-is the ``metric_definitions`` argument of a SageMaker estimator for this image.
+An epoch's figures are logged as a metric line (:mod:`dogbreed.metric_lines`, whose regexes
+SageMaker reads), kept in ``metrics.json``'s history and saved in checkpoints. Each evaluated
+split gets a confusion matrix and its per-class accuracy as CSV, which the report reads back.
 """
 
 from __future__ import annotations
@@ -19,32 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from dogbreed.job_outputs import CONFUSION_MATRIX_FILE, METRICS_FILE
-
-# No torch here: the SageMaker launcher, which has no torch, imports METRIC_DEFINITIONS.
-
-EPOCH_METRICS = (
-    "epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "images_per_sec", "epoch_seconds",
-)
-FINAL_METRICS = ("test_loss", "test_accuracy", "fp32_valid_accuracy", "int8_valid_accuracy")
-_NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-
-
-def _regex(name: str) -> str:
-    # The leading \b keeps valid_loss from matching inside another name; "_" is a word
-    # character, so "train_loss" never matches as "loss".
-    return rf"\b{name}={_NUMBER}"
-
-
-METRIC_DEFINITIONS: list[dict[str, str]] = [
-    {"Name": name, "Regex": _regex(name)} for name in (*EPOCH_METRICS, *FINAL_METRICS)
-]
-
-_FORMATS = {"epoch": "{:d}", "images_per_sec": "{:.1f}", "epoch_seconds": "{:.1f}"}
-
-
-def format_metrics(values: Mapping[str, float]) -> str:
-    """``name=value`` pairs separated by spaces, losses and accuracies to 4 decimals."""
-    return " ".join(f"{k}={_FORMATS.get(k, '{:.4f}').format(v)}" for k, v in values.items())
+from dogbreed.metric_lines import format_metrics
 
 
 @dataclass
@@ -63,7 +33,7 @@ class EpochMetrics:
         return asdict(self)
 
     def line(self) -> str:
-        """The metric line SageMaker's regexes read (:data:`EPOCH_METRICS`, in that order)."""
+        """The metric line SageMaker's regexes read (:data:`dogbreed.metric_lines.EPOCH_METRICS`, in that order)."""
         return format_metrics(self.to_dict())
 
 

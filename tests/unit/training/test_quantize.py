@@ -23,7 +23,7 @@ from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.failure import ConfigError
 from dogbreed.training.job import main
 from dogbreed.training.loop import GracefulStop, StopRequested
-from dogbreed.training.metrics import METRIC_DEFINITIONS
+from dogbreed.metric_lines import METRIC_DEFINITIONS
 from dogbreed.training.quantize import eval_batches, export_int8
 from dogbreed.tools.opt_ml import build_tree
 from tests.unit.training.conftest import CLASS_DIRS, fast_args, make_split

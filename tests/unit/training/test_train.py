@@ -6,7 +6,7 @@ import torch
 
 from tests.unit.training.conftest import CLASS_DIRS, fast_args
 from dogbreed.artifacts import ModelMetadata
-from dogbreed.training.metrics import METRIC_DEFINITIONS
+from dogbreed.metric_lines import METRIC_DEFINITIONS
 from dogbreed.training.job import main
 from tests.unit.training.test_data import add_corrupt_images
 
