@@ -55,4 +55,11 @@ for class_dir in $(find "$data/test" -mindepth 1 -maxdepth 1 -type d | sort); do
     echo
     echo "(true class: $(basename "$class_dir"))"
 done
+
+# Why: the last picture with its class activation map drawn over it, as the endpoint draws it.
+overlay="$opt_ml/overlay.png"
+step "curl -H 'Accept: image/png' -H 'Content-Type: image/jpeg' --data-binary @$picture -o $overlay http://localhost:$port/invocations"
+curl -sSf -H "Accept: image/png" -H "Content-Type: image/jpeg" --data-binary "@$picture" -o "$overlay" \
+    "http://127.0.0.1:$port/invocations"
+echo "the picture with the map of what the model looked at: $overlay; the job's own maps of test photos: $opt_ml/output/data/report.html"
 step "done: 'docker compose up serve' serves this model again on localhost:8080"

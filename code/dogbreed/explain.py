@@ -37,6 +37,8 @@ OVERLAY_ALPHA = 0.5
 GRID_DECIMALS = 4
 
 Box = tuple[float, float, float, float]
+# What Explanation.from_dict needs of an answer's explanation ("method" and "logit" are derived).
+ANSWER_FIELDS = ("class", "label", "bias", "grid", "grid_region", "box", "peak")
 
 
 class ExplainError(ValueError):
@@ -113,7 +115,7 @@ class Explanation:
             "label": self.label,
             "logit": round(self.logit, GRID_DECIMALS),
             "bias": round(self.bias, GRID_DECIMALS),
-            "grid": np.round(self.grid, GRID_DECIMALS).tolist(),
+            "grid": np.round(np.asarray(self.grid, np.float64), GRID_DECIMALS).tolist(),
             "grid_region": [round(v, 1) for v in self.region],
             "box": [round(v, 1) for v in self.box],
             "peak": [round(v, 1) for v in self.peak],
@@ -121,16 +123,22 @@ class Explanation:
 
     @classmethod
     def from_dict(cls, d: Any) -> "Explanation":
-        """Rebuild from :meth:`to_dict`'s form (an endpoint's answer); :class:`ExplainError` says what is wrong."""
+        """Rebuild from :meth:`to_dict`'s form (an endpoint's answer); :class:`ExplainError` says what is
+        wrong, as a phrase that follows "the explanation": "lacks grid, peak", "is malformed: ..."."""
+        if not isinstance(d, dict):
+            raise ExplainError(f"is a {type(d).__name__}, not an object")
+        missing = [key for key in ANSWER_FIELDS if key not in d]
+        if missing:
+            raise ExplainError(f"lacks {', '.join(missing)}")
         try:
-            grid = np.asarray(d["grid"], np.float32)
+            grid = np.asarray(d["grid"], np.float64)
             explanation = cls(class_index=int(d["class"]), label=str(d["label"]), grid=grid, bias=float(d["bias"]),
                               region=_box(d["grid_region"]), box=_box(d["box"]),
                               peak=(float(d["peak"][0]), float(d["peak"][1])))
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise ExplainError(f"not an explanation: {type(exc).__name__}: {exc}") from exc
+        except (IndexError, TypeError, ValueError) as exc:
+            raise ExplainError(f"is malformed: {type(exc).__name__}: {exc}") from exc
         if grid.ndim != 2 or 0 in grid.shape:
-            raise ExplainError(f"not an explanation: its grid has shape {grid.shape}, not rows of numbers")
+            raise ExplainError(f"is malformed: its grid has shape {grid.shape}, not rows of numbers")
         return explanation
 
 

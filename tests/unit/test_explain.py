@@ -99,3 +99,20 @@ def test_the_overlay_is_the_picture_scaled_with_the_outside_dimmed(head):
     assert not np.array_equal(centre, [200, 200, 200])  # coloured by the map
     decoded = Image.open(io.BytesIO(png_bytes(drawn)))
     assert decoded.format == "PNG" and decoded.size == drawn.size
+
+
+def test_an_explanation_round_trips_through_its_json_form_and_bad_ones_say_why(head):
+    from dogbreed.explain import Explanation
+
+    feature_map = np.random.default_rng(4).random((8, 7, 7)).astype(np.float32)
+    answer = explain(feature_map, head, 2, "c", Preprocessing(), (640, 480)).to_dict()
+    again = Explanation.from_dict(answer)
+    assert again.to_dict() == answer
+    with pytest.raises(ExplainError, match="^lacks grid, peak$"):
+        Explanation.from_dict({k: v for k, v in answer.items() if k not in ("grid", "peak")})
+    with pytest.raises(ExplainError, match="is malformed"):
+        Explanation.from_dict({**answer, "box": [1, 2]})
+    with pytest.raises(ExplainError, match="is malformed: its grid"):
+        Explanation.from_dict({**answer, "grid": [1.0, 2.0]})
+    with pytest.raises(ExplainError, match="not an object"):
+        Explanation.from_dict([answer])

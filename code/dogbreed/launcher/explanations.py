@@ -55,7 +55,7 @@ def of_answer(answer: Any, endpoint: str) -> Explanation:
     try:
         return Explanation.from_dict(answer[KEY])
     except ExplainError as exc:
-        raise EndpointError(f"endpoint {endpoint}: the answer's {KEY} is malformed: {exc}") from exc
+        raise EndpointError(f"endpoint {endpoint}: the answer's {KEY} {exc}") from exc
 
 
 def describe(explanation: Explanation) -> str:
