@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from dogbreed.cpus import usable_cpus
 from dogbreed.images import DEFAULT_MAX_PIXELS
 
 MODEL_DIR_ENV = "DOGBREED_MODEL_DIR"
@@ -65,22 +66,6 @@ class ConfigurationError(ValueError):
     """An environment variable holds a value the server cannot use."""
 
 
-def available_cpus() -> int:
-    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
-        if quota != "max":
-            # `docker run --cpus 1.5` gives quota/period = 1.5: round up, at least 1.
-            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
-
-
 def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 1, maximum: int | None = None):
     raw = env.get(name, "").strip()
     if not raw:
@@ -129,7 +114,7 @@ class ServingEnvironment:
     def from_env(cls, env: Mapping[str, str] | None = None, cpus: int | None = None) -> "ServingEnvironment":
         """Parse ``env`` (default ``os.environ``); raises :class:`ConfigurationError`."""
         env = os.environ if env is None else env
-        cpus = available_cpus() if cpus is None else cpus
+        cpus = usable_cpus() if cpus is None else cpus
         port = _int(env, PORT_ENV, DEFAULT_PORT, 1, 65535)
         management_port, mms_port = _loopback_ports(env, port)
         # One worker per core, each with ONNX Runtime threads for every core (at most

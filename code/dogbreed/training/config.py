@@ -8,13 +8,13 @@ SageMaker sends every hyperparameter as a string, and newer SDKs JSON-encode the
 
 import argparse
 import json
-import os
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence, get_type_hints
 
 from dogbreed.architectures import ARCH_NAMES, DEFAULT_ARCH, architecture
+from dogbreed.cpus import usable_cpus
 from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.failure import ConfigError
 
@@ -27,11 +27,8 @@ SAGEMAKER_KEY = re.compile(r"^(sagemaker_.*|_tuning_objective_metric)$")
 
 
 def _default_workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return min(4, cpus)
+    """Loader workers unless set: one per usable CPU, at most 4."""
+    return min(4, usable_cpus())
 
 
 def hp(default: Any = None, help: str = "", choices: Sequence[str] | None = None, default_factory=None):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import asdict
@@ -29,19 +28,13 @@ from typing import Any, Iterable, NamedTuple
 import psutil
 import torch
 
+from dogbreed.cpus import usable_cpus
 from dogbreed.profile_format import (
     METADATA_FILE, OPERATORS_FILE, STEPS_FILE, SYSTEM_FILE, OperatorStat, OperatorSummary, ProfileMetadata,
     StepTiming, SystemSample,
 )
 
 log = logging.getLogger(__name__)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a container's CPU set), not the host's count."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _cuda_device(device: torch.device | str | None) -> torch.device | None:
@@ -58,10 +51,10 @@ def _cuda_device(device: torch.device | str | None) -> torch.device | None:
 
 def write_metadata(directory: Path | str, *, num_workers: int, batch_size: int, cores: int | None = None,
                    device: torch.device | str = "cpu") -> ProfileMetadata:
-    """Write ``metadata.json``; ``cores`` defaults to :func:`usable_cores`."""
+    """Write ``metadata.json``; ``cores`` defaults to :func:`dogbreed.cpus.usable_cpus`."""
     cuda = _cuda_device(device)
     metadata = ProfileMetadata(
-        num_workers=num_workers, batch_size=batch_size, cores=cores if cores is not None else usable_cores(),
+        num_workers=num_workers, batch_size=batch_size, cores=cores if cores is not None else usable_cpus(),
         device=str(device), gpu_name=torch.cuda.get_device_name(cuda) if cuda is not None else None,
         timestamp=time.time(),
     )

@@ -12,10 +12,9 @@ import torch
 import torchvision
 from torch import nn
 
+from dogbreed.cpus import usable_cpus
 from dogbreed.profile_format import OPERATORS_FILE, STEPS_FILE, SYSTEM_FILE, Profile, StepTiming, load_profile
-from dogbreed.training.profiler import (
-    OperatorProfiler, PhaseClock, StepRecorder, SystemMonitor, usable_cores, write_metadata,
-)
+from dogbreed.training.profiler import OperatorProfiler, PhaseClock, StepRecorder, SystemMonitor, write_metadata
 
 
 def burn(seconds: float) -> None:
@@ -260,7 +259,7 @@ def test_metadata_round_trip_and_an_empty_profile(tmp_path):
     written = write_metadata(tmp_path, num_workers=3, batch_size=16, cores=4, device=torch.device("cpu"))
     assert load_profile(tmp_path).metadata == written
     assert (written.num_workers, written.batch_size, written.cores, written.device) == (3, 16, 4, "cpu")
-    assert write_metadata(tmp_path, num_workers=2, batch_size=8).cores == usable_cores()
+    assert write_metadata(tmp_path, num_workers=2, batch_size=8).cores == usable_cpus()
 
 
 def test_unknown_fields_from_a_newer_writer_are_ignored(tmp_path):
