@@ -471,12 +471,18 @@ def join_processes(config: TrainConfig, env: TrainingEnvironment,
     return config, device
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators, so that what draws from them (the new
+    layer's initial weights among others) repeats with ``seed``; the tuner's trials seed the same way."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def train(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: GracefulStop,
           device: torch.device, distributed: Distributed) -> int:
     """Data, learner, restore, epochs, finish; the exit status."""
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    seed_everything(config.seed)
 
     data = load_data(config, paths, device, distributed)
     learner = build_learner(config, paths, env, data, device, distributed)

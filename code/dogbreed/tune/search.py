@@ -22,14 +22,12 @@ import dataclasses
 import hashlib
 import json
 import logging
-import random
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -104,7 +102,7 @@ class Prepared:
 
 def prepare(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: GracefulStop) -> Prepared:
     """The training job's first stages, once: data, network (seeded as the job seeds it), feature caches."""
-    seed_everything(config.seed)
+    job.seed_everything(config.seed)
     device = job.pick_device(config.device)
     data = job.load_data(config, paths, device)
     learner = job.build_learner(config, paths, env, data, device)
@@ -113,15 +111,9 @@ def prepare(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop
     return Prepared(config, paths, data, learner.network, learner.arch, features, initial_head, device)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def run_trial(prepared: Prepared, config: TrainConfig, stop: GracefulStop, report_epoch) -> TrainingState:
     """Train the head with ``config`` exactly as the training job would (same initial head, order, seeds)."""
-    seed_everything(config.seed)
+    job.seed_everything(config.seed)
     head = head_of(prepared.network, prepared.arch)
     head.load_state_dict(prepared.initial_head)
     optimizer = job.make_optimizer(config, head.parameters())
