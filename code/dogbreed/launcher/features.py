@@ -10,6 +10,7 @@ CPU instance is enough.
 
 from __future__ import annotations
 
+from dogbreed.hyperparameters import decode_hyperparameter
 from dogbreed.launcher import uris
 from dogbreed.launcher.uris import LauncherError
 
@@ -21,7 +22,7 @@ _OFF = ("off", "false", "no", "0")
 
 def _hp(hyperparameters: dict[str, str], name: str) -> str:
     """A hyperparameter as the job got it, lower case; DescribeTrainingJob may JSON-quote it."""
-    return str(hyperparameters.get(name, "")).strip().strip('"').strip().lower()
+    return decode_hyperparameter(str(hyperparameters.get(name, ""))).lower()
 
 
 def _frozen(hyperparameters: dict[str, str], what: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dogbreed.hyperparameters import decode_hyperparameter
 from dogbreed.launcher import training_jobs, uris
 from dogbreed.launcher.uris import LauncherError
 
@@ -143,5 +144,5 @@ def best_training_job(tuning_job_name: str, boto_session) -> BestJob:
         training_job=best["TrainingJobName"],
         objective=metric["MetricName"],
         value=float(metric["Value"]),
-        hyperparameters={k: v.strip('"') for k, v in best["TunedHyperParameters"].items()},
+        hyperparameters={k: decode_hyperparameter(v) for k, v in best["TunedHyperParameters"].items()},
     )

@@ -7,7 +7,6 @@ SageMaker sends every hyperparameter as a string, and newer SDKs JSON-encode the
 """
 
 import argparse
-import json
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any, Mapping, Sequence, get_type_hints
 
 from dogbreed.architectures import ARCH_NAMES, DEFAULT_ARCH, architecture
 from dogbreed.cpus import usable_cpus
+from dogbreed.hyperparameters import decode_hyperparameter
 from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.failure import ConfigError
 
@@ -246,15 +246,8 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 def _convert(name: str, raw: Any, typ: type, source: str) -> Any:
-    value = raw
-    if isinstance(raw, str):
-        try:  # newer SageMaker SDKs JSON-encode every value: "\"0.01\"", "64", "true"
-            decoded = json.loads(raw)
-        except ValueError:
-            decoded = raw
-        value = decoded if isinstance(decoded, (str, int, float, bool)) else raw
-        if isinstance(value, str):
-            value = value.strip()
+    # A string as SageMaker sent it (maybe JSON-encoded), or a value the toolkit already typed.
+    value = decode_hyperparameter(raw) if isinstance(raw, str) else raw
     try:
         if typ is bool:
             if isinstance(value, bool):
