@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,71 +16,13 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import free_port
-from tests.docker.conftest import docker
+from tests.docker.serve_container import Container
 from tests.unit.serving.model_code import BREED_ONLY_INFERENCE, model_with_code, write_breednote
 
 pytestmark = pytest.mark.docker
 
 PAYLOAD_MB = 1  # small, so the over-the-limit body is cheap to send
 MAX_PIXELS = 4_000_000
-
-
-class Container:
-    """One `docker run -d` of the serving image on a free loopback port."""
-
-    def __init__(self, image: str, model_dir: Path, env: dict[str, str] | None = None, container_port: int = 8080):
-        self.name = f"dogbreed-serve-test-{uuid.uuid4().hex[:8]}"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        args = ["run", "-d", "--name", self.name, "-p", f"127.0.0.1:{self.port}:{container_port}",
-                "-v", f"{model_dir}:/opt/ml/model:ro"]
-        for key, value in (env or {}).items():
-            args += ["-e", f"{key}={value}"]
-        docker(*args, image, "serve", timeout=120)
-
-    def ping(self, timeout: float = 5) -> requests.Response | None:
-        try:
-            return requests.get(self.url + "/ping", timeout=timeout)
-        except requests.RequestException:
-            return None
-
-    def wait_for_ping(self, want=(200,), limit_s: float = 180) -> requests.Response:
-        """Poll /ping until its status is in ``want``; fail with the logs after ``limit_s``."""
-        deadline = time.monotonic() + limit_s
-        while time.monotonic() < deadline:
-            response = self.ping()
-            if response is not None and response.status_code in want:
-                return response
-            if not self.running():
-                pytest.fail(f"container exited while starting:\n{self.logs()}")
-            time.sleep(0.5)
-        pytest.fail(f"/ping never answered {want} within {limit_s} s:\n{self.logs()[-5000:]}")
-
-    def state(self) -> dict:
-        return json.loads(docker("inspect", "-f", "{{json .State}}", self.name).stdout)
-
-    def running(self) -> bool:
-        return bool(self.state().get("Running"))
-
-    def logs(self) -> str:
-        proc = docker("logs", self.name, check=False)
-        return proc.stdout + proc.stderr
-
-    def invoke(self, body: bytes, content_type: str | None = "image/jpeg", headers=None, timeout: float = 60):
-        headers = dict(headers or {})
-        if content_type is not None:
-            headers["Content-Type"] = content_type
-        return requests.post(self.url + "/invocations", data=body, headers=headers, timeout=timeout)
-
-    def stop(self, grace: int = 30) -> float:
-        """`docker stop` (SIGTERM, SIGKILL after ``grace``); returns the seconds it took."""
-        start = time.monotonic()
-        docker("stop", "-t", str(grace), self.name, timeout=grace + 30)
-        return time.monotonic() - start
-
-    def remove(self) -> None:
-        docker("rm", "-f", self.name, check=False, timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.docker.conftest import docker
-from tests.docker.test_serve_container import Container
+from tests.docker.serve_container import Container
 from tests.unit.serving.model_code import model_with_code
 
 pytestmark = pytest.mark.docker

@@ -26,7 +26,7 @@ import requests
 from PIL import Image
 
 from tests.docker.conftest import docker
-from tests.docker.test_serve_container import Container
+from tests.docker.serve_container import Container
 
 pytestmark = pytest.mark.docker
 

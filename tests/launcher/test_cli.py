@@ -7,7 +7,6 @@ Bad input must fail with a clear message and exit status 2 before ANY API call.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -21,15 +20,8 @@ require_launcher_venv()
 
 from dogbreed.launcher import cli
 from tests.launcher.aws import RecordingSession
+from tests.launcher.cli_args import DATA, IMAGE, OUT, ROLE, SERVE, TRAIN_ARGS, assert_names_real_flags
 from tests.launcher.conftest import ACCOUNT, REGION, REPO
-
-IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-train:abc123"
-SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc123"
-ROLE = f"arn:aws:iam::{ACCOUNT}:role/dogbreed-sagemaker"
-DATA = "s3://dogbreed-data/dogImages"
-OUT = "s3://dogbreed-out/jobs"
-TRAIN_ARGS = ["--image", IMAGE, "--role", ROLE, "--train", f"{DATA}/train", "--valid", f"{DATA}/valid",
-              "--test", f"{DATA}/test", "--output", OUT]
 
 
 @pytest.fixture
@@ -39,18 +31,6 @@ def aws(aws_env) -> RecordingSession:
 
 def run(aws: RecordingSession, *argv: str) -> int:
     return cli.main(list(argv), session_factory=aws.factory)
-
-
-def options(command: str) -> set[str]:
-    """The option strings ``command`` accepts."""
-    [commands] = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    return set(commands.choices[command]._option_string_actions)
-
-
-def assert_names_real_flags(command: str, message: str) -> None:
-    """Every ``--flag`` an error message names is one that ``command`` has."""
-    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z]", message))
-    assert named <= options(command), f"{message!r} names {sorted(named - options(command))}, not options of {command}"
 
 
 def test_metric_definitions_import_without_torch():

@@ -20,7 +20,7 @@ require_launcher_venv()
 from dogbreed.launcher import cli, local_tuning, training_jobs  # noqa: E402
 from tests.launcher.aws import RecordingSession  # noqa: E402
 from tests.launcher.conftest import REGION  # noqa: E402
-from tests.launcher.test_cli import IMAGE, OUT, TRAIN_ARGS, assert_names_real_flags  # noqa: E402
+from tests.launcher.cli_args import IMAGE, OUT, TRAIN_ARGS, assert_names_real_flags  # noqa: E402
 
 FEATURES_JOB = "dogbreed-feat-1"
 ARCHIVE = f"{OUT}/{FEATURES_JOB}/output/output.tar.gz"

@@ -25,7 +25,7 @@ require_launcher_venv()
 from dogbreed.launcher import cli, reports  # noqa: E402
 from tests.launcher.aws import RecordingSession  # noqa: E402
 from tests.launcher.conftest import REGION, REPO  # noqa: E402
-from tests.launcher.test_cli import OUT, ROLE, SERVE, TRAIN_ARGS  # noqa: E402
+from tests.launcher.cli_args import OUT, ROLE, SERVE, TRAIN_ARGS  # noqa: E402
 
 COMMANDS = ("train", "features", "tune", "best", "deploy", "predict", "transform", "delete", "report")
 DOC = REPO / "docs" / "sagemaker.md"

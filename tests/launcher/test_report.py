@@ -17,7 +17,7 @@ require_launcher_venv()
 from dogbreed.launcher import cli  # noqa: E402
 from tests.launcher.aws import RecordingSession  # noqa: E402
 from tests.launcher.conftest import REGION, REPO, TRAIN_IMAGE, run_in_training_venv  # noqa: E402
-from tests.launcher.test_cli import OUT, TRAIN_ARGS  # noqa: E402
+from tests.launcher.cli_args import OUT, TRAIN_ARGS  # noqa: E402
 
 pytestmark = pytest.mark.docker
 

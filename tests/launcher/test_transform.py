@@ -25,7 +25,7 @@ from dogbreed.launcher import cli, explanations, predictions, transform  # noqa:
 from tests.conftest import free_port  # noqa: E402
 from tests.launcher.aws import RecordingSession  # noqa: E402
 from tests.launcher.conftest import REGION, REPO, run_in_training_venv  # noqa: E402
-from tests.launcher.test_cli import OUT, ROLE, SERVE, TRAIN_ARGS, assert_names_real_flags  # noqa: E402
+from tests.launcher.cli_args import OUT, ROLE, SERVE, TRAIN_ARGS, assert_names_real_flags  # noqa: E402
 
 PHOTOS = "s3://dogbreed-data/photos"
 RESULTS = "s3://dogbreed-out/transform"

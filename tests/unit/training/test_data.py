@@ -5,6 +5,7 @@ import torch
 from torchvision import transforms as T
 
 from tests.unit.training.conftest import CLASS_DIRS, make_split
+from tests.unit.training.corrupt_images import add_corrupt_images
 from dogbreed.training.data import (
     EvalTransform, EpochBatches, Normalize, Sample, class_name, collate, make_loader, scan_split, train_transform,
 )
@@ -55,14 +56,6 @@ def test_missing_channel_empty_folder_no_classes(tmp_path):
         f.unlink()
     with pytest.raises(TrainingError, match=f"{CLASS_DIRS[1]}.*no images"):
         scan_split("train", root)
-
-
-def add_corrupt_images(folder):
-    """A zero-byte file, text renamed .jpg and a truncated JPEG (whose header is fine)."""
-    (folder / "empty.jpg").write_bytes(b"")
-    (folder / "text.jpg").write_text("this is not a picture")
-    good = next(folder.glob("0*.jpg")).read_bytes()
-    (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
 
 
 def test_corrupt_images_are_skipped_and_counted(tmp_path):

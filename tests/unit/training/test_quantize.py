@@ -27,7 +27,7 @@ from dogbreed.metric_lines import METRIC_DEFINITIONS
 from dogbreed.training.quantize import eval_batches, export_int8
 from dogbreed.tools.opt_ml import build_tree
 from tests.unit.training.conftest import CLASS_DIRS, fast_args, make_split
-from tests.unit.training.test_data import add_corrupt_images
+from tests.unit.training.corrupt_images import add_corrupt_images
 
 
 def metric_values(text: str) -> dict[str, list[float]]:

@@ -8,7 +8,7 @@ from tests.unit.training.conftest import CLASS_DIRS, fast_args
 from dogbreed.artifacts import ModelMetadata
 from dogbreed.metric_lines import METRIC_DEFINITIONS
 from dogbreed.training.job import main
-from tests.unit.training.test_data import add_corrupt_images
+from tests.unit.training.corrupt_images import add_corrupt_images
 
 
 def metric_values(text: str) -> dict[str, list[float]]:

@@ -1,0 +1,72 @@
+"""One serving container, run as SageMaker runs it (`docker run -p ... -v MODEL:/opt/ml/model IMAGE serve`),
+for the serving image's tests: start it, wait for /ping, invoke it, read its logs and state, stop it."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import free_port
+from tests.docker.conftest import docker
+
+
+class Container:
+    """One `docker run -d` of the serving image on a free loopback port."""
+
+    def __init__(self, image: str, model_dir: Path, env: dict[str, str] | None = None, container_port: int = 8080):
+        self.name = f"dogbreed-serve-test-{uuid.uuid4().hex[:8]}"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = ["run", "-d", "--name", self.name, "-p", f"127.0.0.1:{self.port}:{container_port}",
+                "-v", f"{model_dir}:/opt/ml/model:ro"]
+        for key, value in (env or {}).items():
+            args += ["-e", f"{key}={value}"]
+        docker(*args, image, "serve", timeout=120)
+
+    def ping(self, timeout: float = 5) -> requests.Response | None:
+        try:
+            return requests.get(self.url + "/ping", timeout=timeout)
+        except requests.RequestException:
+            return None
+
+    def wait_for_ping(self, want=(200,), limit_s: float = 180) -> requests.Response:
+        """Poll /ping until its status is in ``want``; fail with the logs after ``limit_s``."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            response = self.ping()
+            if response is not None and response.status_code in want:
+                return response
+            if not self.running():
+                pytest.fail(f"container exited while starting:\n{self.logs()}")
+            time.sleep(0.5)
+        pytest.fail(f"/ping never answered {want} within {limit_s} s:\n{self.logs()[-5000:]}")
+
+    def state(self) -> dict:
+        return json.loads(docker("inspect", "-f", "{{json .State}}", self.name).stdout)
+
+    def running(self) -> bool:
+        return bool(self.state().get("Running"))
+
+    def logs(self) -> str:
+        proc = docker("logs", self.name, check=False)
+        return proc.stdout + proc.stderr
+
+    def invoke(self, body: bytes, content_type: str | None = "image/jpeg", headers=None, timeout: float = 60):
+        headers = dict(headers or {})
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        return requests.post(self.url + "/invocations", data=body, headers=headers, timeout=timeout)
+
+    def stop(self, grace: int = 30) -> float:
+        """`docker stop` (SIGTERM, SIGKILL after ``grace``); returns the seconds it took."""
+        start = time.monotonic()
+        docker("stop", "-t", str(grace), self.name, timeout=grace + 30)
+        return time.monotonic() - start
+
+    def remove(self) -> None:
+        docker("rm", "-f", self.name, check=False, timeout=60)
