@@ -204,9 +204,12 @@ def test_no_trial_gives_not_evaluated_verdicts(tmp_path, make):
 def test_a_corrupt_trial_gives_not_evaluated_verdicts(tmp_path, exploding):
     trial = tmp_path / "trial"
     shutil.copytree(exploding, trial)
-    for index in (trial / "index").rglob("*.json"):
+    indexes = list((trial / "index").rglob("*.json"))
+    assert indexes, f"the trial {exploding} has no index files to corrupt"
+    for index in indexes:
         index.write_text("{not json")
     verdicts = evaluate_rules(trial)
+    assert [v.name for v in verdicts] == NAMES
     assert all(not v.evaluated for v in verdicts)
 
 
