@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torchvision
 
 import dogbreed.training.model as model_module
 from dogbreed.training.failure import TrainingError
@@ -56,9 +57,33 @@ def test_wrong_arch_weights_fail(tmp_path, fake_weights):
         build_model("resnet34", 3, str(fake_weights), "all")
 
 
-def test_pretrained_none_is_random(tmp_path):
-    model = build_model("resnet18", 3, "none", "none", torch_home=tmp_path)
-    assert all(p.requires_grad for p in model.parameters())
+def test_pretrained_none_is_random(tmp_path, fake_torch_home, fake_weights):
+    """pretrained=none loads nothing, though weights lie where pretrained=imagenet would find them (the
+    torch cache and the pretrained channel): the trunk is torchvision's random initialisation, drawn anew
+    from each seed, and all of it trains."""
+    channel = tmp_path / "pretrained"
+    channel.mkdir()
+    (channel / fake_weights.name).write_bytes(fake_weights.read_bytes())
+    saved = torch.load(fake_weights, weights_only=True)
+    # Conv and linear weights: BatchNorm's start at ones and zeros whatever the seed.
+    drawn = [k for k, v in saved.items() if v.dim() > 1 and not k.startswith("fc.")]
+    assert drawn
+
+    def trunk(seed: int) -> dict[str, torch.Tensor]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_model("resnet18", 3, "none", "none", channel=channel, torch_home=fake_torch_home)
+        assert all(p.requires_grad for p in model.parameters())
+        return model.state_dict()
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        fresh = torchvision.models.resnet18().state_dict()
+    first, second = trunk(7), trunk(8)
+    assert not any(torch.equal(first[k], saved[k]) for k in drawn), "pretrained=none loaded the weights file"
+    assert all(torch.equal(first[k], fresh[k]) for k in saved if not k.startswith("fc.")), \
+        "not torchvision's random initialisation"
+    assert not any(torch.equal(first[k], second[k]) for k in drawn), "the same weights from two seeds"
 
 
 @pytest.mark.parametrize(
