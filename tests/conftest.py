@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.prerequisites import require
+
 REPO = Path(__file__).resolve().parents[1]
 # 583 real photos of three breeds in the dogImages layout, kept beside the repository.
 DOGS3 = Path(os.environ.get("DOGBREED_TEST_DATA", REPO.parent / "shared" / "data" / "dogs-3breeds"))
@@ -16,10 +18,8 @@ DOGS3 = Path(os.environ.get("DOGBREED_TEST_DATA", REPO.parent / "shared" / "data
 @pytest.fixture(scope="session")
 def dogs3() -> Path:
     """The dogs-3breeds dataset; CI must have it, a developer's machine may not."""
-    if not (DOGS3 / "train").is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"test data missing: {DOGS3} (set DOGBREED_TEST_DATA)")
-        pytest.skip(f"test data not found at {DOGS3}")
+    require((DOGS3 / "train").is_dir(),
+            f"test data not found at {DOGS3}: set DOGBREED_TEST_DATA to a dogs-3breeds folder (train/, valid/, test/)")
     return DOGS3
 
 

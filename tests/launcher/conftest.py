@@ -7,6 +7,7 @@ every AWS client points at the moto server through AWS_ENDPOINT_URL, with fake k
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -18,12 +19,20 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import free_port
+from tests.prerequisites import missing, require
 
 
 def require_launcher_venv() -> None:
-    """Skip a test module outside .venv-launcher (the SDK 3.x and moto live only there)."""
+    """Skip a test module outside .venv-launcher (the SDK 3.x and moto live only there); fail it under CI."""
     for module in ("sagemaker.train", "moto"):
-        pytest.importorskip(module, reason="launcher tests run in .venv-launcher: make test-launcher")
+        try:
+            importlib.import_module(module)
+            continue
+        except ImportError as exc:
+            reason = str(exc)
+        missing(f"{module} cannot be imported ({reason}): the launcher tests run in .venv-launcher, which "
+                "`make test-launcher` creates and uses")
+
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -106,10 +115,11 @@ def _registry_binary() -> str:
     binary = shutil.which("docker-registry")
     if binary:
         return binary
-    if not shutil.which("apt-get"):
-        pytest.skip("docker-registry is not installed and there is no apt-get to install it with")
-    if os.geteuid() != 0:
-        pytest.skip("docker-registry is not installed and apt-get needs root (CI runs as root)")
+    require(shutil.which("apt-get") is not None,
+            "docker-registry is not installed, and there is no apt-get to install it with: install the CNCF "
+            "distribution registry as `docker-registry` on PATH")
+    require(os.geteuid() == 0, "docker-registry is not installed, and apt-get needs root to install it: "
+                               "sudo apt-get install docker-registry (CI runs as root and installs it)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for args in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "docker-registry"]):
         proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
