@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from dogbreed.job_outputs import TRIAL_DIR
 from dogbreed.tools.opt_ml import build_tree
 from tests.docker.conftest import QUICK_HYPERPARAMETERS, docker, run_training
 
@@ -152,14 +156,41 @@ def start_training(image: str, opt_ml) -> str:
     return name
 
 
-def wait_for_log(name: str, text: str, timeout: float = 300) -> None:
+def wait_until(name: str, happened: Callable[[], bool], what: str, timeout: float = 300) -> None:
+    """Poll ``happened()`` until it is true; fail, with the container's log, if ``name`` exits first or
+    ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
-    while text not in docker("logs", name, check=False).stdout:
-        assert time.monotonic() < deadline, docker("logs", name, check=False).stdout[-3000:]
-        assert docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true", (
-            docker("logs", name, check=False).stdout[-3000:]
-        )
-        time.sleep(0.5)
+    while not happened():
+        if docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() != "true":
+            pytest.fail(f"the container exited before {what}:\n{docker('logs', name, check=False).stdout[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout:.0f} s:\n"
+                        f"{docker('logs', name, check=False).stdout[-3000:]}")
+        time.sleep(0.2)
+
+
+def wait_for_log(name: str, text: str, timeout: float = 300) -> None:
+    wait_until(name, lambda: text in docker("logs", name, check=False).stdout, f"the log line {text!r}", timeout)
+
+
+def trained_steps(opt_ml: Path, epoch: int) -> int:
+    """The training steps of ``epoch`` that the job's smdebug trial shows finished.
+
+    With ``debug`` on (the default) the job's hook records the loss at every step, training
+    and validation, and smdebug writes a step's index file (``index/*/<step>_<worker>.json``,
+    moved into place whole) when the next step starts. An epoch is a run of training steps
+    followed by its validation steps. Only the trial of the first host has them.
+    """
+    index = opt_ml / "output" / "data" / TRIAL_DIR / "index"
+    modes = [json.loads(path.read_text())["meta"]["mode"] for path in sorted(index.glob("*/*.json"))]
+    epochs = [len(list(run)) for mode, run in itertools.groupby(modes) if mode == "TRAIN"]
+    return epochs[epoch - 1] if len(epochs) >= epoch else 0
+
+
+def wait_for_training_in_epoch(name: str, opt_ml: Path, epoch: int, timeout: float = 300) -> None:
+    """Wait until ``epoch`` has trained its first batch (the trial shows it once the second starts): the job
+    is then inside the epoch's training pass, with most of it to go (408 photos: 13 batches of 32, or more)."""
+    wait_until(name, lambda: trained_steps(opt_ml, epoch) >= 1, f"a trained batch of epoch {epoch}", timeout)
 
 
 def test_sigterm_saves_a_checkpoint_and_a_restart_resumes(train_image, dogs3, fake_resnet18_weights, tmp_path):
@@ -168,8 +199,7 @@ def test_sigterm_saves_a_checkpoint_and_a_restart_resumes(train_image, dogs3, fa
     opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps, fake_resnet18_weights)
     name = start_training(train_image, opt_ml)
     try:
-        wait_for_log(name, "epoch 2/3")
-        time.sleep(3)  # well into epoch 2
+        wait_for_training_in_epoch(name, opt_ml, 2)  # a batch of epoch 2 trained, more to come
         started = time.monotonic()
         docker("stop", "-t", "25", name)  # SIGTERM, then SIGKILL after 25 s
         assert time.monotonic() - started < 25, "the job did not stop on SIGTERM"
@@ -185,7 +215,9 @@ def test_sigterm_saves_a_checkpoint_and_a_restart_resumes(train_image, dogs3, fa
 
     resumed = run_training(train_image, opt_ml)
     assert resumed.returncode == 0, resumed.log[-3000:]
-    assert re.search(r"resuming from \S+ in epoch 2, after \d+ of its \d+ training images", resumed.log)
+    resumed_at = re.search(r"resuming from \S+ in epoch 2, after (\d+) of its (\d+) training images", resumed.log)
+    assert resumed_at, resumed.log[-3000:]
+    assert 0 < int(resumed_at[1]) < int(resumed_at[2]), resumed_at[0]  # from the middle of epoch 2
     assert "epoch=1 " not in resumed.log, "the restarted job trained epoch 1 again"
     assert "epoch=2 " in resumed.log and "epoch=3 " in resumed.log
     assert (opt_ml / "model" / "model.onnx").exists()
@@ -221,8 +253,7 @@ def test_a_killed_loader_worker_fails_the_job_at_once(train_image, dogs3, fake_r
     opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps, fake_resnet18_weights)
     name = start_training(train_image, opt_ml)
     try:
-        wait_for_log(name, "epoch 1/3")
-        time.sleep(2)
+        wait_for_training_in_epoch(name, opt_ml, 1)  # the loader's workers are at work
         kill = ("import os, signal, psutil; worker = psutil.Process(1).children()[0]; "
                 "os.kill(worker.pid, signal.SIGKILL); print(worker.pid)")
         pid = docker("exec", name, "python", "-c", kill).stdout.strip()
@@ -295,10 +326,11 @@ def test_a_bad_hyperparameter_still_exits_2_through_the_toolkit(train_image, dog
     assert not (opt_ml / "output" / "success").exists()
 
 
-def run_two_hosts(train_image, trees: dict, stop_after: str | None = None) -> tuple[list[int], list[str]]:
+def run_two_hosts(train_image, trees: dict, stop_in_epoch: int | None = None) -> tuple[list[int], list[str]]:
     """Run one training container per tree as algo-1, algo-2 on a fresh Docker network; exit codes and logs.
 
-    ``stop_after``: once algo-1's log shows it, stop both containers as SageMaker stops a job (SIGTERM).
+    ``stop_in_epoch``: once algo-1 has trained a batch of that epoch, stop both containers as SageMaker
+    stops a job (SIGTERM).
     """
     network = f"dogbreed-test-{uuid.uuid4().hex[:8]}"
     docker("network", "create", network)
@@ -310,9 +342,8 @@ def run_two_hosts(train_image, trees: dict, stop_after: str | None = None) -> tu
             names.append(f"{network}-{host}")
             docker("run", "-d", "--name", names[-1], "--network", network, "--network-alias", host,
                    "--hostname", host, "-v", f"{opt_ml}:/opt/ml", train_image, "train")
-        if stop_after:
-            wait_for_log(names[0], stop_after)
-            time.sleep(2)
+        if stop_in_epoch:
+            wait_for_training_in_epoch(names[0], trees["algo-1"], stop_in_epoch)
             stoppers = [subprocess.Popen(["docker", "stop", "-t", "60", name]) for name in names]
             for stopper in stoppers:
                 stopper.wait(timeout=120)
@@ -329,7 +360,7 @@ def test_sigterm_stops_both_hosts_at_the_same_batch_with_a_checkpoint(
         train_image, dogs3, fake_resnet18_weights, tmp_path):
     hps = dict(QUICK_HYPERPARAMETERS, epochs="3", features="off", batch_size="4")
     trees = {host: build_tree(dogs3, tmp_path / host, hps, fake_resnet18_weights) for host in ("algo-1", "algo-2")}
-    codes, out = run_two_hosts(train_image, trees, stop_after="epoch 2/3")
+    codes, out = run_two_hosts(train_image, trees, stop_in_epoch=2)
     assert codes == [143, 143], (codes, out[0][-2500:], out[1][-2500:])
     assert "SIGTERM: stopped during epoch 2" in out[0]
     for host in trees:
