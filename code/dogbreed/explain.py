@@ -54,8 +54,10 @@ class Head:
 
     def __post_init__(self):
         if self.weight.ndim != 2 or self.bias.shape != (self.weight.shape[0],):
-            raise ExplainError(f"a head needs weight (classes, channels) and bias (classes,), got "
-                               f"{self.weight.shape} and {self.bias.shape}")
+            raise ExplainError(
+                f"a head needs weight (classes, channels) and bias (classes,), got "
+                f"{self.weight.shape} and {self.bias.shape}"
+            )
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``weight`` and ``bias`` as an uncompressed ``.npz``."""
@@ -63,7 +65,7 @@ class Head:
             np.savez(f, weight=self.weight.astype(np.float32), bias=self.bias.astype(np.float32))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Head":
+    def load(cls, path: str | os.PathLike) -> Head:
         """Read :meth:`save`'s file; raises :class:`ExplainError` saying what is wrong."""
         try:
             with np.load(Path(path), allow_pickle=False) as data:
@@ -80,8 +82,9 @@ def class_map(feature_map: np.ndarray, head: Head, class_index: int) -> np.ndarr
     if not 0 <= class_index < len(head.bias):
         raise ExplainError(f"class {class_index} is not one of the model's {len(head.bias)} classes")
     if feature_map.ndim != 3 or feature_map.shape[0] != head.weight.shape[1]:
-        raise ExplainError(f"a feature map of shape {feature_map.shape} does not fit a head of "
-                           f"{head.weight.shape[1]} channels")
+        raise ExplainError(
+            f"a feature map of shape {feature_map.shape} does not fit a head of {head.weight.shape[1]} channels"
+        )
     return np.einsum("c,chw->hw", head.weight[class_index].astype(np.float64), feature_map.astype(np.float64))
 
 
@@ -122,7 +125,7 @@ class Explanation:
         }
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Explanation":
+    def from_dict(cls, d: Any) -> Explanation:
         """Rebuild from :meth:`to_dict`'s form (an endpoint's answer); :class:`ExplainError` says what is
         wrong, as a phrase that follows "the explanation": "lacks grid, peak", "is malformed: ..."."""
         if not isinstance(d, dict):
@@ -132,9 +135,15 @@ class Explanation:
             raise ExplainError(f"lacks {', '.join(missing)}")
         try:
             grid = np.asarray(d["grid"], np.float64)
-            explanation = cls(class_index=int(d["class"]), label=str(d["label"]), grid=grid, bias=float(d["bias"]),
-                              region=_box(d["grid_region"]), box=_box(d["box"]),
-                              peak=(float(d["peak"][0]), float(d["peak"][1])))
+            explanation = cls(
+                class_index=int(d["class"]),
+                label=str(d["label"]),
+                grid=grid,
+                bias=float(d["bias"]),
+                region=_box(d["grid_region"]),
+                box=_box(d["box"]),
+                peak=(float(d["peak"][0]), float(d["peak"][1])),
+            )
         except (IndexError, TypeError, ValueError) as exc:
             raise ExplainError(f"is malformed: {type(exc).__name__}: {exc}") from exc
         if grid.ndim != 2 or 0 in grid.shape:
@@ -147,8 +156,14 @@ def _box(values: Any) -> Box:
     return x0, y0, x1, y1
 
 
-def explain(feature_map: np.ndarray, head: Head, class_index: int, label: str, preprocessing: Preprocessing,
-            image_size: tuple[int, int]) -> Explanation:
+def explain(
+    feature_map: np.ndarray,
+    head: Head,
+    class_index: int,
+    label: str,
+    preprocessing: Preprocessing,
+    image_size: tuple[int, int],
+) -> Explanation:
     """The :class:`Explanation` of ``class_index`` for a picture of ``image_size`` (width, height)."""
     grid = class_map(feature_map, head, class_index)
     region = preprocessing.crop_region(*image_size)
@@ -196,8 +211,12 @@ def hottest_region(grid: np.ndarray, region: Box) -> tuple[Box, tuple[float, flo
     rows, cols = np.nonzero(hot)
     x0, y0, x1, y1 = region
     cell_w, cell_h = (x1 - x0) / fine.shape[1], (y1 - y0) / fine.shape[0]
-    box = (x0 + cols.min() * cell_w, y0 + rows.min() * cell_h, x0 + (cols.max() + 1) * cell_w,
-           y0 + (rows.max() + 1) * cell_h)
+    box = (
+        x0 + cols.min() * cell_w,
+        y0 + rows.min() * cell_h,
+        x0 + (cols.max() + 1) * cell_w,
+        y0 + (rows.max() + 1) * cell_h,
+    )
     peak = (x0 + (peak_col + 0.5) * cell_w, y0 + (peak_row + 0.5) * cell_h)
     return box, peak
 
@@ -212,15 +231,17 @@ def heat_colours(values: np.ndarray) -> np.ndarray:
     return (anchors[low[..., 0]] * (1 - t) + anchors[low[..., 0] + 1] * t).astype(np.uint8)
 
 
-def overlay(image: Image.Image, explanation: Explanation, max_side: int = OVERLAY_MAX_SIDE,
-            alpha: float = OVERLAY_ALPHA) -> Image.Image:
+def overlay(
+    image: Image.Image, explanation: Explanation, max_side: int = OVERLAY_MAX_SIDE, alpha: float = OVERLAY_ALPHA
+) -> Image.Image:
     """The picture with the map blended over the area the model saw, its hottest region boxed and
     the rest (cropped away before the model) dimmed; scaled to at most ``max_side`` pixels."""
     scale = min(1.0, max_side / max(image.size))
     picture = image.convert("RGB")
     if scale < 1.0:
-        picture = picture.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                                 Image.BILINEAR)
+        picture = picture.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR
+        )
     pixels = np.asarray(picture, np.float32)
     x0, y0, x1, y1 = (round(v * scale) for v in explanation.region)
     x0, y0 = max(0, x0), max(0, y0)

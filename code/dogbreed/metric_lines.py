@@ -16,10 +16,16 @@ belongs to neither.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 EPOCH_METRICS = (
-    "epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "images_per_sec", "epoch_seconds",
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "valid_loss",
+    "valid_accuracy",
+    "images_per_sec",
+    "epoch_seconds",
 )
 FINAL_METRICS = ("test_loss", "test_accuracy", "fp32_valid_accuracy", "int8_valid_accuracy")
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"

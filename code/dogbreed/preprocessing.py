@@ -7,8 +7,9 @@ reproduces torchvision's ``Resize(256) -> CenterCrop(224) -> ToTensor -> Normali
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -38,7 +39,7 @@ class Preprocessing:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Preprocessing":
+    def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
         """Rebuild from :meth:`to_dict` output."""
         return cls(
             resize_size=int(d["resize_size"]),

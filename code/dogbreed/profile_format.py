@@ -36,6 +36,7 @@ T = TypeVar("T")
 
 # --- metadata.json -------------------------------------------------------------------
 
+
 @dataclass
 class ProfileMetadata:
     """What the verdicts need to know of the job besides its measurements."""
@@ -49,6 +50,7 @@ class ProfileMetadata:
 
 
 # --- system.jsonl --------------------------------------------------------------------
+
 
 @dataclass
 class SystemSample:
@@ -76,6 +78,7 @@ class SystemSample:
 
 # --- steps.jsonl ---------------------------------------------------------------------
 
+
 @dataclass
 class StepTiming:
     """Where one step's wall time went. On CUDA, see :class:`dogbreed.training.profiler.PhaseClock` for what
@@ -96,6 +99,7 @@ class StepTiming:
 
 
 # --- operators.json ------------------------------------------------------------------
+
 
 @dataclass
 class OperatorStat:
@@ -119,6 +123,7 @@ class OperatorSummary:
 
 
 # --- reading a profile back ----------------------------------------------------------
+
 
 @dataclass
 class Profile:
@@ -159,7 +164,8 @@ def _read_operators(path: Path) -> OperatorSummary | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return OperatorSummary(
-            steps=data["steps"], device=data["device"],
+            steps=data["steps"],
+            device=data["device"],
             by_self_cpu=[_build(OperatorStat, o) for o in data.get("by_self_cpu", [])],
             by_self_cuda=[_build(OperatorStat, o) for o in data.get("by_self_cuda", [])],
         )
@@ -192,4 +198,3 @@ def load_profile(directory: Path | str, operators_path: Path | str | None = None
         operators=_read_operators(Path(operators_path) if operators_path else directory / OPERATORS_FILE),
         skipped_lines=skipped_samples + skipped_steps,
     )
-

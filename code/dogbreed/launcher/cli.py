@@ -13,11 +13,21 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
-from dogbreed.launcher import (explanations, features, hosting, local_transform, local_tuning, reports, training_jobs,
-                               transform, tuning, uris)
+from dogbreed.launcher import (
+    explanations,
+    features,
+    hosting,
+    local_transform,
+    local_tuning,
+    reports,
+    training_jobs,
+    transform,
+    tuning,
+    uris,
+)
 from dogbreed.launcher.uris import LauncherError
 
 SessionFactory = Callable[[], object]
@@ -34,24 +44,43 @@ def default_session():
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--role", default=os.environ.get("SAGEMAKER_ROLE_ARN"),
-                        help="SageMaker execution role ARN (default: $SAGEMAKER_ROLE_ARN)")
+    parser.add_argument(
+        "--role",
+        default=os.environ.get("SAGEMAKER_ROLE_ARN"),
+        help="SageMaker execution role ARN (default: $SAGEMAKER_ROLE_ARN)",
+    )
 
 
 def _add_training(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", default=os.environ.get("TRAIN_IMAGE_URI"),
-                        help="training image: ECR URI (default: $TRAIN_IMAGE_URI); with --local a local tag")
+    parser.add_argument(
+        "--image",
+        default=os.environ.get("TRAIN_IMAGE_URI"),
+        help="training image: ECR URI (default: $TRAIN_IMAGE_URI); with --local a local tag",
+    )
     for channel in training_jobs.CHANNELS:
-        parser.add_argument(f"--{channel}", required=True, help=f"{channel} split: s3:// prefix (with --local a directory)")
+        parser.add_argument(
+            f"--{channel}", required=True, help=f"{channel} split: s3:// prefix (with --local a directory)"
+        )
     parser.add_argument("--pretrained", help="optional 'pretrained' channel holding torchvision's .pth weights")
-    parser.add_argument("--output", required=True,
-                        help="s3:// prefix for model.tar.gz, checkpoints and Debugger output (with --local a directory)")
-    parser.add_argument("--instance-type", default=None,
-                        help=f"default {training_jobs.DEFAULT_INSTANCE_TYPE}, {features.INSTANCE_TYPE} with --features-from "
-                             "('local' with --local; 'local_gpu' for the GPUs)")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="s3:// prefix for model.tar.gz, checkpoints and Debugger output (with --local a directory)",
+    )
+    parser.add_argument(
+        "--instance-type",
+        default=None,
+        help=f"default {training_jobs.DEFAULT_INSTANCE_TYPE}, {features.INSTANCE_TYPE} with --features-from "
+        "('local' with --local; 'local_gpu' for the GPUs)",
+    )
     parser.add_argument("--instance-count", type=int, default=1)
-    parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
-                        help="hyperparameter passed to the training code, repeatable (e.g. --hp epochs=10)")
+    parser.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="hyperparameter passed to the training code, repeatable (e.g. --hp epochs=10)",
+    )
     parser.add_argument("--no-spot", dest="spot", action="store_false", help="on-demand instead of managed spot")
     parser.add_argument("--max-run", type=int, default=4 * 3600, help="seconds of training at most (default 4 h)")
     parser.add_argument("--max-wait", type=int, default=8 * 3600, help="spot: seconds including waiting for capacity")
@@ -60,14 +89,18 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_features_from(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--features-from", metavar="JOB_OR_URI",
-                        help="train on a feature cache: a Completed features job's name or an s3:// URI of its "
-                             "output.tar.gz (with --local: a directory; tune --local also takes a file); "
-                             "sets features=on and a CPU instance type")
+    parser.add_argument(
+        "--features-from",
+        metavar="JOB_OR_URI",
+        help="train on a feature cache: a Completed features job's name or an s3:// URI of its "
+        "output.tar.gz (with --local: a directory; tune --local also takes a file); "
+        "sets features=on and a CPU instance type",
+    )
 
 
-def _training_spec(args: argparse.Namespace, local: bool,
-                   hyperparameters: dict[str, str] | None = None) -> training_jobs.TrainingSpec:
+def _training_spec(
+    args: argparse.Namespace, local: bool, hyperparameters: dict[str, str] | None = None
+) -> training_jobs.TrainingSpec:
     if not args.image:
         raise LauncherError("no training image: pass --image or set TRAIN_IMAGE_URI")
     return training_jobs.TrainingSpec(
@@ -141,8 +174,10 @@ def cmd_tune(args, session_factory: SessionFactory) -> int:
     if args.local:
         return _tune_local(args)
     if args.timeout is not None or not args.final:
-        raise LauncherError("--timeout and --no-final are for tune --local (a SageMaker tuning job is bounded by "
-                            "--max-jobs and each job's --max-run, and each of its trials is a model)")
+        raise LauncherError(
+            "--timeout and --no-final are for tune --local (a SageMaker tuning job is bounded by "
+            "--max-jobs and each job's --max-run, and each of its trials is a model)"
+        )
     spec = tuning.TuningSpec(
         training=_training_spec(args, local=False),
         lr_min=args.lr_min,
@@ -205,17 +240,24 @@ def _deploy_spec(args) -> hosting.DeploySpec:
     if args.max_instances is not None:
         scaling = hosting.Autoscaling(args.min_instances, args.max_instances, args.invocations_per_instance)
     return hosting.DeploySpec(
-        image=args.image, model_data=args.model, role=args.role, name=args.name,
+        image=args.image,
+        model_data=args.model,
+        role=args.role,
+        name=args.name,
         instance_type=args.instance_type or ("local" if args.local else hosting.DEFAULT_INSTANCE_TYPE),
-        instance_count=args.instance_count, autoscaling=scaling, local=args.local,
+        instance_count=args.instance_count,
+        autoscaling=scaling,
+        local=args.local,
     )
 
 
 def _local_prediction_args(args) -> Path | None:
     """Check ``--predict`` and ``--explain`` before anything starts; the overlay's path, if asked for."""
     if args.predict and not args.local:
-        raise LauncherError("--predict IMAGE is for deploy --local; a SageMaker endpoint: "
-                            "python -m dogbreed.launcher predict ENDPOINT IMAGE")
+        raise LauncherError(
+            "--predict IMAGE is for deploy --local; a SageMaker endpoint: "
+            "python -m dogbreed.launcher predict ENDPOINT IMAGE"
+        )
     if args.explain and not args.predict:
         raise LauncherError("--explain PNG needs --predict IMAGE (and --local)")
     if args.predict:
@@ -288,19 +330,38 @@ def _transform_spec(args) -> transform.TransformSpec:
     if missing:
         raise LauncherError(f"transform needs {', '.join(missing)} (or --attach JOB)")
     return transform.TransformSpec(
-        image=args.image, model_data=args.model, input=args.input, output=args.output, role=args.role,
-        job_name=args.job_name, instance_type=args.instance_type, instance_count=args.instance_count,
-        max_payload_mb=args.max_payload_mb, max_concurrent_transforms=args.max_concurrent_transforms,
-        content_type=args.content_type, local=args.local, explain=args.explain,
+        image=args.image,
+        model_data=args.model,
+        input=args.input,
+        output=args.output,
+        role=args.role,
+        job_name=args.job_name,
+        instance_type=args.instance_type,
+        instance_count=args.instance_count,
+        max_payload_mb=args.max_payload_mb,
+        max_concurrent_transforms=args.max_concurrent_transforms,
+        content_type=args.content_type,
+        local=args.local,
+        explain=args.explain,
     )
 
 
 def cmd_transform(args, session_factory: SessionFactory) -> int:
     """Batch transform into predictions.jsonl; exit status 1 when the job failed or an image has no prediction."""
     if args.attach:
-        given = [flag for flag, value in (("--model", args.model), ("--input", args.input), ("--output", args.output),
-                                          ("--job-name", args.job_name), ("--local", args.local),
-                                          ("--no-wait", not args.wait), ("--explain", args.explain)) if value]
+        given = [
+            flag
+            for flag, value in (
+                ("--model", args.model),
+                ("--input", args.input),
+                ("--output", args.output),
+                ("--job-name", args.job_name),
+                ("--local", args.local),
+                ("--no-wait", not args.wait),
+                ("--explain", args.explain),
+            )
+            if value
+        ]
         if given:
             raise LauncherError(f"--attach JOB gathers that job's own output: drop {', '.join(given)}")
         name = uris.resource_name(args.attach, "--attach (a transform job's name)")
@@ -324,13 +385,18 @@ def _finish_transform(name: str, run: Callable[[], transform.Outcome], local: bo
     try:
         outcome = run()
     except KeyboardInterrupt:
-        print("interrupted: the local job and its container are stopped" if local else
-              f"stopped waiting; the job goes on: python -m dogbreed.launcher transform --attach {name}",
-              file=sys.stderr)
+        print(
+            "interrupted: the local job and its container are stopped"
+            if local
+            else f"stopped waiting; the job goes on: python -m dogbreed.launcher transform --attach {name}",
+            file=sys.stderr,
+        )
         return 130
     if outcome.status != "Completed":
-        print(f"error: transform job {name} {outcome.status}: {outcome.failure_reason or 'no reason given'}",
-              file=sys.stderr)
+        print(
+            f"error: transform job {name} {outcome.status}: {outcome.failure_reason or 'no reason given'}",
+            file=sys.stderr,
+        )
     print("\n".join(outcome.summary.report()))
     return 0 if outcome.ok else 1
 
@@ -374,17 +440,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_features_from(p)
     p.add_argument("--lr-min", type=float, default=1e-4)
     p.add_argument("--lr-max", type=float, default=1e-1)
-    p.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32, 64],
-                   help="comma-separated (default 16,32,64)")
+    p.add_argument(
+        "--batch-sizes",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[16, 32, 64],
+        help="comma-separated (default 16,32,64)",
+    )
     p.add_argument("--max-jobs", type=int, default=10, help="training jobs (with --local: trials) in all")
     p.add_argument("--max-parallel-jobs", type=int, default=2)
     p.add_argument("--name", help="tuning job name, at most 32 characters")
-    p.add_argument("--local", action="store_true",
-                   help="search on this machine instead: python -m dogbreed.tune in the local training image "
-                        "(--image a local tag; directories instead of s3:// URIs; --output a directory)")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="search on this machine instead: python -m dogbreed.tune in the local training image "
+        "(--image a local tag; directories instead of s3:// URIs; --output a directory)",
+    )
     p.add_argument("--timeout", type=int, metavar="SECONDS", help="--local: the search's time limit")
-    p.add_argument("--no-final", dest="final", action="store_false",
-                   help="--local: do not train the final model with the best hyperparameters")
+    p.add_argument(
+        "--no-final",
+        dest="final",
+        action="store_false",
+        help="--local: do not train the final model with the best hyperparameters",
+    )
     p.set_defaults(run=cmd_tune)
 
     p = commands.add_parser("best", help="print a tuning job's best training job and its hyperparameters")
@@ -393,65 +470,115 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("deploy", help="model, endpoint config and real-time endpoint from a trained model")
     _add_common(p)
-    p.add_argument("--image", default=os.environ.get("SERVE_IMAGE_URI"),
-                   help="serving image: ECR URI (default: $SERVE_IMAGE_URI); with --local a local tag")
-    p.add_argument("--model", required=True,
-                   help="training job name or s3://.../model.tar.gz (with --local a model.tar.gz file)")
+    p.add_argument(
+        "--image",
+        default=os.environ.get("SERVE_IMAGE_URI"),
+        help="serving image: ECR URI (default: $SERVE_IMAGE_URI); with --local a local tag",
+    )
+    p.add_argument(
+        "--model", required=True, help="training job name or s3://.../model.tar.gz (with --local a model.tar.gz file)"
+    )
     p.add_argument("--name", help="endpoint (and model, config) name; default dogbreed-<timestamp>-<random>")
-    p.add_argument("--instance-type", default=None, help=f"default {hosting.DEFAULT_INSTANCE_TYPE} ('local' with --local)")
+    p.add_argument(
+        "--instance-type", default=None, help=f"default {hosting.DEFAULT_INSTANCE_TYPE} ('local' with --local)"
+    )
     p.add_argument("--instance-count", type=int, default=1)
     p.add_argument("--max-instances", type=int, help="enable autoscaling up to this many instances")
     p.add_argument("--min-instances", type=int, default=1)
-    p.add_argument("--invocations-per-instance", type=float, default=100.0,
-                   help="autoscaling target: invocations per instance per minute")
+    p.add_argument(
+        "--invocations-per-instance",
+        type=float,
+        default=100.0,
+        help="autoscaling target: invocations per instance per minute",
+    )
     p.add_argument("--no-wait", dest="wait", action="store_false", help="return before the endpoint is InService")
     p.add_argument("--local", action="store_true", help="serve in Docker on this machine (LocalSession)")
     p.add_argument("--port", type=int, default=8080, help="--local: host port")
     p.add_argument("--predict", metavar="IMAGE", help="--local: predict this image, then stop the endpoint")
-    p.add_argument("--explain", metavar="PNG",
-                   help="--local --predict: also ask for the top class's activation map; print its box and save "
-                        "the image with the map drawn over it to this .png file")
+    p.add_argument(
+        "--explain",
+        metavar="PNG",
+        help="--local --predict: also ask for the top class's activation map; print its box and save "
+        "the image with the map drawn over it to this .png file",
+    )
     p.set_defaults(run=cmd_deploy)
 
     p = commands.add_parser("predict", help="send an image to an endpoint and print breeds and probabilities")
     p.add_argument("endpoint")
     p.add_argument("image", help="a JPEG or PNG file")
-    p.add_argument("--json", action="store_true",
-                   help="print the endpoint's JSON answer as it sent it (its body, UTF-8, newline-terminated)")
-    p.add_argument("--explain", metavar="PNG",
-                   help="also ask for the top class's activation map (custom attribute explain=cam): print its box "
-                        "and save the image with the map drawn over it to this .png file")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the endpoint's JSON answer as it sent it (its body, UTF-8, newline-terminated)",
+    )
+    p.add_argument(
+        "--explain",
+        metavar="PNG",
+        help="also ask for the top class's activation map (custom attribute explain=cam): print its box "
+        "and save the image with the map drawn over it to this .png file",
+    )
     p.set_defaults(run=cmd_predict)
 
-    p = commands.add_parser("transform", help="batch transform: every image under a prefix, one line each in "
-                                              "predictions.jsonl")
+    p = commands.add_parser(
+        "transform", help="batch transform: every image under a prefix, one line each in predictions.jsonl"
+    )
     _add_common(p)
-    p.add_argument("--image", default=os.environ.get("SERVE_IMAGE_URI"),
-                   help="serving image: ECR URI (default: $SERVE_IMAGE_URI); with --local a local tag")
+    p.add_argument(
+        "--image",
+        default=os.environ.get("SERVE_IMAGE_URI"),
+        help="serving image: ECR URI (default: $SERVE_IMAGE_URI); with --local a local tag",
+    )
     p.add_argument("--model", help="training job name or s3://.../model.tar.gz (with --local a model.tar.gz file)")
     p.add_argument("--input", help="s3:// prefix of the images, at any depth (with --local a directory)")
-    p.add_argument("--output", help="an empty s3:// prefix for the <key>.out files and predictions.jsonl "
-                                    "(with --local a directory)")
-    p.add_argument("--job-name", help=f"transform job (and model) name; default {transform.BASE_NAME}-<timestamp>-<random>")
-    p.add_argument("--instance-type", default=None,
-                   help=f"default {transform.DEFAULT_INSTANCE_TYPE} ('local' with --local)")
+    p.add_argument(
+        "--output",
+        help="an empty s3:// prefix for the <key>.out files and predictions.jsonl (with --local a directory)",
+    )
+    p.add_argument(
+        "--job-name", help=f"transform job (and model) name; default {transform.BASE_NAME}-<timestamp>-<random>"
+    )
+    p.add_argument(
+        "--instance-type", default=None, help=f"default {transform.DEFAULT_INSTANCE_TYPE} ('local' with --local)"
+    )
     p.add_argument("--instance-count", type=int, default=1)
-    p.add_argument("--max-payload-mb", type=int, default=transform.DEFAULT_MAX_PAYLOAD_MB,
-                   help="the largest image, in MB: the job's MaxPayloadInMB and the container's limit "
-                        f"(default %(default)s, at most {transform.MAX_PAYLOAD_LIMIT_MB})")
-    p.add_argument("--max-concurrent-transforms", type=int,
-                   help="requests in flight per instance; default: the container's answer, its worker count")
-    p.add_argument("--content-type", default=transform.CONTENT_TYPES[0],
-                   help=f"sent with every image, one of {', '.join(transform.CONTENT_TYPES)} (default %(default)s): "
-                        "the endpoint reads JPEG or PNG from the bytes whichever is named")
-    p.add_argument("--no-wait", dest="wait", action="store_false",
-                   help="return once the job is created; later: transform --attach JOB")
-    p.add_argument("--explain", action="store_true",
-                   help=f"a class activation map of each image's top class ({explanations.ENV}={explanations.METHOD} "
-                        "in the container): each line of predictions.jsonl gets an \"explanation\" with its box")
-    p.add_argument("--attach", metavar="JOB", help="wait for a transform job started before, then gather its predictions")
-    p.add_argument("--local", action="store_true",
-                   help="run in Docker on this machine (LocalSession): --input and --output directories")
+    p.add_argument(
+        "--max-payload-mb",
+        type=int,
+        default=transform.DEFAULT_MAX_PAYLOAD_MB,
+        help="the largest image, in MB: the job's MaxPayloadInMB and the container's limit "
+        f"(default %(default)s, at most {transform.MAX_PAYLOAD_LIMIT_MB})",
+    )
+    p.add_argument(
+        "--max-concurrent-transforms",
+        type=int,
+        help="requests in flight per instance; default: the container's answer, its worker count",
+    )
+    p.add_argument(
+        "--content-type",
+        default=transform.CONTENT_TYPES[0],
+        help=f"sent with every image, one of {', '.join(transform.CONTENT_TYPES)} (default %(default)s): "
+        "the endpoint reads JPEG or PNG from the bytes whichever is named",
+    )
+    p.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="return once the job is created; later: transform --attach JOB",
+    )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help=f"a class activation map of each image's top class ({explanations.ENV}={explanations.METHOD} "
+        'in the container): each line of predictions.jsonl gets an "explanation" with its box',
+    )
+    p.add_argument(
+        "--attach", metavar="JOB", help="wait for a transform job started before, then gather its predictions"
+    )
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="run in Docker on this machine (LocalSession): --input and --output directories",
+    )
     p.add_argument("--port", type=int, default=8080, help="--local: host port")
     p.set_defaults(run=cmd_transform)
 
@@ -462,8 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("report", help="download a training job's output and Debugger data; build its report")
     p.add_argument("job", help="training job name")
     p.add_argument("--dir", type=Path, help="where to put it (default: build/reports/JOB)")
-    p.add_argument("--image", default=os.environ.get("TRAIN_IMAGE", "dogbreed-train:latest"),
-                   help="a local training image that builds the report (default: $TRAIN_IMAGE or dogbreed-train:latest)")
+    p.add_argument(
+        "--image",
+        default=os.environ.get("TRAIN_IMAGE", "dogbreed-train:latest"),
+        help="a local training image that builds the report (default: $TRAIN_IMAGE or dogbreed-train:latest)",
+    )
     p.set_defaults(run=cmd_report)
     return parser
 

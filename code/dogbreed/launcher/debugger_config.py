@@ -30,7 +30,8 @@ def debug_hook_config(output_uri: str) -> shapes.DebugHookConfig:
         s3_output_path=f"{output_uri}/debug-output",
         hook_parameters={"save_interval": HOOK_SAVE_INTERVAL},
         collection_configurations=[
-            shapes.CollectionConfiguration(collection_name=name) for name in ("losses", "metrics", "gradients", "weights")
+            shapes.CollectionConfiguration(collection_name=name)
+            for name in ("losses", "metrics", "gradients", "weights")
         ],
     )
 

@@ -28,8 +28,10 @@ def _hp(hyperparameters: dict[str, str], name: str) -> str:
 def _frozen(hyperparameters: dict[str, str], what: str) -> None:
     """Cached features need the whole backbone frozen (the job refuses features=on otherwise)."""
     if _hp(hyperparameters, "freeze") not in ("", "all"):
-        raise LauncherError(f"{what} needs freeze=all (a backbone that trains has no fixed features), "
-                            f"not freeze={hyperparameters['freeze']}")
+        raise LauncherError(
+            f"{what} needs freeze=all (a backbone that trains has no fixed features), "
+            f"not freeze={hyperparameters['freeze']}"
+        )
 
 
 def features_job_hyperparameters(hyperparameters: dict[str, str]) -> dict[str, str]:
@@ -75,8 +77,10 @@ def job_archive(job_name: str, boto_session) -> str:
     if status != "Completed":
         raise LauncherError(f"training job {job_name} is {status}: its feature cache is there once it is Completed")
     if not writes_cache(job.get("HyperParameters", {})):
-        raise LauncherError(f"training job {job_name} ran with features off (features=off, or freeze other than all): "
-                            "it wrote no feature cache; start one with the features command")
+        raise LauncherError(
+            f"training job {job_name} ran with features off (features=off, or freeze other than all): "
+            "it wrote no feature cache; start one with the features command"
+        )
     model = job.get("ModelArtifacts", {}).get("S3ModelArtifacts")
     if not model:
         raise LauncherError(f"training job {job_name} has no output location")

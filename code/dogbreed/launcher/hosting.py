@@ -105,26 +105,36 @@ def deploy(spec: DeploySpec, boto_session, wait: bool = True) -> str:
 
     client = boto_session.client("sagemaker")
     model_data = model_artifacts(spec.model_data, boto_session)
-    client.create_model(**serialize({
-        "ModelName": spec.name,
-        "PrimaryContainer": shapes.ContainerDefinition(image=spec.image, model_data_url=model_data),
-        "ExecutionRoleArn": spec.role,
-    }))
-    client.create_endpoint_config(**serialize({
-        "EndpointConfigName": spec.name,
-        "ProductionVariants": [
-            shapes.ProductionVariant(
-                variant_name=VARIANT,
-                model_name=spec.name,
-                initial_instance_count=spec.instance_count,
-                instance_type=spec.instance_type,
-            )
-        ],
-    }))
+    client.create_model(
+        **serialize(
+            {
+                "ModelName": spec.name,
+                "PrimaryContainer": shapes.ContainerDefinition(image=spec.image, model_data_url=model_data),
+                "ExecutionRoleArn": spec.role,
+            }
+        )
+    )
+    client.create_endpoint_config(
+        **serialize(
+            {
+                "EndpointConfigName": spec.name,
+                "ProductionVariants": [
+                    shapes.ProductionVariant(
+                        variant_name=VARIANT,
+                        model_name=spec.name,
+                        initial_instance_count=spec.instance_count,
+                        instance_type=spec.instance_type,
+                    )
+                ],
+            }
+        )
+    )
     client.create_endpoint(EndpointName=spec.name, EndpointConfigName=spec.name)
     # A scalable target can only be registered for a variant that exists, i.e. InService.
     if wait or spec.autoscaling:
-        client.get_waiter("endpoint_in_service").wait(EndpointName=spec.name, WaiterConfig={"Delay": 30, "MaxAttempts": 60})
+        client.get_waiter("endpoint_in_service").wait(
+            EndpointName=spec.name, WaiterConfig={"Delay": 30, "MaxAttempts": 60}
+        )
     if spec.autoscaling:
         enable_autoscaling(spec.name, spec.autoscaling, boto_session)
     return spec.name
@@ -278,16 +288,22 @@ class LocalEndpoint:
         self.session.config = {"local": {"serving_port": port}}
         self.session.sagemaker_runtime_client.config = self.session.config
 
-    def __enter__(self) -> "LocalEndpoint":
+    def __enter__(self) -> LocalEndpoint:
         client = self.session.sagemaker_client
-        client.create_model(ModelName=self.spec.name,
-                            PrimaryContainer={"Image": self.spec.image, "ModelDataUrl": self.spec.model_data,
-                                              "Environment": {}})
+        client.create_model(
+            ModelName=self.spec.name,
+            PrimaryContainer={"Image": self.spec.image, "ModelDataUrl": self.spec.model_data, "Environment": {}},
+        )
         client.create_endpoint_config(
             EndpointConfigName=self.spec.name,
-            ProductionVariants=[{"VariantName": VARIANT, "ModelName": self.spec.name,
-                                 "InitialInstanceCount": self.spec.instance_count,
-                                 "InstanceType": self.spec.instance_type}],
+            ProductionVariants=[
+                {
+                    "VariantName": VARIANT,
+                    "ModelName": self.spec.name,
+                    "InitialInstanceCount": self.spec.instance_count,
+                    "InstanceType": self.spec.instance_type,
+                }
+            ],
         )
         client.create_endpoint(EndpointName=self.spec.name, EndpointConfigName=self.spec.name)  # waits for /ping
         return self

@@ -92,8 +92,10 @@ def _remove_container(client, job_name: str) -> None:
         ids = found.stdout.split()
         removed = subprocess.run(["docker", "rm", *ids], capture_output=True, text=True) if ids else found
         if removed.returncode != 0:
-            print(f"warning: could not remove the local serving container {host}: {removed.stderr.strip()}",
-                  file=sys.stderr)
+            print(
+                f"warning: could not remove the local serving container {host}: {removed.stderr.strip()}",
+                file=sys.stderr,
+            )
 
 
 def _run_sdk(spec: TransformSpec, port: int, staged_in: Path, staged_out: Path) -> tuple[str, str | None]:
@@ -105,8 +107,10 @@ def _run_sdk(spec: TransformSpec, port: int, staged_in: Path, staged_out: Path) 
     session.config = {"local": {"serving_port": port}}
     session.sagemaker_runtime_client.config = session.config
     client = session.sagemaker_client
-    client.create_model(ModelName=spec.job_name,
-                        PrimaryContainer={"Image": spec.image, "ModelDataUrl": spec.model_data, "Environment": {}})
+    client.create_model(
+        ModelName=spec.job_name,
+        PrimaryContainer={"Image": spec.image, "ModelDataUrl": spec.model_data, "Environment": {}},
+    )
     request = transform_job_request(spec, f"file://{staged_in}", f"file://{staged_out}")
     try:
         client.create_transform_job(**request)  # runs the job to its end, then stops the container

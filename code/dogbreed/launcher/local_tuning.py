@@ -56,8 +56,9 @@ class LocalTuningSpec:
         missing = [c for c in training_jobs.CHANNELS if not self.channels.get(c)]
         if missing:
             raise LauncherError(f"missing data channel(s): {', '.join(missing)} (--train, --valid, --test)")
-        self.channels = {name: _mountable(uris.local_dir(path, f"--{name}"), f"--{name}")
-                         for name, path in self.channels.items()}
+        self.channels = {
+            name: _mountable(uris.local_dir(path, f"--{name}"), f"--{name}") for name, path in self.channels.items()
+        }
         if self.pretrained:
             self.pretrained = _local_dir_or_file(self.pretrained, "--pretrained")
         if self.features_from:
@@ -89,7 +90,7 @@ def _mountable(path: str, what: str) -> str:
 
 def _local_dir_or_file(value: str, what: str) -> str:
     """An existing local directory or file, as an absolute path."""
-    path = Path(value[len("file://"):] if value.startswith("file://") else value).expanduser()
+    path = Path(value[len("file://") :] if value.startswith("file://") else value).expanduser()
     if not path.exists():
         raise LauncherError(f"{what} {value!r}: no such local directory or file")
     return _mountable(str(path.resolve()), what)
@@ -105,8 +106,16 @@ def _read_only(host: str, channel: str) -> list[str]:
 
 def tune_arguments(spec: LocalTuningSpec) -> list[str]:
     """The arguments of ``python -m dogbreed.tune`` (paths: its /opt/ml defaults)."""
-    args = ["--trials", str(spec.trials), "--lr-min", repr(spec.lr_min), "--lr-max", repr(spec.lr_max),
-            "--batch-sizes", ",".join(str(b) for b in spec.batch_sizes)]
+    args = [
+        "--trials",
+        str(spec.trials),
+        "--lr-min",
+        repr(spec.lr_min),
+        "--lr-max",
+        repr(spec.lr_max),
+        "--batch-sizes",
+        ",".join(str(b) for b in spec.batch_sizes),
+    ]
     if spec.timeout_seconds is not None:
         args += ["--timeout", str(spec.timeout_seconds)]
     for name, value in spec.hyperparameters.items():
@@ -118,8 +127,17 @@ def tune_arguments(spec: LocalTuningSpec) -> list[str]:
 
 def docker_command(spec: LocalTuningSpec) -> list[str]:
     """``docker run`` of the search, as this user (the files it writes are the user's)."""
-    command = ["docker", "run", "--rm", "--user", f"{os.getuid()}:{os.getgid()}",
-               "-e", "MPLCONFIGDIR=/tmp", "-e", "HOME=/tmp"]
+    command = [
+        "docker",
+        "run",
+        "--rm",
+        "--user",
+        f"{os.getuid()}:{os.getgid()}",
+        "-e",
+        "MPLCONFIGDIR=/tmp",
+        "-e",
+        "HOME=/tmp",
+    ]
     if spec.instance_type == "local_gpu":
         command += ["--gpus", "all"]
     for name, host in spec.channels.items():

@@ -14,10 +14,11 @@ A :class:`Store` hides where the files are: S3 (:class:`S3Store`) or this machin
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from dogbreed.launcher import explanations
@@ -63,11 +64,13 @@ class Summary:
         """Lines for the terminal: the count, then each failure (the first ``limit``)."""
         failed = self.failed
         count = len(self.predictions)
-        lines = [f"predictions: {self.location} ({count} image{'' if count == 1 else 's'}: "
-                 f"{len(self.predictions) - len(failed)} predicted, {len(failed)} failed)"]
+        lines = [
+            f"predictions: {self.location} ({count} image{'' if count == 1 else 's'}: "
+            f"{len(self.predictions) - len(failed)} predicted, {len(failed)} failed)"
+        ]
         lines += [f"  failed: {p.key}: {p.error}" for p in failed[:limit]]
         if len(failed) > limit:
-            lines.append(f"  ... and {len(failed) - limit} more (lines with \"error\" in {FILE_NAME})")
+            lines.append(f'  ... and {len(failed) - limit} more (lines with "error" in {FILE_NAME})')
         if self.unmatched:
             lines.append(f"  {len(self.unmatched)} {SUFFIX} file(s) match no input, e.g. {self.unmatched[0]}")
         return lines
@@ -115,8 +118,9 @@ def gather(store: Store, missing: str, reasons: Mapping[str, str] | None = None,
     present = [k for k in keys if k + SUFFIX in outputs]
     with ThreadPoolExecutor(READERS) as pool:
         bodies = dict(zip(present, pool.map(lambda k: store.read_output(k + SUFFIX), present)))
-    predictions = [parse(k, bodies[k], explain) if k in bodies else Prediction(k, error=reasons.get(k, missing))
-                   for k in keys]
+    predictions = [
+        parse(k, bodies[k], explain) if k in bodies else Prediction(k, error=reasons.get(k, missing)) for k in keys
+    ]
     text = "".join(p.to_json() + "\n" for p in predictions)
     location = store.write_output(FILE_NAME, text.encode("utf-8"))
     unmatched = sorted(outputs - {k + SUFFIX for k in keys})
@@ -148,7 +152,7 @@ class S3Store:
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 if not item["Key"].endswith("/"):
-                    yield item["Key"][len(prefix):], item["Size"]
+                    yield item["Key"][len(prefix) :], item["Size"]
 
     def input_keys(self) -> list[str]:
         return [key for key, _ in self.objects(self.input)]

@@ -66,8 +66,9 @@ def download_job_output(job_name: str, boto_session, dest: Path) -> JobOutput:
     hook = job.get("DebugHookConfig", {}).get("S3OutputPath")
     if hook:
         # Where SageMaker puts the hook's tensors (the SDK's latest_job_debugger_artifacts_path).
-        output.has_debugger_trial = _download_prefix(s3, f"{hook.rstrip('/')}/{job_name}/debug-output",
-                                                     output.trial_dir) > 0
+        output.has_debugger_trial = (
+            _download_prefix(s3, f"{hook.rstrip('/')}/{job_name}/debug-output", output.trial_dir) > 0
+        )
     return output
 
 
@@ -77,7 +78,7 @@ def _download_prefix(s3, uri: str, dest: Path) -> int:
     count = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            relative = item["Key"][len(prefix):]
+            relative = item["Key"][len(prefix) :]
             target = (dest / relative).resolve()
             if not target.is_relative_to(dest.resolve()):
                 raise LauncherError(f"refusing to write {item['Key']} outside {dest}")
@@ -89,8 +90,22 @@ def _download_prefix(s3, uri: str, dest: Path) -> int:
 
 def build_report(output: JobOutput, image: str) -> Path:
     """Run ``python -m dogbreed.report`` in the training image over the download; the report's path."""
-    args = ["docker", "run", "--rm", "--user", f"{os.getuid()}:{os.getgid()}", "-e", "MPLCONFIGDIR=/tmp",
-            "-v", f"{output.root.resolve()}:/job", image, "python", "-m", "dogbreed.report", "/job/output"]
+    args = [
+        "docker",
+        "run",
+        "--rm",
+        "--user",
+        f"{os.getuid()}:{os.getgid()}",
+        "-e",
+        "MPLCONFIGDIR=/tmp",
+        "-v",
+        f"{output.root.resolve()}:/job",
+        image,
+        "python",
+        "-m",
+        "dogbreed.report",
+        "/job/output",
+    ]
     if output.has_debugger_trial:
         args += ["--trial", "/job/debug-output"]
     proc = subprocess.run(args, capture_output=True, text=True)

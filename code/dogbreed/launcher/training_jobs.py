@@ -149,7 +149,9 @@ def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = 
         "algorithm_specification": shapes.AlgorithmSpecification(
             training_image=spec.image,
             training_input_mode="File",
-            metric_definitions=[shapes.MetricDefinition(name=d["Name"], regex=d["Regex"]) for d in metric_definitions()],
+            metric_definitions=[
+                shapes.MetricDefinition(name=d["Name"], regex=d["Regex"]) for d in metric_definitions()
+            ],
             enable_sage_maker_metrics_time_series=True,
         ),
         "input_data_config": channels,
@@ -185,8 +187,10 @@ def start_training_job(spec: TrainingSpec, boto_session, wait: bool = False):
 
     region = boto_session.region_name
     if uris.ecr_region(spec.image) != region:
-        raise LauncherError(f"the image is in {uris.ecr_region(spec.image)}, the job would run in {region}: "
-                            "SageMaker needs the image in the job's region")
+        raise LauncherError(
+            f"the image is in {uris.ecr_region(spec.image)}, the job would run in {region}: "
+            "SageMaker needs the image in the job's region"
+        )
     spec.resolve_features(boto_session)
     job = TrainingJob.create(session=boto_session, region=region, **training_job_request(spec, region))
     if wait:

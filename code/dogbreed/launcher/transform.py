@@ -23,9 +23,10 @@ What the request sets, and what it leaves to the container's ``GET /execution-pa
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dogbreed.launcher import explanations, hosting, predictions, uris
 from dogbreed.launcher.uris import LauncherError
@@ -74,22 +75,27 @@ class TransformSpec:
         if not self.image:
             raise LauncherError("no serving image: pass --image or set SERVE_IMAGE_URI")
         self.instance_type = uris.instance_type(
-            self.instance_type or ("local" if self.local else DEFAULT_INSTANCE_TYPE), local=self.local)
+            self.instance_type or ("local" if self.local else DEFAULT_INSTANCE_TYPE), local=self.local
+        )
         uris.count(self.instance_count, "--instance-count")
         if not 1 <= self.max_payload_mb <= MAX_PAYLOAD_LIMIT_MB:
-            raise LauncherError(f"--max-payload-mb must be between 1 and {MAX_PAYLOAD_LIMIT_MB} "
-                                f"(SageMaker's limit), not {self.max_payload_mb}")
+            raise LauncherError(
+                f"--max-payload-mb must be between 1 and {MAX_PAYLOAD_LIMIT_MB} "
+                f"(SageMaker's limit), not {self.max_payload_mb}"
+            )
         if self.max_concurrent_transforms is not None:
             uris.count(self.max_concurrent_transforms, "--max-concurrent-transforms")
         if self.content_type not in CONTENT_TYPES:
-            raise LauncherError(f"--content-type {self.content_type!r}: the serving image takes {', '.join(CONTENT_TYPES)}")
+            raise LauncherError(
+                f"--content-type {self.content_type!r}: the serving image takes {', '.join(CONTENT_TYPES)}"
+            )
         self.job_name = uris.resource_name(self.job_name or uris.unique_name(BASE_NAME), "--job-name")
         self.model_data = uris.model_data(self.model_data, local=self.local)
         if self.local:
             if self.instance_count != 1:
                 raise LauncherError("transform --local runs one container: --instance-count must be 1")
             self.input = uris.local_dir(self.input, "--input")
-            output = self.output[len("file://"):] if self.output.startswith("file://") else self.output
+            output = self.output[len("file://") :] if self.output.startswith("file://") else self.output
             self.output = str(Path(output).expanduser().resolve())
             if Path(self.output).exists() and not Path(self.output).is_dir():
                 raise LauncherError(f"--output {self.output!r} is a file, not a directory")
@@ -99,8 +105,10 @@ class TransformSpec:
             self.input = uris.s3_uri(self.input, "--input")
             self.output = uris.s3_uri(self.output, "--output")
         if f"{self.output}/".startswith(f"{self.input}/"):
-            raise LauncherError(f"--output {self.output!r} is inside --input {self.input!r}: "
-                                "the job's output would be read as images by the next one; pick a prefix outside it")
+            raise LauncherError(
+                f"--output {self.output!r} is inside --input {self.input!r}: "
+                "the job's output would be read as images by the next one; pick a prefix outside it"
+            )
 
 
 def container_environment(spec: TransformSpec) -> dict[str, str]:
@@ -131,14 +139,16 @@ def transform_job_request(spec: TransformSpec, input_uri: str, output_uri: str) 
         "Environment": container_environment(spec),
         "TransformInput": shapes.TransformInput(
             data_source=shapes.TransformDataSource(
-                s3_data_source=shapes.TransformS3DataSource(s3_data_type="S3Prefix", s3_uri=input_uri)),
+                s3_data_source=shapes.TransformS3DataSource(s3_data_type="S3Prefix", s3_uri=input_uri)
+            ),
             content_type=spec.content_type,
             compression_type="None",
             split_type="None",  # one object, one request: an image cannot be cut into records
         ),
         "TransformOutput": shapes.TransformOutput(s3_output_path=output_uri, accept=ACCEPT, assemble_with="None"),
         "TransformResources": shapes.TransformResources(
-            instance_type=spec.instance_type, instance_count=spec.instance_count),
+            instance_type=spec.instance_type, instance_count=spec.instance_count
+        ),
     }
     if spec.max_concurrent_transforms is not None:
         request["MaxConcurrentTransforms"] = spec.max_concurrent_transforms
@@ -182,8 +192,10 @@ def start(spec: TransformSpec, boto_session) -> None:
     from sagemaker.core.utils.utils import serialize
 
     if uris.ecr_region(spec.image) != boto_session.region_name:
-        raise LauncherError(f"the image is in {uris.ecr_region(spec.image)}, the job would run in "
-                            f"{boto_session.region_name}: SageMaker needs the image in the job's region")
+        raise LauncherError(
+            f"the image is in {uris.ecr_region(spec.image)}, the job would run in "
+            f"{boto_session.region_name}: SageMaker needs the image in the job's region"
+        )
     store = predictions.S3Store(boto_session.client("s3"), spec.input, spec.output)
     if not _holds_objects(store, spec.input, "--input"):
         raise LauncherError(f"--input {spec.input}/ holds no objects")
@@ -191,17 +203,22 @@ def start(spec: TransformSpec, boto_session) -> None:
         raise LauncherError(f"--output {spec.output}/ already holds objects (an earlier run's?): pick an empty prefix")
     model_data = hosting.model_artifacts(spec.model_data, boto_session)
     client = boto_session.client("sagemaker")
-    client.create_model(**serialize({
-        "ModelName": spec.job_name,
-        "PrimaryContainer": shapes.ContainerDefinition(image=spec.image, model_data_url=model_data),
-        "ExecutionRoleArn": spec.role,
-    }))
+    client.create_model(
+        **serialize(
+            {
+                "ModelName": spec.job_name,
+                "PrimaryContainer": shapes.ContainerDefinition(image=spec.image, model_data_url=model_data),
+                "ExecutionRoleArn": spec.role,
+            }
+        )
+    )
     # A trailing slash: the prefix is a folder (s3://b/in/ does not take s3://b/in-2/x.jpg).
     client.create_transform_job(**transform_job_request(spec, f"{spec.input}/", spec.output))
 
 
-def wait(job_name: str, boto_session, poll_seconds: float = POLL_SECONDS,
-         echo: Callable[[str], None] = print) -> dict[str, Any]:
+def wait(
+    job_name: str, boto_session, poll_seconds: float = POLL_SECONDS, echo: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Poll ``DescribeTransformJob`` until the job ends; echoes each new status. Returns the description."""
     client = boto_session.client("sagemaker")
     last = None

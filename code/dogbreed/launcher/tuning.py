@@ -40,8 +40,9 @@ class TuningSpec:
         if self.max_parallel_jobs > self.max_jobs:
             raise LauncherError("--max-parallel-jobs cannot exceed --max-jobs")
         self.name = uris.resource_name(
-            self.name or uris.unique_name("dogbreed-hpo", MAX_TUNING_JOB_NAME), "--name (the tuning job's name)",
-            MAX_TUNING_JOB_NAME
+            self.name or uris.unique_name("dogbreed-hpo", MAX_TUNING_JOB_NAME),
+            "--name (the tuning job's name)",
+            MAX_TUNING_JOB_NAME,
         )
 
 
@@ -113,8 +114,9 @@ def start_tuning_job(spec: TuningSpec, boto_session):
     from sagemaker.core.resources import HyperParameterTuningJob
 
     spec.training.resolve_features(boto_session)  # the features channel, when from a job name
-    return HyperParameterTuningJob.create(session=boto_session, region=boto_session.region_name,
-                                          **tuning_job_request(spec))
+    return HyperParameterTuningJob.create(
+        session=boto_session, region=boto_session.region_name, **tuning_job_request(spec)
+    )
 
 
 @dataclass

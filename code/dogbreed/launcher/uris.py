@@ -70,7 +70,7 @@ def local_dir(uri: str, what: str) -> str:
     """A ``file://`` URI (or a plain path) of an existing local directory, as an absolute path.
 
     ModelTrainer's local mode takes plain paths (it refuses ``file://``)."""
-    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
     if not path.is_dir():
         raise LauncherError(f"{what} {uri!r}: no such local directory")
     return str(path.resolve())
@@ -80,7 +80,7 @@ def model_data(value: str, local: bool = False) -> str:
     """``--model``: a training job name or ``s3://.../model.tar.gz``; with ``local`` a local
     ``model.tar.gz`` file (a path or ``file://``), returned as a ``file://`` URI."""
     if local:
-        path = Path(value[len("file://"):] if value.startswith("file://") else value)
+        path = Path(value[len("file://") :] if value.startswith("file://") else value)
         if not path.is_file():
             raise LauncherError(f"--model {value!r}: no such local model.tar.gz")
         return f"file://{path.resolve()}"
@@ -99,14 +99,18 @@ def instance_type(value: str, local: bool = False) -> str:
             raise LauncherError(f"instance type {value!r}: local mode runs on 'local' or 'local_gpu'")
         return value
     if not _INSTANCE_TYPE.match(value or ""):
-        raise LauncherError(f"instance type {value!r} is not a SageMaker instance type like ml.g4dn.xlarge or ml.m5.large")
+        raise LauncherError(
+            f"instance type {value!r} is not a SageMaker instance type like ml.g4dn.xlarge or ml.m5.large"
+        )
     return value
 
 
 def role_arn(value: str | None) -> str:
     """An IAM role ARN (the SageMaker execution role)."""
     if not value:
-        raise LauncherError("no execution role: pass --role arn:aws:iam::<account>:role/<name> or set SAGEMAKER_ROLE_ARN")
+        raise LauncherError(
+            "no execution role: pass --role arn:aws:iam::<account>:role/<name> or set SAGEMAKER_ROLE_ARN"
+        )
     if not _ROLE_ARN.match(value):
         raise LauncherError(f"role {value!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
     return value
@@ -115,7 +119,9 @@ def role_arn(value: str | None) -> str:
 def resource_name(value: str, what: str, max_length: int = 63) -> str:
     """A SageMaker resource name: letters, digits and hyphens, at most ``max_length``."""
     if not value or len(value) > max_length or not _NAME.match(value):
-        raise LauncherError(f"{what} {value!r}: use 1-{max_length} letters, digits and hyphens, starting with a letter or digit")
+        raise LauncherError(
+            f"{what} {value!r}: use 1-{max_length} letters, digits and hyphens, starting with a letter or digit"
+        )
     return value
 
 

@@ -34,10 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trial", type=Path, help=f"the smdebug trial [default: {TRIAL_DIR}/ beside {METRICS_FILE}]")
     parser.add_argument("--profile", type=Path, help=f"the profile [default: {PROFILE_DIR}/ beside {METRICS_FILE}]")
     parser.add_argument("--out", type=Path, help="where report.html goes [default: beside metrics.json]")
-    parser.add_argument("--sagemaker-defaults", action="store_true",
-                        help="run the Debugger rules exactly as SageMaker does by default (the report otherwise "
-                             "compares losses per epoch, needs an absolute gap for Overfit, and does not apply "
-                             "PoorWeightInitialization to pretrained weights)")
+    parser.add_argument(
+        "--sagemaker-defaults",
+        action="store_true",
+        help="run the Debugger rules exactly as SageMaker does by default (the report otherwise "
+        "compares losses per epoch, needs an absolute gap for Overfit, and does not apply "
+        "PoorWeightInitialization to pretrained weights)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -48,6 +49,7 @@ class BottleneckVerdict:
 
 
 # Default parameters: each as SageMaker documents for the rule of the same name.
+
 
 @dataclass(frozen=True)
 class CPUBottleneckRule:
@@ -143,6 +145,7 @@ class Rules:
 
 # --- scaling SageMaker's sample counts to short jobs ---------------------------------
 
+
 def scaled_patience(patience: int, samples: int) -> int:
     """Samples to skip at the start: SageMaker's ``patience``, or a tenth of the job's samples if less."""
     return min(patience, samples // 10)
@@ -162,7 +165,7 @@ def windows(values: Sequence[T], window: int) -> list[Sequence[T]]:
     """Consecutive windows of ``window`` values; a shorter tail is judged as the last ``window`` values."""
     if len(values) <= window:
         return [values]
-    chunks = [values[i:i + window] for i in range(0, len(values) - window + 1, window)]
+    chunks = [values[i : i + window] for i in range(0, len(values) - window + 1, window)]
     if len(values) % window:
         chunks.append(values[-window:])
     return chunks
@@ -176,8 +179,9 @@ def _not_evaluated(name: str, reason: str) -> BottleneckVerdict:
     return BottleneckVerdict(name, triggered=False, evaluated=False, finding=reason)
 
 
-def _gpu_samples(profile: Profile, has_gpu: bool, patience: int,
-                 keep: Callable[[SystemSample], bool] = lambda s: True) -> tuple[list[SystemSample], int, str | None]:
+def _gpu_samples(
+    profile: Profile, has_gpu: bool, patience: int, keep: Callable[[SystemSample], bool] = lambda s: True
+) -> tuple[list[SystemSample], int, str | None]:
     """The GPU samples to judge (after patience), how many were skipped, or why there are none to judge."""
     if not has_gpu:
         return [], 0, NO_GPU
@@ -202,6 +206,7 @@ def _workers_now(profile: Profile) -> str:
 
 # --- the checks ----------------------------------------------------------------------
 
+
 def cpu_bottleneck(profile: Profile, has_gpu: bool, rule: CPUBottleneckRule) -> BottleneckVerdict:
     """SageMaker CPUBottleneck: busy CPUs (all cores' mean) while the GPU idles."""
     name = "CPUBottleneck"
@@ -211,10 +216,18 @@ def cpu_bottleneck(profile: Profile, has_gpu: bool, rule: CPUBottleneckRule) -> 
     hits = sum(1 for s in judged if s.cpu_mean > rule.cpu_threshold and s.gpu_percent < rule.gpu_threshold)
     share = 100.0 * hits / len(judged)
     triggered = share > rule.threshold
-    finding = (f"CPU above {rule.cpu_threshold:g}% while the GPU was below {rule.gpu_threshold:g}% in {share:.0f}% "
-               f"of {len(judged)} samples (fires above {rule.threshold:g}%; first {skipped} samples skipped)")
-    advice = ("the CPUs cannot feed the GPU: do less per image on the CPU (pre-resized images, lighter augmentation)"
-              " or pick an instance with more cores per GPU") if triggered else ""
+    finding = (
+        f"CPU above {rule.cpu_threshold:g}% while the GPU was below {rule.gpu_threshold:g}% in {share:.0f}% "
+        f"of {len(judged)} samples (fires above {rule.threshold:g}%; first {skipped} samples skipped)"
+    )
+    advice = (
+        (
+            "the CPUs cannot feed the GPU: do less per image on the CPU (pre-resized images, lighter augmentation)"
+            " or pick an instance with more cores per GPU"
+        )
+        if triggered
+        else ""
+    )
     return BottleneckVerdict(name, triggered, True, finding, advice)
 
 
@@ -230,10 +243,18 @@ def io_bottleneck(profile: Profile, has_gpu: bool, rule: IOBottleneckRule) -> Bo
     hits = sum(1 for s in judged if s.cpu_iowait_percent > rule.io_threshold and s.gpu_percent < rule.gpu_threshold)
     share = 100.0 * hits / len(judged)
     triggered = share > rule.threshold
-    finding = (f"I/O wait above {rule.io_threshold:g}% while the GPU was below {rule.gpu_threshold:g}% in "
-               f"{share:.0f}% of {len(judged)} samples (fires above {rule.threshold:g}%; first {skipped} skipped)")
-    advice = ("the CPUs wait on storage while the GPU idles: train from local disk (File mode) rather than a network"
-              f" file system, and raise num_workers{_workers_now(profile)} so that reads overlap") if triggered else ""
+    finding = (
+        f"I/O wait above {rule.io_threshold:g}% while the GPU was below {rule.gpu_threshold:g}% in "
+        f"{share:.0f}% of {len(judged)} samples (fires above {rule.threshold:g}%; first {skipped} skipped)"
+    )
+    advice = (
+        (
+            "the CPUs wait on storage while the GPU idles: train from local disk (File mode) rather than a network"
+            f" file system, and raise num_workers{_workers_now(profile)} so that reads overlap"
+        )
+        if triggered
+        else ""
+    )
     return BottleneckVerdict(name, triggered, True, finding, advice)
 
 
@@ -248,10 +269,12 @@ def low_gpu_utilization(profile: Profile, has_gpu: bool, rule: LowGPUUtilization
     low = sum(1 for p95, _ in stats if p95 < rule.threshold_p95)
     fluctuating = sum(1 for p95, p5 in stats if p95 >= rule.threshold_p95 and p5 < rule.threshold_p5)
     p95s, p5s = [p95 for p95, _ in stats], [p5 for _, p5 in stats]
-    finding = (f"GPU utilisation p95 {min(p95s):.0f}-{max(p95s):.0f}%, p5 {min(p5s):.0f}-{max(p5s):.0f}% over "
-               f"{len(stats)} windows of {size} samples (first {skipped} skipped): "
-               f"{low} under-used (p95 < {rule.threshold_p95:g}%), {fluctuating} fluctuating "
-               f"(p5 < {rule.threshold_p5:g}%)")
+    finding = (
+        f"GPU utilisation p95 {min(p95s):.0f}-{max(p95s):.0f}%, p5 {min(p5s):.0f}-{max(p5s):.0f}% over "
+        f"{len(stats)} windows of {size} samples (first {skipped} skipped): "
+        f"{low} under-used (p95 < {rule.threshold_p95:g}%), {fluctuating} fluctuating "
+        f"(p5 < {rule.threshold_p5:g}%)"
+    )
     advice = []
     if low:
         advice.append(f"the GPU has room: raise batch_size{_batch_size_now(profile)} or use a smaller GPU instance")
@@ -269,18 +292,27 @@ def batch_size(profile: Profile, has_gpu: bool, rule: BatchSizeRule) -> Bottlene
     size = scaled_window(rule.window, len(judged))
     chunks = windows(judged, size)
     small = sum(
-        1 for w in chunks
+        1
+        for w in chunks
         if _p([s.cpu_mean for s in w], 95) < rule.cpu_threshold_p95
         and _p([s.gpu_percent for s in w], 95) < rule.gpu_threshold_p95
         and _p([s.gpu_memory_percent for s in w], 95) < rule.gpu_memory_threshold_p95
     )
     cpu, gpu = _p([s.cpu_mean for s in judged], 95), _p([s.gpu_percent for s in judged], 95)
     memory = _p([s.gpu_memory_percent for s in judged], 95)
-    finding = (f"p95 CPU {cpu:.0f}%, GPU {gpu:.0f}%, GPU memory {memory:.0f}% over the job (first {skipped} samples "
-               f"skipped); all three below {rule.cpu_threshold_p95:g}/{rule.gpu_threshold_p95:g}/"
-               f"{rule.gpu_memory_threshold_p95:g}% in {small} of {len(chunks)} windows of {size} samples")
-    advice = (f"the instance is under-used: raise batch_size{_batch_size_now(profile)} (and the learning rate with it)"
-              " or pick a smaller instance") if small else ""
+    finding = (
+        f"p95 CPU {cpu:.0f}%, GPU {gpu:.0f}%, GPU memory {memory:.0f}% over the job (first {skipped} samples "
+        f"skipped); all three below {rule.cpu_threshold_p95:g}/{rule.gpu_threshold_p95:g}/"
+        f"{rule.gpu_memory_threshold_p95:g}% in {small} of {len(chunks)} windows of {size} samples"
+    )
+    advice = (
+        (
+            f"the instance is under-used: raise batch_size{_batch_size_now(profile)} (and the learning rate with it)"
+            " or pick a smaller instance"
+        )
+        if small
+        else ""
+    )
     return BottleneckVerdict(name, bool(small), True, finding, advice)
 
 
@@ -292,8 +324,11 @@ def steady_steps(steps: Sequence[StepTiming]) -> list[StepTiming]:
     """
     kept, previous = [], None
     for step in steps:
-        if previous is not None and (step.epoch, step.mode) == (previous.epoch, previous.mode) \
-                and step.step == previous.step + 1:
+        if (
+            previous is not None
+            and (step.epoch, step.mode) == (previous.epoch, previous.mode)
+            and step.step == previous.step + 1
+        ):
             kept.append(step)
         previous = step
     return kept
@@ -316,14 +351,18 @@ def data_wait(profile: Profile, rule: DataWaitRule) -> BottleneckVerdict:
         return _not_evaluated(name, f"fewer than {MIN_STEPS} training steps recorded")
     share, count = measured
     triggered = share > rule.threshold
-    finding = (f"training waited for data {share:.0f}% of its step time over {count} steps (fires above "
-               f"{rule.threshold:g}%; each pass's first step left out)")
+    finding = (
+        f"training waited for data {share:.0f}% of its step time over {count} steps (fires above "
+        f"{rule.threshold:g}%; each pass's first step left out)"
+    )
     advice = ""
     if triggered:
         metadata = profile.metadata
         if metadata and metadata.num_workers >= metadata.cores:
-            advice = (f"the loader is short of CPU with num_workers already {metadata.num_workers} for "
-                      f"{metadata.cores} cores: pre-resize the images or pick an instance with more cores")
+            advice = (
+                f"the loader is short of CPU with num_workers already {metadata.num_workers} for "
+                f"{metadata.cores} cores: pre-resize the images or pick an instance with more cores"
+            )
         else:
             advice = f"the loader cannot keep up: raise num_workers{_workers_now(profile)}"
     return BottleneckVerdict(name, triggered, True, finding, advice)
@@ -340,9 +379,13 @@ def dataloader(profile: Profile, rule: DataloaderRule, wait_rule: DataWaitRule) 
     what = f"{workers} loader workers for {cores} cores ({share:.0f}%)"
     if share > rule.max_threshold:
         return BottleneckVerdict(
-            name, True, True, f"{what}: above {rule.max_threshold:g}% of the cores",
+            name,
+            True,
+            True,
+            f"{what}: above {rule.max_threshold:g}% of the cores",
             f"the workers contend for the cores with each other and the training process: lower num_workers to "
-            f"about {cores}")
+            f"about {cores}",
+        )
     if share >= rule.min_threshold:
         return BottleneckVerdict(name, False, True, f"{what}: within {rule.min_threshold:g}-{rule.max_threshold:g}%")
     measured = data_wait_share(profile.steps)
@@ -352,13 +395,20 @@ def dataloader(profile: Profile, rule: DataloaderRule, wait_rule: DataWaitRule) 
     wait = measured[0]
     if wait > wait_rule.threshold:
         return BottleneckVerdict(
-            name, True, True,
+            name,
+            True,
+            True,
             f"{what}: below {rule.min_threshold:g}% of the cores, and training waits for data {wait:.0f}% of its "
-            "step time", advice)
+            "step time",
+            advice,
+        )
     return BottleneckVerdict(
-        name, False, True,
+        name,
+        False,
+        True,
         f"{what}: below {rule.min_threshold:g}% of the cores, but training waits for data only {wait:.0f}% of its "
-        "step time, so more workers would not make it faster")
+        "step time, so more workers would not make it faster",
+    )
 
 
 def step_outlier(profile: Profile, rule: StepOutlierRule) -> BottleneckVerdict:
@@ -376,12 +426,20 @@ def step_outlier(profile: Profile, rule: StepOutlierRule) -> BottleneckVerdict:
         outliers = int((seconds > limit).sum()) if std > 0 else 0
         allowed = allowed_outliers(rule.n_outliers, len(seconds))
         triggered |= outliers > allowed
-        findings.append(f"{mode}: {outliers} of {len(seconds)} steps over {limit:.3f} s (mean {mean:.3f} s + "
-                        f"{rule.stddev:g} sd), longest {seconds.max():.3f} s, {allowed} allowed")
+        findings.append(
+            f"{mode}: {outliers} of {len(seconds)} steps over {limit:.3f} s (mean {mean:.3f} s + "
+            f"{rule.stddev:g} sd), longest {seconds.max():.3f} s, {allowed} allowed"
+        )
     if not findings:
         return _not_evaluated(name, f"fewer than {MIN_STEPS} steps recorded in any mode")
-    advice = ("see when they happened (the timestamps in steps.jsonl): checkpoint saves, slow storage reads, "
-              "or other processes on the host taking the CPUs") if triggered else ""
+    advice = (
+        (
+            "see when they happened (the timestamps in steps.jsonl): checkpoint saves, slow storage reads, "
+            "or other processes on the host taking the CPUs"
+        )
+        if triggered
+        else ""
+    )
     return BottleneckVerdict(name, triggered, True, "; ".join(findings), advice)
 
 

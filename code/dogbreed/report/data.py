@@ -99,7 +99,7 @@ class SplitResults:
     matrix: list[list[int]]
 
     @classmethod
-    def from_csv(cls, split_dir: Path) -> "SplitResults":
+    def from_csv(cls, split_dir: Path) -> SplitResults:
         """Read ``<split>/confusion_matrix.csv`` as the training job writes it."""
         with open(split_dir / CONFUSION_MATRIX_FILE, newline="") as f:
             rows = list(csv.reader(f))
@@ -126,7 +126,9 @@ class SplitResults:
         """The off-diagonal cells with the most images, e.g. Alaskan malamute -> Siberian husky: 7."""
         pairs = [
             ConfusedPair(self.classes[i], self.classes[j], count)
-            for i, row in enumerate(self.matrix) for j, count in enumerate(row) if i != j and count
+            for i, row in enumerate(self.matrix)
+            for j, count in enumerate(row)
+            if i != j and count
         ]
         return sorted(pairs, key=lambda p: (-p.count, p.true, p.predicted))[:top]
 
@@ -188,12 +190,19 @@ class Explanations:
     photos: tuple[ExplainedPhoto, ...]
 
     @classmethod
-    def read(cls, directory: Path, index_file: str) -> "Explanations":
+    def read(cls, directory: Path, index_file: str) -> Explanations:
         """Read the index the training job writes (see ``dogbreed.training.explanations``)."""
         index = json.loads((directory / index_file).read_text())
         photos = tuple(
-            ExplainedPhoto(p["kind"], p["image"], p["true_label"], p["predicted_label"], float(p["probability"]),
-                           float(p["true_probability"]), tuple(ClassMap(m["label"], m["file"]) for m in p["maps"]))
+            ExplainedPhoto(
+                p["kind"],
+                p["image"],
+                p["true_label"],
+                p["predicted_label"],
+                float(p["probability"]),
+                float(p["true_probability"]),
+                tuple(ClassMap(m["label"], m["file"]) for m in p["maps"]),
+            )
             for p in index["photos"]
         )
         return cls(int(index["images"]), int(index["classes_with_correct"]), int(index["max_classes"]), photos)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: jobs and CI have no display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from dogbreed.report.data import EpochSeries, StepSeries, StepSplit, SystemSeries  # noqa: E402
+from dogbreed.report.data import EpochSeries, StepSeries, StepSplit, SystemSeries
 
 DPI = 110
 TRAIN, VALID = "#1f77b4", "#d62728"
@@ -75,8 +75,15 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], ti
     if n <= 12:
         for (i, j), value in np.ndenumerate(counts):
             if value:
-                ax.text(j, i, int(value), ha="center", va="center", fontsize=8,
-                        color="white" if share[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(value),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     return to_png(fig)
 
@@ -118,8 +125,12 @@ def step_split(split: StepSplit) -> bytes:
     """Each training step's time, stacked: waiting for data, forward/backward, optimizer."""
     fig, ax = plt.subplots(figsize=(11, 3.2))
     ax.stackplot(
-        split.steps, split.data_seconds, split.forward_backward_seconds, split.optimizer_seconds,
-        labels=["waiting for data", "forward/backward", "optimizer"], colors=["#ff7f0e", "#1f77b4", "#2ca02c"],
+        split.steps,
+        split.data_seconds,
+        split.forward_backward_seconds,
+        split.optimizer_seconds,
+        labels=["waiting for data", "forward/backward", "optimizer"],
+        colors=["#ff7f0e", "#1f77b4", "#2ca02c"],
         alpha=0.85,
     )
     ax.set_xlabel("training step")
@@ -142,8 +153,7 @@ def search_trials(trials: Sequence, objective: str) -> bytes:
             continue
         colour = colours.get(trial.params.get("batch_size"), TRAIN)
         hollow = trial.state != "COMPLETE"
-        scatter_ax.scatter(trial.params["lr"], value, s=36, edgecolors=colour,
-                           facecolors="none" if hollow else colour)
+        scatter_ax.scatter(trial.params["lr"], value, s=36, edgecolors=colour, facecolors="none" if hollow else colour)
     for size, colour in colours.items():
         scatter_ax.scatter([], [], color=colour, label=f"batch_size={size}")
     scatter_ax.set_xscale("log")
@@ -156,8 +166,14 @@ def search_trials(trials: Sequence, objective: str) -> bytes:
         if trial.history:
             epochs = [h["epoch"] for h in trial.history]
             accuracy = [h["valid_accuracy"] for h in trial.history]
-            curve_ax.plot(epochs, accuracy, "-", lw=1, alpha=0.8 if trial.state == "COMPLETE" else 0.35,
-                          color=VALID if trial.state == "COMPLETE" else "grey")
+            curve_ax.plot(
+                epochs,
+                accuracy,
+                "-",
+                lw=1,
+                alpha=0.8 if trial.state == "COMPLETE" else 0.35,
+                color=VALID if trial.state == "COMPLETE" else "grey",
+            )
     curve_ax.set_xlabel("epoch")
     curve_ax.set_title("valid accuracy per epoch (grey: pruned)", fontsize=10)
     curve_ax.xaxis.get_major_locator().set_params(integer=True)

@@ -10,9 +10,10 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -128,8 +129,9 @@ class ReportPage:
         return [f for f in self.figures if f.section == section]
 
 
-def verdict_row(name: str, evaluated: bool, triggered: bool, message: str, step: int | None = None,
-                advice: str = "") -> VerdictRow:
+def verdict_row(
+    name: str, evaluated: bool, triggered: bool, message: str, step: int | None = None, advice: str = ""
+) -> VerdictRow:
     if not evaluated:
         return VerdictRow(name, "not evaluated", "unknown", message, step, advice)
     if triggered:
@@ -149,9 +151,14 @@ def _part(page: ReportPage, what: str, build: Callable[[], None]) -> None:
 
 def add_summary(page: ReportPage, metrics: dict[str, Any]) -> None:
     final = metrics.get("final", {})
-    names = [("valid_accuracy", "valid accuracy (best epoch)"), ("test_accuracy", "test accuracy"),
-             ("valid_loss", "valid loss (best epoch)"), ("test_loss", "test loss"),
-             ("best_epoch", "best epoch"), ("epochs_trained", "epochs trained")]
+    names = [
+        ("valid_accuracy", "valid accuracy (best epoch)"),
+        ("test_accuracy", "test accuracy"),
+        ("valid_loss", "valid loss (best epoch)"),
+        ("test_loss", "test loss"),
+        ("best_epoch", "best epoch"),
+        ("epochs_trained", "epochs trained"),
+    ]
     for key, label in names:
         if key in final:
             value = final[key]
@@ -167,10 +174,15 @@ def add_curves(page: ReportPage, trial_dir: Path, best_epoch: int | None) -> Non
         raise ValueError(f"the trial {trial_dir} has no training steps")
     page.figures.append(Figure("curves", "steps", "Training loss and accuracy per step", figures.step_curves(steps)))
     if epochs.epochs:
-        page.figures.append(Figure("curves", "epochs", "Loss and accuracy per epoch",
-                                   figures.epoch_curves(epochs, best_epoch)))
-    page.epochs = [EpochRow(*row) for row in zip(epochs.epochs, epochs.train_loss, epochs.train_accuracy,
-                                                  epochs.valid_loss, epochs.valid_accuracy)]
+        page.figures.append(
+            Figure("curves", "epochs", "Loss and accuracy per epoch", figures.epoch_curves(epochs, best_epoch))
+        )
+    page.epochs = [
+        EpochRow(*row)
+        for row in zip(
+            epochs.epochs, epochs.train_loss, epochs.train_accuracy, epochs.valid_loss, epochs.valid_accuracy
+        )
+    ]
 
 
 def add_results(page: ReportPage, output_dir: Path) -> None:
@@ -182,8 +194,14 @@ def add_results(page: ReportPage, output_dir: Path) -> None:
         results = SplitResults.from_csv(output_dir / split)
         page.splits.append(results)
         title = f"{split} confusion matrix"
-        page.figures.append(Figure(f"confusion-{split}", f"confusion_{split}", title,
-                                   figures.confusion_matrix(results.matrix, results.classes, title)))
+        page.figures.append(
+            Figure(
+                f"confusion-{split}",
+                f"confusion_{split}",
+                title,
+                figures.confusion_matrix(results.matrix, results.classes, title),
+            )
+        )
 
 
 def inline(path: Path) -> str:
@@ -200,8 +218,10 @@ def photo_card(photo: ExplainedPhoto, directory: Path) -> PhotoCard:
     """The captions say what the model answered, and whose map each overlay is."""
     if photo.kind == "mistake":
         caption = f"true {photo.true_label}, predicted {photo.predicted_label} ({photo.probability:.1%})"
-        captions = [f"map of {photo.predicted_label} (predicted)",
-                    f"map of {photo.true_label} (true class, {photo.true_probability:.1%})"]
+        captions = [
+            f"map of {photo.predicted_label} (predicted)",
+            f"map of {photo.true_label} (true class, {photo.true_probability:.1%})",
+        ]
     else:
         caption = f"{photo.true_label}, predicted with {photo.probability:.1%}"
         captions = [f"map of {photo.predicted_label}"]
@@ -215,12 +235,17 @@ def add_explanations(page: ReportPage, output_dir: Path) -> None:
     explanations = Explanations.read(directory, EXPLANATIONS_INDEX_FILE)
     correct = explanations.of_kind("correct")
     if len(correct) < explanations.classes_with_correct:
-        rule = (f"the most confident correct photo of each of the {len(correct)} classes with the lowest test "
-                f"accuracy (of the {explanations.classes_with_correct} classes with a correct test photo)")
+        rule = (
+            f"the most confident correct photo of each of the {len(correct)} classes with the lowest test "
+            f"accuracy (of the {explanations.classes_with_correct} classes with a correct test photo)"
+        )
     else:
         rule = "the most confident correct photo of each class that has one"
-    page.explained = ExplainedSection([photo_card(p, directory) for p in explanations.of_kind("mistake")],
-                                      [photo_card(p, directory) for p in correct], rule)
+    page.explained = ExplainedSection(
+        [photo_card(p, directory) for p in explanations.of_kind("mistake")],
+        [photo_card(p, directory) for p in correct],
+        rule,
+    )
 
 
 def add_search(page: ReportPage, search_dir: Path) -> None:
@@ -232,12 +257,21 @@ def add_search(page: ReportPage, search_dir: Path) -> None:
     best = summary.best
     page.search_cards = [
         Card("search_best", f"best {summary.objective}", f"{best.value:.4f}" if best else "none"),
-        Card("search_trials", "trials (complete / pruned / failed)",
-             f"{summary.count('COMPLETE')} / {summary.count('PRUNED')} / {summary.count('FAIL')}"),
+        Card(
+            "search_trials",
+            "trials (complete / pruned / failed)",
+            f"{summary.count('COMPLETE')} / {summary.count('PRUNED')} / {summary.count('FAIL')}",
+        ),
         Card("search_seconds", "search wall time", f"{summary.seconds:.0f} s"),
     ]
-    page.figures.append(Figure("search", "search_trials", "Trials of the hyperparameter search",
-                               figures.search_trials(summary.trials, summary.objective)))
+    page.figures.append(
+        Figure(
+            "search",
+            "search_trials",
+            "Trials of the hyperparameter search",
+            figures.search_trials(summary.trials, summary.objective),
+        )
+    )
 
 
 def build_search_page(search_dir: Path, title: str = "dogbreed hyperparameter search") -> Path:
@@ -264,8 +298,13 @@ def write_report(page: ReportPage, output_dir: Path, name: str = REPORT_FILE) ->
     return path
 
 
-def build_report(output_dir: Path, trial_dir: Path | None, profile_dir: Path | None,
-                 title: str = "dogbreed training report", sagemaker_defaults: bool = False) -> Path:
+def build_report(
+    output_dir: Path,
+    trial_dir: Path | None,
+    profile_dir: Path | None,
+    title: str = "dogbreed training report",
+    sagemaker_defaults: bool = False,
+) -> Path:
     """Read a job's outputs and write its report into ``output_dir``; returns the report's path.
 
     ``sagemaker_defaults``: the Debugger rules exactly as SageMaker runs them (see
@@ -304,8 +343,16 @@ def add_rules(page: ReportPage, trial_dir: Path, hyperparameters: dict[str, Any]
     facts = JobFacts.from_hyperparameters(hyperparameters)
     for rule in evaluate_rules(trial_dir, facts, sagemaker_defaults):
         page.rules.append(verdict_row(rule.name, rule.evaluated, rule.triggered, rule.message, rule.step))
-        page.data["rules"].append({"name": rule.name, "evaluated": rule.evaluated, "triggered": rule.triggered,
-                                   "step": rule.step, "message": rule.message, "parameters": rule.parameters})
+        page.data["rules"].append(
+            {
+                "name": rule.name,
+                "evaluated": rule.evaluated,
+                "triggered": rule.triggered,
+                "step": rule.step,
+                "message": rule.message,
+                "parameters": rule.parameters,
+            }
+        )
 
 
 def add_profile(page: ReportPage, profile_dir: Path) -> None:
@@ -315,20 +362,35 @@ def add_profile(page: ReportPage, profile_dir: Path) -> None:
     profile = load_profile(profile_dir)
     has_gpu = bool(profile.metadata) and str(profile.metadata.device).startswith("cuda")
     for check in evaluate_bottlenecks(profile, has_gpu=has_gpu):
-        page.bottlenecks.append(verdict_row(check.name, check.evaluated, check.triggered, check.finding,
-                                            advice=check.advice if check.triggered else ""))
+        page.bottlenecks.append(
+            verdict_row(
+                check.name,
+                check.evaluated,
+                check.triggered,
+                check.finding,
+                advice=check.advice if check.triggered else "",
+            )
+        )
         page.data["bottlenecks"].append(vars(check).copy())
     system = system_series(profile)
     if system.seconds:
         page.figures.append(Figure("profile", "system", "System utilisation", figures.system_utilisation(system)))
     split = step_split(profile)
     if split.steps:
-        page.figures.append(Figure("profile", "step_split", "Training step time: data, forward/backward, optimizer",
-                                   figures.step_split(split)))
+        page.figures.append(
+            Figure(
+                "profile",
+                "step_split",
+                "Training step time: data, forward/backward, optimizer",
+                figures.step_split(split),
+            )
+        )
     if profile.operators is not None:
         page.operator_columns = ["operator", "calls", "self CPU ms", "total CPU ms", "share of self CPU %"]
-        page.operators = [[op.name, str(op.calls), f"{op.self_ms:.2f}", f"{op.total_ms:.2f}",
-                           f"{op.share_percent:.1f}"] for op in profile.operators.by_self_cpu[:15]]
+        page.operators = [
+            [op.name, str(op.calls), f"{op.self_ms:.2f}", f"{op.total_ms:.2f}", f"{op.share_percent:.1f}"]
+            for op in profile.operators.by_self_cpu[:15]
+        ]
 
 
 def system_series(profile: Profile) -> SystemSeries:

@@ -61,7 +61,9 @@ _NORMAL_P5_P95 = 2 * 1.6448536
 # Reductions (name, of absolute values) that are NaN only when the tensor holds a NaN: an
 # infinity alone makes them infinite. A NaN mean, std or variance may come from infinities.
 _NAN_ONLY_FROM_NAN = {(name, absolute) for name in ("min", "max", "l1", "l2") for absolute in (False, True)} | {
-    ("mean", True), ("sum", True)}
+    ("mean", True),
+    ("sum", True),
+}
 
 
 class RuleStatus(Enum):
@@ -142,8 +144,9 @@ def regex_tensors(trial: Any, patterns: list[str]) -> set[str]:
     return set(trial.tensor_names(regex=patterns)) if patterns else set()
 
 
-def loss_tensors(trial: Any, use_losses_collection: bool = True, collection_names: Any = None,
-                 tensor_regex: Any = None) -> list[str]:
+def loss_tensors(
+    trial: Any, use_losses_collection: bool = True, collection_names: Any = None, tensor_regex: Any = None
+) -> list[str]:
     """Scalar tensors named by SageMaker's loss parameters, sorted."""
     names = collection_tensors(trial, "losses") if use_losses_collection else set()
     for collection in as_list(collection_names):
@@ -274,8 +277,11 @@ class VanishingGradient(BuiltInRule):
             self.checked += 1
             if value >= self.params.threshold:
                 continue
-            if self.params.skip_cancelled_biases and name.endswith("bias") and \
-                    means.get(name[: -len("bias")] + "weight", 0.0) >= self.params.threshold:
+            if (
+                self.params.skip_cancelled_biases
+                and name.endswith("bias")
+                and means.get(name[: -len("bias")] + "weight", 0.0) >= self.params.threshold
+            ):
                 self.cancelled.add(name)
                 continue
             return self.fire(f"{name} abs mean {value:.3g} < {self.params.threshold:g} at step {step}")
@@ -290,8 +296,10 @@ class VanishingGradient(BuiltInRule):
         summary = f"all {self.checked} gradient abs means >= {self.params.threshold:g}"
         if self.cancelled:
             count = len(self.cancelled)
-            summary += (f", but for {count} bias{'es' if count > 1 else ''} that a BatchNorm cancels (their layers' "
-                        f"weights learn): {', '.join(sorted(self.cancelled)[:3])}")
+            summary += (
+                f", but for {count} bias{'es' if count > 1 else ''} that a BatchNorm cancels (their layers' "
+                f"weights learn): {', '.join(sorted(self.cancelled)[:3])}"
+            )
         return summary
 
 
@@ -329,7 +337,7 @@ class ExplodingTensor(BuiltInRule):
         return False
 
     def non_finite(self, tensor: Any, step: int) -> str:
-        """"NaN", "inf", "NaN or inf", or "" for a finite tensor (as far as its data tell)."""
+        """ "NaN", "inf", "NaN or inf", or "" for a finite tensor (as far as its data tell)."""
         value = raw_value(tensor, step)
         if value is not None:
             if np.isnan(value).any():
@@ -384,6 +392,7 @@ def window_checks(name: str, series: list[LossPoint], num_steps: int) -> list[Wi
     losses are saved every ``num_steps`` or less often): every step's batch loss is saved
     here, and one batch against another is mostly noise.
     """
+
     def window(last: int) -> LossWindow:
         values = [p.value for p in series if last - num_steps < p.mode_step <= last]
         first = min(p.mode_step for p in series if last - num_steps < p.mode_step <= last)
@@ -452,8 +461,9 @@ class LossNotDecreasing(BuiltInRule):
         """One comparison; True (with a finding) when the loss has not been decreasing for ``patience`` in a row."""
         self.checked += 1
         if not math.isfinite(check.current.mean):  # never waits for patience
-            return self.fire(f"{check.name} ({self.mode.name} {check.current.steps}) is {check.current.mean} "
-                             f"at step {check.step}")
+            return self.fire(
+                f"{check.name} ({self.mode.name} {check.current.steps}) is {check.current.mean} at step {check.step}"
+            )
         finding = self.finding_of(check)
         failed = self.failed[check.name]
         if not finding:
@@ -472,11 +482,15 @@ class LossNotDecreasing(BuiltInRule):
         lowest = min(self.lowest.get(check.name, prev.mean), prev.mean)
         self.lowest[check.name] = min(lowest, cur.mean)
         if cur.mean > lowest * (1 + p.increase_threshold_percent / 100):
-            return (f"{where} averaged {cur.mean:.4g}, {percent(cur.mean / lowest - 1)} above its lowest"
-                    f" {lowest:.4g} (> {p.increase_threshold_percent:g}%) at step {check.step}")
+            return (
+                f"{where} averaged {cur.mean:.4g}, {percent(cur.mean / lowest - 1)} above its lowest"
+                f" {lowest:.4g} (> {p.increase_threshold_percent:g}%) at step {check.step}"
+            )
         if cur.mean > prev.mean * (1 - p.diff_percent / 100):
-            return (f"{where} averaged {cur.mean:.4g} against {prev.mean:.4g} at {prev.steps}:"
-                    f" not {p.diff_percent:g}% lower at step {check.step}")
+            return (
+                f"{where} averaged {cur.mean:.4g} against {prev.mean:.4g} at {prev.steps}:"
+                f" not {p.diff_percent:g}% lower at step {check.step}"
+            )
         return ""
 
     def not_evaluated_reason(self) -> str:
@@ -489,10 +503,14 @@ class LossNotDecreasing(BuiltInRule):
     def summary(self) -> str:
         p = self.params
         if p.patience > 1:
-            return (f"{self.mode.name} loss never stalled for {p.patience} windows of {p.num_steps} steps in a row"
-                    f" ({self.checked} checks)")
-        return (f"{self.mode.name} loss fell by at least {p.diff_percent:g}% every {p.num_steps} steps"
-                f" ({self.checked} checks)")
+            return (
+                f"{self.mode.name} loss never stalled for {p.patience} windows of {p.num_steps} steps in a row"
+                f" ({self.checked} checks)"
+            )
+        return (
+            f"{self.mode.name} loss fell by at least {p.diff_percent:g}% every {p.num_steps} steps"
+            f" ({self.checked} checks)"
+        )
 
 
 def train_eval_pairs(phases: list[Phase]) -> list[tuple[Phase, Phase]]:
@@ -545,8 +563,10 @@ class Overfit(BuiltInRule):
         over = ratio > self.params.ratio_threshold and valid.mean - train.mean >= self.params.min_gap
         self.exceeded[name] = self.exceeded[name] + 1 if over else 0
         if self.exceeded[name] >= self.params.patience:
-            return self.fire(f"{name}: validation loss {valid.mean:.4g} is {percent(ratio)} above training loss"
-                             f" {train.mean:.4g} (> {percent(self.params.ratio_threshold)}) at step {valid.last_step}")
+            return self.fire(
+                f"{name}: validation loss {valid.mean:.4g} is {percent(ratio)} above training loss"
+                f" {train.mean:.4g} (> {percent(self.params.ratio_threshold)}) at step {valid.last_step}"
+            )
         return False
 
     def not_evaluated_reason(self) -> str:
@@ -617,18 +637,24 @@ class Overtraining(BuiltInRule):
         if plateau.since >= patience:
             what = "training loss" if phase.mode == "TRAIN" else "validation loss"
             unit = "training phases" if phase.mode == "TRAIN" else "evaluation passes"
-            return self.fire(f"{name}: {what} has not improved by {self.params.delta:g} on its best"
-                             f" {plateau.best:.4g} for {plateau.since} {unit} at step {phase.last_step}")
+            return self.fire(
+                f"{name}: {what} has not improved by {self.params.delta:g} on its best"
+                f" {plateau.best:.4g} for {plateau.since} {unit} at step {phase.last_step}"
+            )
         return False
 
     def not_evaluated_reason(self) -> str:
         if self.checked:
             return ""
-        counts = {mode: max((p.phases for (_, m), p in self.plateaus.items() if m == mode), default=0)
-                  for mode in ("TRAIN", "EVAL")}
-        return (f"needs more than {self.params.patience_train} training phases or"
-                f" {self.params.patience_validation} evaluation passes; the trial has"
-                f" {counts['TRAIN']} and {counts['EVAL']}")
+        counts = {
+            mode: max((p.phases for (_, m), p in self.plateaus.items() if m == mode), default=0)
+            for mode in ("TRAIN", "EVAL")
+        }
+        return (
+            f"needs more than {self.params.patience_train} training phases or"
+            f" {self.params.patience_validation} evaluation passes; the trial has"
+            f" {counts['TRAIN']} and {counts['EVAL']}"
+        )
 
     def summary(self) -> str:
         return "training and validation losses kept improving"
@@ -668,8 +694,10 @@ class PoorWeightInitialization(BuiltInRule):
         super().__init__(base_trial, **parameters)
         trial = base_trial
         mode = ModeKeys.TRAIN if trial.steps(mode=ModeKeys.TRAIN) else ModeKeys.GLOBAL
-        self.early = {trial.global_step(mode, s) if mode != ModeKeys.GLOBAL else s
-                      for s in trial.steps(mode=mode)[: self.params.steps]}
+        self.early = {
+            trial.global_step(mode, s) if mode != ModeKeys.GLOBAL else s
+            for s in trial.steps(mode=mode)[: self.params.steps]
+        }
         self.activations = regex_tensors(trial, as_list(self.params.activation_inputs_regex))
         self.gradients = collection_tensors(trial, "gradients")
         self.losses = loss_tensors(trial)
@@ -695,8 +723,10 @@ class PoorWeightInitialization(BuiltInRule):
             return self.fire(f"all {len(variances)} activation inputs are constant at step {step}")
         ratio = variances[high] / variances[low] if variances[low] else math.inf
         if ratio > self.params.threshold:
-            return self.fire(f"activation input variances differ {ratio:.3g}x (> {self.params.threshold:g}):"
-                             f" {high} {variances[high]:.3g}, {low} {variances[low]:.3g} at step {step}")
+            return self.fire(
+                f"activation input variances differ {ratio:.3g}x (> {self.params.threshold:g}):"
+                f" {high} {variances[high]:.3g}, {low} {variances[low]:.3g} at step {step}"
+            )
         return False
 
     def check_gradients(self, step: int) -> bool:
@@ -705,8 +735,9 @@ class PoorWeightInitialization(BuiltInRule):
             return False
         self.counts.gradients += 1
         if spread < self.params.distribution_range:
-            return self.fire(f"gradients' 5th-95th percentile range {spread:.3g}"
-                             f" < {self.params.distribution_range:g} at step {step}")
+            return self.fire(
+                f"gradients' 5th-95th percentile range {spread:.3g} < {self.params.distribution_range:g} at step {step}"
+            )
         return False
 
     def check_losses(self, step: int) -> bool:
@@ -716,8 +747,10 @@ class PoorWeightInitialization(BuiltInRule):
             plateau.update(value)
             self.counts.losses += 1
             if plateau.since >= self.params.patience:
-                return self.fire(f"{name} has not reached a new low for {plateau.since} steps"
-                                 f" (best {plateau.best:.4g}) at step {step}")
+                return self.fire(
+                    f"{name} has not reached a new low for {plateau.since} steps"
+                    f" (best {plateau.best:.4g}) at step {step}"
+                )
         return False
 
     def not_evaluated_reason(self) -> str:
@@ -727,8 +760,10 @@ class PoorWeightInitialization(BuiltInRule):
 
     def summary(self) -> str:
         c = self.counts
-        return (f"first {self.params.steps} steps look fine: activation variances ({c.activations} steps),"
-                f" gradient spread ({c.gradients}), loss ({c.losses})")
+        return (
+            f"first {self.params.steps} steps look fine: activation variances ({c.activations} steps),"
+            f" gradient spread ({c.gradients}), loss ({c.losses})"
+        )
 
 
 def gradient_spread(trial: Any, names: list[str], step: int) -> float | None:
@@ -797,7 +832,7 @@ class JobFacts:
     patience: int = 3  # early stopping's: epochs without progress the job itself tolerates
 
     @classmethod
-    def from_hyperparameters(cls, hyperparameters: dict[str, Any]) -> "JobFacts":
+    def from_hyperparameters(cls, hyperparameters: dict[str, Any]) -> JobFacts:
         patience = int(hyperparameters.get("patience", 3) or 3)  # 0 (never stop early): the default's 3
         return cls(pretrained=str(hyperparameters.get("pretrained", "none")) != "none", patience=patience)
 
@@ -838,8 +873,9 @@ class TrialUnavailable(Exception):
     """The trial directory holds nothing the rules can read."""
 
 
-def evaluate_rules(trial_path: str | Path, facts: JobFacts = JobFacts(),
-                   sagemaker_defaults: bool = False) -> list[RuleVerdict]:
+def evaluate_rules(
+    trial_path: str | Path, facts: JobFacts = JobFacts(), sagemaker_defaults: bool = False
+) -> list[RuleVerdict]:
     """One verdict per rule, in :data:`RULE_NAMES` order; never raises for a bad trial.
 
     By default the rules run as :func:`job_rules` says, and PoorWeightInitialization is
@@ -854,13 +890,20 @@ def evaluate_rules(trial_path: str | Path, facts: JobFacts = JobFacts(),
             log.warning("smdebug trial %s: %s", trial_path, reason)
             return [_not_evaluated(spec, reason) for spec in SAGEMAKER_RULES]
         specs = SAGEMAKER_RULES if sagemaker_defaults else job_rules(trial, facts)
-        return [_pretrained_verdict(spec) if facts.pretrained and not sagemaker_defaults
-                and spec.rule is PoorWeightInitialization else run_rule(spec, trial) for spec in specs]
+        return [
+            _pretrained_verdict(spec)
+            if facts.pretrained and not sagemaker_defaults and spec.rule is PoorWeightInitialization
+            else run_rule(spec, trial)
+            for spec in specs
+        ]
 
 
 def _pretrained_verdict(spec: RuleSpec) -> RuleVerdict:
-    return _not_evaluated(spec, "not applied: the network starts from pretrained weights, and this rule judges a "
-                                "random initialisation (python -m dogbreed.report --sagemaker-defaults applies it)")
+    return _not_evaluated(
+        spec,
+        "not applied: the network starts from pretrained weights, and this rule judges a "
+        "random initialisation (python -m dogbreed.report --sagemaker-defaults applies it)",
+    )
 
 
 def open_trial(path: Path) -> Any:
@@ -889,7 +932,7 @@ def run_rule(spec: RuleSpec, trial: Any) -> RuleVerdict:
         invoke_rule(rule, start_step=steps[0], end_step=steps[-1] + 1, raise_eval_cond=True)
     except RuleEvaluationConditionMet as met:
         return RuleVerdict(spec.rule.__name__, True, met.step, rule.finding, spec.parameters())
-    except Exception as exc:  # noqa: BLE001 - one rule's failure must not lose the others' verdicts
+    except Exception as exc:
         log.warning("rule %s could not be evaluated", spec.rule.__name__, exc_info=True)
         return _not_evaluated(spec, f"could not be evaluated: {exc!r}")
     reason = rule.not_evaluated_reason()

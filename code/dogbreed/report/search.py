@@ -54,12 +54,16 @@ class SearchSummary:
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best
-        return {"objective": self.objective, "searched": self.searched, "seconds": self.seconds,
-                "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params},
-                "trials": [vars(t) for t in self.trials]}
+        return {
+            "objective": self.objective,
+            "searched": self.searched,
+            "seconds": self.seconds,
+            "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params},
+            "trials": [vars(t) for t in self.trials],
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SearchSummary":
+    def from_dict(cls, d: dict[str, Any]) -> SearchSummary:
         return cls(d["objective"], d["searched"], d["seconds"], [SearchTrial(**t) for t in d["trials"]])
 
     def write(self, directory: Path) -> Path:
@@ -69,7 +73,7 @@ class SearchSummary:
         return path
 
     @classmethod
-    def read(cls, directory: Path) -> "SearchSummary":
+    def read(cls, directory: Path) -> SearchSummary:
         return cls.from_dict(json.loads((directory / TRIALS_FILE).read_text()))
 
     def ranked(self) -> list[SearchTrial]:

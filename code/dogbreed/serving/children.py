@@ -28,7 +28,7 @@ class Child:
     process: subprocess.Popen
 
     @classmethod
-    def start(cls, name: str, command: list[str], **popen) -> "Child":
+    def start(cls, name: str, command: list[str], **popen) -> Child:
         """Start ``command`` in a new session (and so a new process group)."""
         logger.info("starting %s: %s", name, " ".join(command))
         return cls(name, subprocess.Popen(command, start_new_session=True, **popen))
@@ -98,7 +98,7 @@ class OutputRelay:
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="mms-output", daemon=True)
 
-    def start(self) -> "OutputRelay":
+    def start(self) -> OutputRelay:
         self.thread.start()
         return self
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from dogbreed.cpus import usable_cpus
 from dogbreed.images import DEFAULT_MAX_PIXELS
@@ -111,7 +111,7 @@ class ServingEnvironment:
         return max(2 * self.max_payload_bytes, self.max_payload_bytes + MMS_REQUEST_SIZE_MARGIN)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, cpus: int | None = None) -> "ServingEnvironment":
+    def from_env(cls, env: Mapping[str, str] | None = None, cpus: int | None = None) -> ServingEnvironment:
         """Parse ``env`` (default ``os.environ``); raises :class:`ConfigurationError`."""
         env = os.environ if env is None else env
         cpus = usable_cpus() if cpus is None else cpus

@@ -86,15 +86,16 @@ def error_messages(env: ServingEnvironment) -> dict[int, str]:
         404: NOT_FOUND,
         405: "method not allowed; this endpoint serves GET /ping, POST /invocations and GET /execution-parameters",
         408: "the request took too long to arrive",
-        413: (f"the request body is over {env.mms_max_request_size} bytes; this endpoint accepts images "
-              f"of up to {env.max_payload_bytes} bytes ({env.max_payload_bytes / MIB:g} MiB)"),
+        413: (
+            f"the request body is over {env.mms_max_request_size} bytes; this endpoint accepts images "
+            f"of up to {env.max_payload_bytes} bytes ({env.max_payload_bytes / MIB:g} MiB)"
+        ),
         414: "request URI too long",
         494: "request headers too large",
         500: "internal error in the endpoint's front server",
         502: "the model server did not answer (it is starting, restarting or stopping); retry shortly",
         504: f"the model server did not answer within {proxy_timeout_s(env)} s",
     }
-
 
 
 def _string(value: object) -> str:
@@ -120,7 +121,7 @@ def nginx_config(env: ServingEnvironment, files: FrontFiles, user: str | None = 
 {f"user {user};" if user else "# no user directive: not started as root"}
 worker_processes 1;
 daemon off;
-pid "{files.nginx_dir / 'nginx.pid'}";
+pid "{files.nginx_dir / "nginx.pid"}";
 error_log stderr warn;
 
 events {{

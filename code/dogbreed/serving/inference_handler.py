@@ -36,7 +36,11 @@ from dogbreed.serving.environment import EXPLAIN_ENV, ServingEnvironment
 from dogbreed.serving.errors import NotExplainableError
 from dogbreed.serving.predictor import ExplainedPrediction, Predictor, decode_image
 from dogbreed.serving.request import (
-    accept_of, explain_method, request_headers, requested_explain, requested_top_k,
+    accept_of,
+    explain_method,
+    request_headers,
+    requested_explain,
+    requested_top_k,
 )
 
 logger = logging.getLogger(__name__)
@@ -58,17 +62,31 @@ class InferenceHandler(DefaultInferenceHandler):
     def default_model_fn(self, model_dir: str, context: Any = None) -> Predictor:
         """Load and validate the model of ``model_dir``; raises ``ModelLoadError`` with the reason."""
         s = self.settings
-        predictor = Predictor(model_dir, threads=s.ort_threads, max_payload_bytes=s.max_payload_bytes,
-                              max_image_pixels=s.max_image_pixels, default_top_k=s.top_k, precision=s.precision,
-                              int8_max_loss=s.int8_max_loss)
-        logger.info("model loaded from %s: %s, %d classes, %s, %d ORT thread(s), %s",
-                    model_dir, predictor.metadata.arch, len(predictor.classes), predictor.precision, s.ort_threads,
-                    "class activation maps" if predictor.can_explain else "no class activation maps (an older export)")
+        predictor = Predictor(
+            model_dir,
+            threads=s.ort_threads,
+            max_payload_bytes=s.max_payload_bytes,
+            max_image_pixels=s.max_image_pixels,
+            default_top_k=s.top_k,
+            precision=s.precision,
+            int8_max_loss=s.int8_max_loss,
+        )
+        logger.info(
+            "model loaded from %s: %s, %d classes, %s, %d ORT thread(s), %s",
+            model_dir,
+            predictor.metadata.arch,
+            len(predictor.classes),
+            predictor.precision,
+            s.ort_threads,
+            "class activation maps" if predictor.can_explain else "no class activation maps (an older export)",
+        )
         if s.explain != "none" and not predictor.can_explain:
             # Every request would be refused: say so once, at start, as DOGBREED_PRECISION=int8 does.
-            raise ModelLoadError(f"{EXPLAIN_ENV}={s.explain}, but this model was exported before class activation "
-                                 f"maps (model.json has no explain); train it again with this version or unset "
-                                 f"{EXPLAIN_ENV}")
+            raise ModelLoadError(
+                f"{EXPLAIN_ENV}={s.explain}, but this model was exported before class activation "
+                f"maps (model.json has no explain); train it again with this version or unset "
+                f"{EXPLAIN_ENV}"
+            )
         return predictor
 
     def default_input_fn(self, input_data: Any, content_type: str | None, context: Any = None):
@@ -95,6 +113,8 @@ def overlay_png(prediction: Any) -> bytes:
     if not isinstance(prediction, ExplainedPrediction):
         # Only our predict_fn gives the picture and the map; the transformer refuses the
         # cases it can tell beforehand (a predict_fn of the model's own code).
-        raise NotExplainableError(f"Accept: image/png answers the picture with its class activation map, but the "
-                                  f"prediction is a {type(prediction).__name__} without one; accept application/json")
+        raise NotExplainableError(
+            f"Accept: image/png answers the picture with its class activation map, but the "
+            f"prediction is a {type(prediction).__name__} without one; accept application/json"
+        )
     return png_bytes(overlay(prediction.image, prediction.explanation))

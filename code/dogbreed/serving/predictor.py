@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dogbreed.artifacts import ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, ModelLoadError, ModelMetadata
 from dogbreed.explain import METHODS as EXPLAIN_METHODS
 from dogbreed.explain import ExplainError, Explanation, Head
 from dogbreed.explain import explain as explain_class
-from dogbreed.artifacts import ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, ModelLoadError, ModelMetadata
 from dogbreed.images import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageTooLargeError, open_image
 from dogbreed.serving import content_types
 from dogbreed.serving.environment import DEFAULT_INT8_MAX_LOSS, INT8_MAX_LOSS_ENV, PRECISION_ENV
@@ -178,7 +178,7 @@ class Predictor:
             session = ort.InferenceSession(
                 str(path), sess_options=make_session_options(threads), providers=["CPUExecutionProvider"]
             )
-        except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types
+        except Exception as exc:
             raise ModelLoadError(f"{path} is not a loadable ONNX model: {exc}") from exc
         inputs = [i.name for i in session.get_inputs()]
         outputs = [o.name for o in session.get_outputs()]
@@ -203,8 +203,10 @@ class Predictor:
         except ExplainError as exc:
             raise ModelLoadError(f"{exc} (model.json's explain.head_file); the training job writes it") from exc
         if head.weight.shape[0] != len(self.classes):
-            raise ModelLoadError(f"{cam.head_file} holds a head for {head.weight.shape[0]} classes but model.json "
-                                 f"lists {len(self.classes)}")
+            raise ModelLoadError(
+                f"{cam.head_file} holds a head for {head.weight.shape[0]} classes but model.json "
+                f"lists {len(self.classes)}"
+            )
         return head
 
     @property
@@ -218,12 +220,11 @@ class Predictor:
         size = self.preprocessing.crop_size
         try:
             logits = self.run(np.zeros((1, 3, size, size), np.float32))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelLoadError(f"the ONNX model fails on a {size}x{size} input: {exc}") from exc
         if logits.shape != (1, len(self.classes)):
             raise ModelLoadError(
-                f"the ONNX model outputs shape {tuple(logits.shape)} but model.json lists "
-                f"{len(self.classes)} classes"
+                f"the ONNX model outputs shape {tuple(logits.shape)} but model.json lists {len(self.classes)} classes"
             )
 
     def _check_feature_map(self) -> None:
@@ -235,20 +236,25 @@ class Predictor:
         noise = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
         try:
             logits, feature_map = self.run_explained(noise)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"the ONNX model fails to give its feature map on a {size}x{size} input: "
-                                 f"{exc}") from exc
+        except Exception as exc:
+            raise ModelLoadError(
+                f"the ONNX model fails to give its feature map on a {size}x{size} input: {exc}"
+            ) from exc
         cam = self.metadata.explain
         expected = (1, self.head.weight.shape[1], *cam.grid)
         if feature_map.shape != expected:
-            raise ModelLoadError(f"the ONNX model's {cam.feature_map} has shape {tuple(feature_map.shape)}; "
-                                 f"{cam.head_file} and model.json's explain.grid expect {expected}")
+            raise ModelLoadError(
+                f"the ONNX model's {cam.feature_map} has shape {tuple(feature_map.shape)}; "
+                f"{cam.head_file} and model.json's explain.grid expect {expected}"
+            )
         pooled = feature_map[0].astype(np.float64).mean(axis=(1, 2))
         from_head = self.head.weight.astype(np.float64) @ pooled + self.head.bias
         difference = float(np.max(np.abs(from_head - logits[0])))
         if difference > HEAD_TOLERANCE * max(1.0, float(np.max(np.abs(logits)))):
-            raise ModelLoadError(f"{cam.head_file} does not fit the ONNX model: the head on the mean of its "
-                                 f"{cam.feature_map} differs from its logits by {difference:.3g}")
+            raise ModelLoadError(
+                f"{cam.head_file} does not fit the ONNX model: the head on the mean of its "
+                f"{cam.feature_map} differs from its logits by {difference:.3g}"
+            )
 
     def decode(self, image_bytes: bytes, content_type: str | None = content_types.JPEG) -> Image.Image:
         """:func:`decode_image` with this predictor's limits."""
@@ -297,8 +303,9 @@ class Predictor:
             )
         return method
 
-    def classify(self, image: Image.Image | np.ndarray, top_k: Any = None,
-                 explain: str | None = None) -> dict[str, Any]:
+    def classify(
+        self, image: Image.Image | np.ndarray, top_k: Any = None, explain: str | None = None
+    ) -> dict[str, Any]:
         """An RGB image (or its preprocessed (3, H, W) array) -> the answer for ``top_k`` classes.
 
         ``{"predicted_class", "predicted_label", "top_k": [{"class", "label", "probability"}]}``,
@@ -313,7 +320,7 @@ class Predictor:
         logits = self.run(np.asarray(tensor, np.float32)[None])[0]
         return self._answer(logits, k)
 
-    def _classify_explained(self, image: Image.Image | np.ndarray, k: int) -> "ExplainedPrediction":
+    def _classify_explained(self, image: Image.Image | np.ndarray, k: int) -> ExplainedPrediction:
         if not isinstance(image, Image.Image):
             # Only the default input_fn's picture says where the crop was: a user's input_fn gave something else.
             raise NotExplainableError(
@@ -324,8 +331,7 @@ class Predictor:
         logits, feature_map = self.run_explained(self.preprocessing(image)[None])
         answer = self._answer(logits[0], k)
         best = answer["predicted_class"]
-        explanation = explain_class(feature_map[0], self.head, best, self.classes[best], self.preprocessing,
-                                    image.size)
+        explanation = explain_class(feature_map[0], self.head, best, self.classes[best], self.preprocessing, image.size)
         answer["explanation"] = explanation.to_dict()
         return ExplainedPrediction(answer, image, explanation)
 
@@ -346,8 +352,9 @@ class Predictor:
             ],
         }
 
-    def predict(self, image_bytes: bytes, content_type: str | None, top_k: Any = None,
-                explain: str | None = None) -> dict[str, Any]:
+    def predict(
+        self, image_bytes: bytes, content_type: str | None, top_k: Any = None, explain: str | None = None
+    ) -> dict[str, Any]:
         """Image bytes -> :meth:`classify`'s answer; the whole request path in one call."""
         content_types.parse(content_type)  # a wrong type is reported before anything else
         k = self.resolve_top_k(top_k)

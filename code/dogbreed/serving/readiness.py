@@ -26,9 +26,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 logger = logging.getLogger("dogbreed.serve")
 
@@ -97,8 +97,7 @@ class ReadyWatch:
             if count >= self.workers:
                 self.ready_once = True
                 self._set_ready(True)
-                logger.info("ready: %d/%d workers loaded in %.1f s", count, self.workers,
-                            self.clock() - self.started)
+                logger.info("ready: %d/%d workers loaded in %.1f s", count, self.workers, self.clock() - self.started)
             elif count != before:
                 logger.info("%d/%d workers loaded", count, self.workers)
             elif self.clock() >= self.next_warning:
@@ -109,13 +108,21 @@ class ReadyWatch:
             return
         if count == 0:
             self._set_ready(False)
-            logger.error("no worker has the model loaded (0/%d): /ping answers 503 until MMS has "
-                         "restarted one and it has loaded the model", self.workers)
+            logger.error(
+                "no worker has the model loaded (0/%d): /ping answers 503 until MMS has "
+                "restarted one and it has loaded the model",
+                self.workers,
+            )
         else:
             self._set_ready(True)
             complete = count >= self.workers
-            logger.log(logging.INFO if complete else logging.WARNING, "%d/%d workers have the model loaded%s",
-                       count, self.workers, "" if complete else "; MMS restarts the others, /ping stays 200")
+            logger.log(
+                logging.INFO if complete else logging.WARNING,
+                "%d/%d workers have the model loaded%s",
+                count,
+                self.workers,
+                "" if complete else "; MMS restarts the others, /ping stays 200",
+            )
 
     def run(self, stop: threading.Event, interval_s: float = 0.5) -> None:
         """Poll every ``interval_s`` until ``stop`` is set; a failing poll is logged, not fatal."""
@@ -139,8 +146,11 @@ class ReadyWatch:
     def _warn_late(self, count: int) -> None:
         lines = self.problems()
         logger.warning(
-            "not ready after %.0f s: %d/%d workers have loaded the model; /ping answers 503 "
-            "until all have. %s", self.clock() - self.started, count, self.workers,
-            "MMS's latest error lines:\n  " + "\n  ".join(lines) if lines
+            "not ready after %.0f s: %d/%d workers have loaded the model; /ping answers 503 until all have. %s",
+            self.clock() - self.started,
+            count,
+            self.workers,
+            "MMS's latest error lines:\n  " + "\n  ".join(lines)
+            if lines
             else "MMS has logged no error; a worker may still be loading (a slow model_fn?).",
         )

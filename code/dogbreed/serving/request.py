@@ -81,8 +81,9 @@ def requested_explain(headers: dict[str, str]) -> str | None:
             return None  # "explain=" says nothing, as "top_k=" does
     value = raw.lower()
     if value not in EXPLAIN_CHOICES:
-        raise BadRequestError(f"{source}{raw!r} is not one of {', '.join(EXPLAIN_CHOICES)} "
-                              f"(cam: a class activation map of the top class)")
+        raise BadRequestError(
+            f"{source}{raw!r} is not one of {', '.join(EXPLAIN_CHOICES)} (cam: a class activation map of the top class)"
+        )
     return value
 
 
@@ -102,8 +103,10 @@ def explain_method(requested: str | None, answer: str | None, default: str) -> s
     """
     if answer == PNG:
         if requested == "none":
-            raise BadRequestError("Accept: image/png answers the picture with its class activation map overlaid, "
-                                  "which X-Explain: none (or explain=none) refuses; drop one of the two")
+            raise BadRequestError(
+                "Accept: image/png answers the picture with its class activation map overlaid, "
+                "which X-Explain: none (or explain=none) refuses; drop one of the two"
+            )
         return "cam"
     method = requested or default
     return None if method == "none" else method

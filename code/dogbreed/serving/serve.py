@@ -69,13 +69,17 @@ def check_model(env: ServingEnvironment) -> str | None:
         service.initialize(SimpleNamespace(system_properties={"model_dir": env.model_dir}))
     except ModelLoadError as exc:
         return str(exc)
-    except Exception as exc:  # noqa: BLE001 - any failure means the workers would fail too
+    except Exception as exc:
         logger.exception("loading the model failed")
         return f"loading the model from {env.model_dir} failed: {exc!r}"
     model = service.transformer.model
     if isinstance(model, Predictor):
-        logger.info("model OK: %s, %d classes: %s", model.metadata.arch, len(model.classes),
-                    ", ".join(model.classes[:5]) + (" ..." if len(model.classes) > 5 else ""))
+        logger.info(
+            "model OK: %s, %d classes: %s",
+            model.metadata.arch,
+            len(model.classes),
+            ", ".join(model.classes[:5]) + (" ..." if len(model.classes) > 5 else ""),
+        )
     else:
         logger.info("model OK: model_fn returned a %s", type(model).__name__)
     del service, model
@@ -119,30 +123,50 @@ def mms_config(env: ServingEnvironment) -> str:
 def mms_command(env: ServingEnvironment, config_path: str) -> list[str]:
     """The multi-model-server command line (foreground, so we can wait on it)."""
     return [
-        "multi-model-server", "--start", "--foreground",
-        "--mms-config", config_path,
-        "--log-config", str(LOG_CONFIG),
-        "--model-store", str(Path(env.model_dir).parent),
+        "multi-model-server",
+        "--start",
+        "--foreground",
+        "--mms-config",
+        config_path,
+        "--log-config",
+        str(LOG_CONFIG),
+        "--model-store",
+        str(Path(env.model_dir).parent),
         # MMS resolves the model's location relative to the model store.
-        "--models", f"{MODEL_NAME}={Path(env.model_dir).name}",
+        "--models",
+        f"{MODEL_NAME}={Path(env.model_dir).name}",
     ]
 
 
 def log_settings(env: ServingEnvironment) -> None:
     """One line for the layout, and what Batch Transform asked for, if this is a transform job."""
-    logger.info("serving on port %d: %d worker(s) x %d ORT thread(s) on %d CPU(s), payload limit %d bytes",
-                env.port, env.workers, env.ort_threads, env.cpus, env.max_payload_bytes)
+    logger.info(
+        "serving on port %d: %d worker(s) x %d ORT thread(s) on %d CPU(s), payload limit %d bytes",
+        env.port,
+        env.workers,
+        env.ort_threads,
+        env.cpus,
+        env.max_payload_bytes,
+    )
     if not env.batch:
         return
-    logger.info("batch transform: strategy %s, %s concurrent transform(s); /execution-parameters answers %s",
-                env.batch_strategy or "not set", env.max_concurrent_transforms or "not set",
-                front.execution_parameters(env))
+    logger.info(
+        "batch transform: strategy %s, %s concurrent transform(s); /execution-parameters answers %s",
+        env.batch_strategy or "not set",
+        env.max_concurrent_transforms or "not set",
+        front.execution_parameters(env),
+    )
     if env.batch_strategy == "MULTI_RECORD":
-        logger.warning("SAGEMAKER_BATCH_STRATEGY=MULTI_RECORD: each request must still hold one whole image "
-                       "(use SplitType None); several images in one body are refused with 400")
+        logger.warning(
+            "SAGEMAKER_BATCH_STRATEGY=MULTI_RECORD: each request must still hold one whole image "
+            "(use SplitType None); several images in one body are refused with 400"
+        )
     if (env.max_concurrent_transforms or 0) > env.workers:
-        logger.info("%d concurrent transforms for %d worker(s): the others wait in MMS's queue",
-                    env.max_concurrent_transforms, env.workers)
+        logger.info(
+            "%d concurrent transforms for %d worker(s): the others wait in MMS's queue",
+            env.max_concurrent_transforms,
+            env.workers,
+        )
 
 
 def start_mms(env: ServingEnvironment, files: front.FrontFiles) -> tuple[Child, OutputRelay]:
@@ -153,9 +177,12 @@ def start_mms(env: ServingEnvironment, files: front.FrontFiles) -> tuple[Child, 
     # restart the stale file can name an unrelated pid (even ours).
     Path(tempfile.gettempdir(), ".model_server.pid").unlink(missing_ok=True)
     child = Child.start(
-        "MMS", mms_command(env, str(config_path)), cwd=files.workdir,
+        "MMS",
+        mms_command(env, str(config_path)),
+        cwd=files.workdir,
         env={**os.environ, LOADED_DIR_ENV: str(files.loaded_dir)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     return child, OutputRelay(child.process.stdout).start()
 
@@ -180,8 +207,9 @@ def run_server(env: ServingEnvironment) -> int:
     children = [nginx, mms]
     # MMS gives a worker `timeout_s` to load the model before restarting it: after two
     # of those, something is wrong and worth saying.
-    watch = ReadyWatch(files.loaded_dir, files.ready_file, env.workers,
-                       warn_after_s=2 * env.timeout_s, problems=relay.problems)
+    watch = ReadyWatch(
+        files.loaded_dir, files.ready_file, env.workers, warn_after_s=2 * env.timeout_s, problems=relay.problems
+    )
     watch_stop = threading.Event()
     threading.Thread(target=watch.run, args=(watch_stop,), name="ready-watch", daemon=True).start()
 
@@ -204,8 +232,11 @@ def run_server(env: ServingEnvironment) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``serve``; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="only install code/requirements.txt and load the model; exit 0 if that works")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only install code/requirements.txt and load the model; exit 0 if that works",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(levelname)s] %(name)s - %(message)s")
 

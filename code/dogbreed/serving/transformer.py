@@ -36,7 +36,11 @@ from dogbreed.artifacts import ModelLoadError
 from dogbreed.serving.content_types import JSON, PNG, negotiate
 from dogbreed.serving.environment import EXPLAIN_ENV
 from dogbreed.serving.errors import (
-    ModelNotReadyError, NotExplainableError, UnsupportedMediaTypeError, error_body, reason_phrase,
+    ModelNotReadyError,
+    NotExplainableError,
+    UnsupportedMediaTypeError,
+    error_body,
+    reason_phrase,
 )
 from dogbreed.serving.request import accept_of, request_body, request_headers, requested_explain
 
@@ -84,8 +88,10 @@ class Transformer(ToolkitTransformer):
         replaced = self.prediction_replaced_by()
         explain = self._default_inference_handler.settings.explain
         if replaced is not None and explain != "none":
-            raise ModelLoadError(f"{EXPLAIN_ENV}={explain}, but the model's code/inference.py replaces {replaced}, "
-                                 f"which gives no class activation maps; unset {EXPLAIN_ENV}")
+            raise ModelLoadError(
+                f"{EXPLAIN_ENV}={explain}, but the model's code/inference.py replaces {replaced}, "
+                f"which gives no class activation maps; unset {EXPLAIN_ENV}"
+            )
 
     def prediction_replaced_by(self) -> str | None:
         """``"transform_fn"`` or ``"predict_fn"`` when the model's own code replaces it (and so gives no maps)."""
@@ -99,7 +105,7 @@ class Transformer(ToolkitTransformer):
         """MMS's batch -> one response body per request, status and content type set per index."""
         try:
             self.validate_and_initialize(model_dir=context.system_properties.get("model_dir"), context=context)
-        except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
+        except Exception as exc:
             # Normally the model is loaded at worker start; reaching this means that failed.
             logger.exception("the model could not be loaded")
             error = ModelNotReadyError(f"the model could not be loaded: {exc}")
@@ -146,13 +152,17 @@ class Transformer(ToolkitTransformer):
         if replaced is None:
             return  # our predict_fn: it reads (and validates) the request itself
         if requested_explain(headers) == "cam":
-            raise NotExplainableError(f"this model's own code/inference.py replaces {replaced}, which gives no class "
-                                      f"activation maps; ask without X-Explain: cam (or explain=cam)")
+            raise NotExplainableError(
+                f"this model's own code/inference.py replaces {replaced}, which gives no class "
+                f"activation maps; ask without X-Explain: cam (or explain=cam)"
+            )
         ours_answer = replaced == "predict_fn" and self._output_fn == self._default_inference_handler.default_output_fn
         if ours_answer and negotiate(accept) == PNG:
-            raise NotExplainableError(f"Accept: image/png answers the picture with its class activation map, but this "
-                                      f"model's own code/inference.py replaces {replaced}, which gives none; "
-                                      f"accept application/json")
+            raise NotExplainableError(
+                f"Accept: image/png answers the picture with its class activation map, but this "
+                f"model's own code/inference.py replaces {replaced}, which gives none; "
+                f"accept application/json"
+            )
 
     @staticmethod
     def _answer_error(context: Any, idx: int, error: BaseInferenceToolkitError) -> str:

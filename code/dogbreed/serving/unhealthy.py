@@ -58,7 +58,7 @@ def unhealthy_handler(reason: str, max_body_bytes: int):
 
         do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _route
 
-        def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's name
+        def log_message(self, format, *args):
             logger.debug("%s - %s", self.address_string(), format % args)
 
     return Handler

@@ -56,13 +56,29 @@ def install_requirements(model_dir: str | os.PathLike, python: str = sys.executa
     requirements = directory / REQUIREMENTS_FILE
     if not requirements.is_file():
         return False
-    command = [python, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
-               "--root-user-action=ignore", "-r", REQUIREMENTS_FILE]
+    command = [
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--root-user-action=ignore",
+        "-r",
+        REQUIREMENTS_FILE,
+    ]
     logger.info("installing %s: %s", requirements, " ".join(command))
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     try:
-        process = subprocess.Popen(command, cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, text=True, errors="replace")
+        process = subprocess.Popen(
+            command,
+            cwd=directory,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+        )
     except OSError as exc:
         raise RequirementsError(f"could not run pip to install {requirements}: {exc}") from exc
     with process:

@@ -101,8 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dogbreed.tools.opt_ml", description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path, help="dogImages-style folder with train/ valid/ [test/]")
     parser.add_argument("out", type=Path, help="the /opt/ml tree to create, e.g. build/opt_ml")
-    parser.add_argument("--hp", action="append", type=parse_hyperparameter, default=[], metavar="KEY=VALUE",
-                        help="a hyperparameter for hyperparameters.json (repeatable)")
+    parser.add_argument(
+        "--hp",
+        action="append",
+        type=parse_hyperparameter,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hyperparameter for hyperparameters.json (repeatable)",
+    )
     parser.add_argument("--pretrained", type=Path, help="a weights file to provide as the `pretrained` channel")
     parser.add_argument("--resume", action="store_true", help="keep checkpoints/ from an earlier run to resume it")
     args = parser.parse_args(argv)

@@ -14,13 +14,14 @@ import contextlib
 import logging
 import math
 import os
-import signal
-import threading
 import random
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,15 +90,19 @@ class TrainingState:
             "history": [h.to_dict() for h in self.history],
             "best": None if self.best is None else vars(self.best).copy(),
             "bad_epochs": self.bad_epochs,
-            "partial": None if partial is None else {
-                "epoch": partial.epoch, "totals": partial.totals.to_dict(), "trained": partial.trained,
+            "partial": None
+            if partial is None
+            else {
+                "epoch": partial.epoch,
+                "totals": partial.totals.to_dict(),
+                "trained": partial.trained,
             },
             "unreadable": self.unreadable,
             "debugger_steps": self.debugger_steps,
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], device: torch.device) -> "TrainingState":
+    def from_dict(cls, d: dict[str, Any], device: torch.device) -> TrainingState:
         partial = d["partial"]
         identity = d["identity"]
         return cls(
@@ -106,9 +111,9 @@ class TrainingState:
             history=[EpochMetrics(**h) for h in d["history"]],
             best=None if d["best"] is None else BestEpoch(**d["best"]),
             bad_epochs=d["bad_epochs"],
-            partial=None if partial is None else PartialEpoch(
-                partial["epoch"], PassTotals.from_dict(partial["totals"], device), partial["trained"]
-            ),
+            partial=None
+            if partial is None
+            else PartialEpoch(partial["epoch"], PassTotals.from_dict(partial["totals"], device), partial["trained"]),
             unreadable=d["unreadable"],
             debugger_steps=d["debugger_steps"],
         )
@@ -145,15 +150,18 @@ def _as_tuples(value):
 def save_checkpoint(checkpoint_dir: Path, state: TrainingState, learner: Learner) -> Path:
     """Write ``state`` and the learner's states to ``checkpoint.pt`` atomically."""
     scheduler = learner.scheduler
-    return write_atomically(Path(checkpoint_dir), {
-        "format_version": FORMAT_VERSION,
-        "state": state.to_dict(),
-        "model": learner.model.state_dict(),
-        "optimizer": learner.optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": learner.scaler.state_dict(),
-        "rng": rng_state(),
-    })
+    return write_atomically(
+        Path(checkpoint_dir),
+        {
+            "format_version": FORMAT_VERSION,
+            "state": state.to_dict(),
+            "model": learner.model.state_dict(),
+            "optimizer": learner.optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": learner.scaler.state_dict(),
+            "rng": rng_state(),
+        },
+    )
 
 
 def write_atomically(checkpoint_dir: Path, payload: dict[str, Any], name: str = CHECKPOINT_FILE) -> Path:

@@ -8,9 +8,10 @@ SageMaker sends every hyperparameter as a string, and newer SDKs JSON-encode the
 
 import argparse
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence, get_type_hints
+from typing import Any, get_type_hints
 
 from dogbreed.architectures import ARCH_NAMES, DEFAULT_ARCH, architecture
 from dogbreed.cpus import usable_cpus
@@ -72,9 +73,7 @@ class TrainConfig:
     lr_step_size: int = hp(5, "epochs between learning-rate drops (lr_scheduler=step)")
     lr_gamma: float = hp(0.1, "learning-rate multiplier at each drop (lr_scheduler=step)")
     label_smoothing: float = hp(0.0, "label smoothing of the cross-entropy loss")
-    augment: bool = hp(
-        True, "random resized crops and flips of the training images; off: the evaluation transform"
-    )
+    augment: bool = hp(True, "random resized crops and flips of the training images; off: the evaluation transform")
     features: str = hp(
         "auto",
         "train the head on cached backbone features: the frozen network's outputs are computed once per "
@@ -91,10 +90,10 @@ class TrainConfig:
     )
     image_size: int = hp(224, "side of the square crop the network sees")
     resize_size: int = hp(256, "evaluation: the shorter side is resized to this before the centre crop")
-    max_unreadable_fraction: float = hp(
-        0.05, "fail when more than this fraction of a split's images cannot be decoded"
+    max_unreadable_fraction: float = hp(0.05, "fail when more than this fraction of a split's images cannot be decoded")
+    num_workers: int = hp(
+        help="DataLoader worker processes (0: load in the main process)", default_factory=_default_workers
     )
-    num_workers: int = hp(help="DataLoader worker processes (0: load in the main process)", default_factory=_default_workers)
     loader_timeout: float = hp(
         120.0,
         "seconds to wait for one batch from the DataLoader workers: a dead or stuck worker fails the job "
@@ -130,7 +129,8 @@ class TrainConfig:
         "loses little. A failed quantization fails the job. off: model.onnx only",
     )
     int8_calibration_images: int = hp(
-        128, "training images (evaluation view, drawn at random) that calibrate the int8 activation ranges; "
+        128,
+        "training images (evaluation view, drawn at random) that calibrate the int8 activation ranges; "
         "capped at the train split's readable images",
     )
     int8_calibration: str = hp(
@@ -179,8 +179,9 @@ class TrainConfig:
                 raise ConfigError(f"hyperparameter {name}={getattr(self, name)!r} {rule}")
         freeze_choices = architecture(self.arch).freeze_choices
         if self.freeze not in freeze_choices:
-            raise ConfigError(f"hyperparameter freeze={self.freeze!r} is not one of {self.arch}'s: "
-                              f"{', '.join(freeze_choices)}")
+            raise ConfigError(
+                f"hyperparameter freeze={self.freeze!r} is not one of {self.arch}'s: {', '.join(freeze_choices)}"
+            )
         if self.pretrained not in ("imagenet", "none") and not Path(self.pretrained).is_file():
             raise ConfigError(
                 f"hyperparameter pretrained={self.pretrained!r} is neither 'imagenet', 'none' "
@@ -235,8 +236,7 @@ def parse_values(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             continue
         if name not in types:
             raise ConfigError(
-                f"unknown hyperparameter {key!r} in {source}; valid hyperparameters: "
-                + ", ".join(TrainConfig.names())
+                f"unknown hyperparameter {key!r} in {source}; valid hyperparameters: " + ", ".join(TrainConfig.names())
             )
         parsed[name] = _convert(name, raw, types[name], source)
     return parsed
@@ -270,9 +270,7 @@ def _convert(name: str, raw: Any, typ: type, source: str) -> Any:
         # A string hyperparameter: keep what the user wrote, minus JSON quoting.
         return value if isinstance(value, str) else str(raw)
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(
-            f"hyperparameter {name}={raw!r} (from {source}) is not a valid {typ.__name__}"
-        ) from None
+        raise ConfigError(f"hyperparameter {name}={raw!r} (from {source}) is not a valid {typ.__name__}") from None
 
 
 @dataclass(frozen=True)
@@ -327,7 +325,12 @@ def build_parser(env: TrainingEnvironment) -> argparse.ArgumentParser:
     for name, help_text in _PATH_FLAGS.items():
         flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
         paths.add_argument(
-            *flags, dest=name, type=Path, metavar="DIR", default=env_paths[name], help=f"{help_text} [default: {env_paths[name]}]"
+            *flags,
+            dest=name,
+            type=Path,
+            metavar="DIR",
+            default=env_paths[name],
+            help=f"{help_text} [default: {env_paths[name]}]",
         )
     return parser
 

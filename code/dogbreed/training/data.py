@@ -14,9 +14,9 @@ import multiprocessing
 import re
 import signal
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,9 +24,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
-from dogbreed.training.failure import TrainingError
 from dogbreed.images import ImageDecodeError, open_image
 from dogbreed.preprocessing import Preprocessing
+from dogbreed.training.failure import TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,7 @@ def scan_split(name: str, root: Path, class_dirs: Sequence[str] | None = None) -
     samples: list[tuple[Path, int]] = []
     unreadable: dict[str, str] = {}
     for index, folder in enumerate(found):
-        files = sorted(
-            p for p in (root / folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
+        files = sorted(p for p in (root / folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise TrainingError(f"the class folder {root / folder} in the {name} split holds no images")
         for path in files:
@@ -124,7 +122,11 @@ def scan_split(name: str, root: Path, class_dirs: Sequence[str] | None = None) -
     split = Split(name, root, found, samples, unreadable)
     log.info(
         "%s: %d images in %d classes from %s (%d unreadable, skipped)",
-        name, len(samples), len(found), root, len(unreadable),
+        name,
+        len(samples),
+        len(found),
+        root,
+        len(unreadable),
     )
     for path, reason in list(unreadable.items())[:10]:
         log.warning("%s: skipping unreadable image %s: %s", name, path, reason)
@@ -148,11 +150,13 @@ def train_transform(preprocessing: Preprocessing, augment: bool = True) -> Calla
     """
     if not augment:
         return EvalTransform(preprocessing)
-    return T.Compose([
-        T.RandomResizedCrop(preprocessing.crop_size, antialias=True),
-        T.RandomHorizontalFlip(),
-        T.PILToTensor(),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(preprocessing.crop_size, antialias=True),
+            T.RandomHorizontalFlip(),
+            T.PILToTensor(),
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,7 @@ class Normalize:
     std: tuple[float, float, float]
 
     @classmethod
-    def of(cls, preprocessing: Preprocessing) -> "Normalize":
+    def of(cls, preprocessing: Preprocessing) -> Normalize:
         return cls(preprocessing.mean, preprocessing.std)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -238,8 +242,12 @@ class Batch:
         return len(self.labels)
 
     def __getstate__(self) -> dict:
-        return {"images": self.images.numpy(), "labels": self.labels.numpy(), "unreadable": self.unreadable,
-                "indices": None if self.indices is None else self.indices.numpy()}
+        return {
+            "images": self.images.numpy(),
+            "labels": self.labels.numpy(),
+            "unreadable": self.unreadable,
+            "indices": None if self.indices is None else self.indices.numpy(),
+        }
 
     def __setstate__(self, state: dict) -> None:
         self.images = torch.from_numpy(state["images"])
@@ -247,7 +255,7 @@ class Batch:
         self.unreadable = state["unreadable"]
         self.indices = None if state["indices"] is None else torch.from_numpy(state["indices"])
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         """Called by the DataLoader's pinning thread (CUDA jobs): page-locked copies for fast transfers."""
         return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.unreadable, self.indices)
 
@@ -277,8 +285,17 @@ class EpochBatches(Sampler[list[tuple[int, "int | None"]]]):
     with fewer samples than processes is left out (each process must take part in it).
     """
 
-    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0,
-                 seeded: bool | None = None, stream: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        seeded: bool | None = None,
+        stream: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         # seeded: augmentation seeds (default: with shuffle); stream: a separate sequence of

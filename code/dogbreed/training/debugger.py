@@ -132,8 +132,14 @@ class SmdebugHook:
         self.hook.mode_steps[modes.GLOBAL] = self.hook.step
 
 
-def create_hook(config_path: Path, local_dir: str, model: nn.Module, criterion: nn.Module,
-                resume_steps: Mapping[str, int] | None = None, tensorboard_dir: str | None = None):
+def create_hook(
+    config_path: Path,
+    local_dir: str,
+    model: nn.Module,
+    criterion: nn.Module,
+    resume_steps: Mapping[str, int] | None = None,
+    tensorboard_dir: str | None = None,
+):
     """A hook registered on ``model`` and ``criterion``, or :class:`NoHook`.
 
     SageMaker's ``debughookconfig.json`` (written when the estimator has a
@@ -162,8 +168,12 @@ def create_hook(config_path: Path, local_dir: str, model: nn.Module, criterion: 
         _prepare_local_dir(Path(local_dir), resuming=resume_steps is not None)
         # tensorboard_dir: the losses and the scalars the job saves also become TensorBoard
         # scalars (SageMaker's own config carries its TensorBoardOutputConfig instead).
-        hook = smd.Hook(out_dir=local_dir, save_config=smd.SaveConfig(save_interval=1), include_collections=["losses"],
-                        tensorboard_dir=tensorboard_dir)
+        hook = smd.Hook(
+            out_dir=local_dir,
+            save_config=smd.SaveConfig(save_interval=1),
+            include_collections=["losses"],
+            tensorboard_dir=tensorboard_dir,
+        )
         source = f"local trial in {local_dir}"
     added = _add_rule_collections(hook, smd)
     hook.register_module(model)
@@ -173,8 +183,12 @@ def create_hook(config_path: Path, local_dir: str, model: nn.Module, criterion: 
     wrapper = SmdebugHook(hook, smd)
     if resume_steps is not None:
         wrapper.restore_steps(resume_steps)
-    log.info("smdebug: hook registered (%s; rule collections added: %s; steps from %s)", source,
-             ", ".join(added) or "none", wrapper.steps()["GLOBAL"] + 1)
+    log.info(
+        "smdebug: hook registered (%s; rule collections added: %s; steps from %s)",
+        source,
+        ", ".join(added) or "none",
+        wrapper.steps()["GLOBAL"] + 1,
+    )
     return wrapper
 
 
@@ -197,8 +211,9 @@ def _add_rule_collections(hook: Any, smd: Any) -> list[str]:
 
     never = SaveConfigMode(save_steps=[], start_step=0, end_step=0)
     detail = SaveConfigMode(save_interval=DETAIL_INTERVAL, save_steps=list(range(DETAIL_STEPS)))
-    save_config = smd.SaveConfig(mode_save_configs={
-        mode: detail if mode == smd.modes.TRAIN else never for mode in smd.modes})
+    save_config = smd.SaveConfig(
+        mode_save_configs={mode: detail if mode == smd.modes.TRAIN else never for mode in smd.modes}
+    )
     added = []
     for spec in RULE_COLLECTIONS:
         if spec.name in hook.include_collections:
@@ -208,8 +223,11 @@ def _add_rule_collections(hook: Any, smd: Any) -> list[str]:
             collection.include(spec.include_regex)
         collection.save_config = save_config
         collection.reduction_config = smd.ReductionConfig(
-            reductions=list(spec.reductions), abs_reductions=list(spec.abs_reductions),
-            save_raw_tensor=False, save_shape=True)
+            reductions=list(spec.reductions),
+            abs_reductions=list(spec.abs_reductions),
+            save_raw_tensor=False,
+            save_shape=True,
+        )
         hook.include_collections.append(spec.name)
         added.append(spec.name)
     return added

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from dogbreed.training.failure import ConfigError
 
@@ -48,7 +49,7 @@ class TrainingEnvironment:
         return _read_json(Path(self.hyperparameters_source), "hyperparameters")
 
     @classmethod
-    def from_toolkit(cls, toolkit_env: Any, environ: Mapping[str, str] | None = None) -> "TrainingEnvironment":
+    def from_toolkit(cls, toolkit_env: Any, environ: Mapping[str, str] | None = None) -> TrainingEnvironment:
         """From sagemaker-training's ``Environment``: what it parsed, and the contract's other folders."""
         env = dict(os.environ if environ is None else environ)
         root = Path(toolkit_env.input_dir).parent
@@ -74,7 +75,7 @@ class TrainingEnvironment:
         )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "TrainingEnvironment":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TrainingEnvironment:
         """A local tree for a run outside the toolkit (``environ`` default ``os.environ``).
 
         ``/opt/ml`` moves with ``DOGBREED_OPT_ML``; ``SM_CHANNEL_<NAME>``, ``SM_MODEL_DIR``
@@ -85,8 +86,7 @@ class TrainingEnvironment:
         root = Path(env.get("DOGBREED_OPT_ML", "/opt/ml"))
         config = root / "input" / "config"
         channels = {
-            name: Path(env.get(f"SM_CHANNEL_{name.upper()}", root / "input" / "data" / name))
-            for name in CHANNELS
+            name: Path(env.get(f"SM_CHANNEL_{name.upper()}", root / "input" / "data" / name)) for name in CHANNELS
         }
         hyperparameters_path = config / "hyperparameters.json"
         return cls(

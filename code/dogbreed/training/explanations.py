@@ -76,9 +76,15 @@ def choose(predictions: Predictions, max_mistakes: int = MAX_MISTAKES, max_class
     classes, the right answers most worth checking (is the model right for the right
     reason where it is weakest?). Ties go to the earlier sample or class.
     """
-    rows = [Pick("mistake" if t != p else "correct", i, t, p, q) for i, t, p, q in zip(
-        predictions.indices.tolist(), predictions.labels.tolist(), predictions.predicted.tolist(),
-        predictions.probability.tolist())]
+    rows = [
+        Pick("mistake" if t != p else "correct", i, t, p, q)
+        for i, t, p, q in zip(
+            predictions.indices.tolist(),
+            predictions.labels.tolist(),
+            predictions.predicted.tolist(),
+            predictions.probability.tolist(),
+        )
+    ]
     confident_first = sorted(rows, key=lambda r: (-r.probability, r.index))
     mistakes = [r for r in confident_first if r.kind == "mistake"][:max_mistakes]
     best: dict[int, Pick] = {}
@@ -98,7 +104,7 @@ def run_network(explainer: Explainer, pixels: list[torch.Tensor]) -> tuple[np.nd
     probabilities, feature_maps = [], []
     with torch.inference_mode():
         for start in range(0, len(pixels), BATCH):
-            batch = normalize(torch.stack(pixels[start:start + BATCH]).to(explainer.device))
+            batch = normalize(torch.stack(pixels[start : start + BATCH]).to(explainer.device))
             logits, feature_map = forward_with_feature_map(explainer.network, explainer.arch, batch)
             probabilities.append(logits.float().softmax(1).cpu())
             feature_maps.append(feature_map.float().cpu())
@@ -122,8 +128,13 @@ def open_picks(explainer: Explainer, split: Split, picks: list[Pick]) -> list[tu
 def save_overlay(directory: Path, name: str, photo: Image.Image, explanation: Explanation) -> dict[str, Any]:
     """Write one map's overlay as ``name``; its entry in the index."""
     overlay(photo, explanation, max_side=OVERLAY_SIDE).save(directory / name, "JPEG", quality=JPEG_QUALITY)
-    return {"class": explanation.class_index, "label": explanation.label, "file": name,
-            "box": [round(v, 1) for v in explanation.box], "logit": round(explanation.logit, 4)}
+    return {
+        "class": explanation.class_index,
+        "label": explanation.label,
+        "file": name,
+        "box": [round(v, 1) for v in explanation.box],
+        "logit": round(explanation.logit, 4),
+    }
 
 
 def render(directory: Path, explainer: Explainer, split: Split, picks: list[Pick]) -> list[dict[str, Any]]:
@@ -140,24 +151,35 @@ def render(directory: Path, explainer: Explainer, split: Split, picks: list[Pick
         stem = f"{pick.kind}_{numbers[pick.kind]:02d}"
         # A mistake: the map of the wrong answer, then the map of the class it should have found.
         shown = [(pick.predicted, "predicted")] + ([(pick.true, "true")] if pick.kind == "mistake" else [])
-        maps = [save_overlay(directory, f"{stem}_{which}.jpg", photo, explain(
-                    feature_map, head, c, explainer.classes[c], explainer.preprocessing, photo.size))
-                for c, which in shown]
+        maps = [
+            save_overlay(
+                directory,
+                f"{stem}_{which}.jpg",
+                photo,
+                explain(feature_map, head, c, explainer.classes[c], explainer.preprocessing, photo.size),
+            )
+            for c, which in shown
+        ]
         path = split.samples[pick.index][0]
-        entries.append({
-            "kind": pick.kind,
-            "image": str(path.relative_to(split.root)) if path.is_relative_to(split.root) else path.name,
-            "true": pick.true, "true_label": explainer.classes[pick.true],
-            "predicted": pick.predicted, "predicted_label": explainer.classes[pick.predicted],
-            "probability": round(float(probability[pick.predicted]), 4),
-            "true_probability": round(float(probability[pick.true]), 4),
-            "maps": maps,
-        })
+        entries.append(
+            {
+                "kind": pick.kind,
+                "image": str(path.relative_to(split.root)) if path.is_relative_to(split.root) else path.name,
+                "true": pick.true,
+                "true_label": explainer.classes[pick.true],
+                "predicted": pick.predicted,
+                "predicted_label": explainer.classes[pick.predicted],
+                "probability": round(float(probability[pick.predicted]), 4),
+                "true_probability": round(float(probability[pick.true]), 4),
+                "maps": maps,
+            }
+        )
     return entries
 
 
-def write_explanations(output_dir: Path, explainer: Explainer, split: Split | None,
-                       predictions: Predictions | None) -> None:
+def write_explanations(
+    output_dir: Path, explainer: Explainer, split: Split | None, predictions: Predictions | None
+) -> None:
     """``explanations/`` (overlays and ``index.json``) for the test split's picks; nothing without a
     test split. A failure costs a warning, never the job."""
     directory = Path(output_dir) / EXPLANATIONS_DIR
@@ -170,9 +192,12 @@ def write_explanations(output_dir: Path, explainer: Explainer, split: Split | No
         picks = choose(predictions)
         entries = render(directory, explainer, split, picks)
         index = {
-            "split": split.name, "images": len(predictions.indices),
+            "split": split.name,
+            "images": len(predictions.indices),
             "classes_with_correct": len(set(predictions.labels[predictions.labels == predictions.predicted].tolist())),
-            "max_mistakes": MAX_MISTAKES, "max_classes": MAX_CLASSES, "photos": entries,
+            "max_mistakes": MAX_MISTAKES,
+            "max_classes": MAX_CLASSES,
+            "photos": entries,
         }
         (directory / EXPLANATIONS_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     except Exception as exc:  # noqa: BLE001 - the model is what the job is for; these only illustrate it

@@ -12,7 +12,14 @@ from torch import nn
 
 from dogbreed.architectures import Architecture, architecture
 from dogbreed.artifacts import (
-    HEAD_FILE, ONNX_FEATURE_MAP, ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, TORCH_FILE, CamExport, ModelMetadata,
+    HEAD_FILE,
+    ONNX_FEATURE_MAP,
+    ONNX_FILE,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    TORCH_FILE,
+    CamExport,
+    ModelMetadata,
 )
 from dogbreed.explain import Head
 from dogbreed.training.failure import TrainingError

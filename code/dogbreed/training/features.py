@@ -21,9 +21,9 @@ import re
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -64,7 +64,7 @@ class FeatureKey:
     def file_name(self) -> str:
         return f"{self.split}-{self.digest()[:16]}.pt"
 
-    def differences(self, other: "FeatureKey") -> list[str]:
+    def differences(self, other: FeatureKey) -> list[str]:
         """The names of the fields in which ``other`` differs."""
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
@@ -80,11 +80,16 @@ class SplitFeatures:
     unreadable: dict[int, str]  # sample index -> why it could not be decoded
 
     def to_dict(self) -> dict:
-        return {"key": asdict(self.key), "features": self.features, "labels": self.labels,
-                "readable": self.readable, "unreadable": dict(self.unreadable)}
+        return {
+            "key": asdict(self.key),
+            "features": self.features,
+            "labels": self.labels,
+            "readable": self.readable,
+            "unreadable": dict(self.unreadable),
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SplitFeatures":
+    def from_dict(cls, d: dict) -> SplitFeatures:
         return cls(FeatureKey(**d["key"]), d["features"], d["labels"], d["readable"], dict(d["unreadable"]))
 
 
@@ -111,17 +116,23 @@ def files_checksum(split: Split) -> tuple[str, int]:
     return digest.hexdigest(), len(paths)
 
 
-def feature_key(split: Split, arch: str, weights_sha256: str, preprocessing: Preprocessing, views: int,
-                augment: bool, seed: int) -> FeatureKey:
+def feature_key(
+    split: Split, arch: str, weights_sha256: str, preprocessing: Preprocessing, views: int, augment: bool, seed: int
+) -> FeatureKey:
     """The key of ``split``'s features; augmented views (train only) also depend on the transform and seed."""
     files_sha256, count = files_checksum(split)
     augmentation = "none"
     if augment:
         augmentation = f"{train_transform(preprocessing)!r} seed={seed}".replace("\n", " ")
     return FeatureKey(
-        split=split.name, arch=arch, weights_sha256=weights_sha256,
-        preprocessing=json.dumps(asdict(preprocessing), sort_keys=True), files_sha256=files_sha256, files=count,
-        views=views if augment else 1, augmentation=augmentation,
+        split=split.name,
+        arch=arch,
+        weights_sha256=weights_sha256,
+        preprocessing=json.dumps(asdict(preprocessing), sort_keys=True),
+        files_sha256=files_sha256,
+        files=count,
+        views=views if augment else 1,
+        augmentation=augmentation,
     )
 
 
@@ -162,16 +173,20 @@ class FeatureStore:
             try:
                 cached = SplitFeatures.from_dict(torch.load(path, map_location="cpu", weights_only=True))
             except Exception as exc:  # noqa: BLE001 - an unreadable cache is recomputed, never trusted
-                log.warning("features: %s: ignoring the unreadable cache %s (%s: %s)", key.split, path,
-                            type(exc).__name__, exc)
+                log.warning(
+                    "features: %s: ignoring the unreadable cache %s (%s: %s)", key.split, path, type(exc).__name__, exc
+                )
                 continue
             if cached.key == key:
                 log.info("features: %s: using the cache %s", key.split, path)
                 return cached
             stale.append(f"{path} (its {', '.join(key.differences(cached.key))} differ)")
         if stale:
-            log.warning("features: %s: no cache matches this job, so it is recomputed; not used: %s", key.split,
-                        "; ".join(stale))
+            log.warning(
+                "features: %s: no cache matches this job, so it is recomputed; not used: %s",
+                key.split,
+                "; ".join(stale),
+            )
         return None
 
     def save(self, features: SplitFeatures) -> Path:
@@ -192,15 +207,26 @@ def trunk_features(model: nn.Module, arch: Architecture, images: torch.Tensor) -
         replace_head(model, arch, head)
 
 
-def extract(model: nn.Module, arch: Architecture, split: Split, key: FeatureKey, preprocessing: Preprocessing,
-            device: torch.device, batch_size: int, num_workers: int, timeout: float, seed: int,
-            stop) -> SplitFeatures:
+def extract(
+    model: nn.Module,
+    arch: Architecture,
+    split: Split,
+    key: FeatureKey,
+    preprocessing: Preprocessing,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+    timeout: float,
+    seed: int,
+    stop,
+) -> SplitFeatures:
     """Run every image of ``split`` (each view) through the frozen trunk once."""
     start, augment = time.perf_counter(), key.augmentation != "none"
     transform = train_transform(preprocessing) if augment else EvalTransform(preprocessing)
     normalize, samples = Normalize.of(preprocessing), len(split.samples)
-    log.info("features: %s: computing %d view(s) of %d images with the frozen %s", split.name, key.views, samples,
-             key.arch)
+    log.info(
+        "features: %s: computing %d view(s) of %d images with the frozen %s", split.name, key.views, samples, key.arch
+    )
     was_training = model.training
     model.eval().to(memory_format=torch.channels_last)
     features, readable = None, torch.zeros(samples, dtype=torch.bool)
@@ -208,8 +234,18 @@ def extract(model: nn.Module, arch: Architecture, split: Split, key: FeatureKey,
     unreadable: dict[int, str] = {}
     try:
         for view in range(key.views):
-            loader = make_loader(split, transform, batch_size, False, num_workers, device.type == "cuda", seed,
-                                 timeout, seeded=augment, stream=VIEW_STREAM)
+            loader = make_loader(
+                split,
+                transform,
+                batch_size,
+                False,
+                num_workers,
+                device.type == "cuda",
+                seed,
+                timeout,
+                seeded=augment,
+                stream=VIEW_STREAM,
+            )
             loader.batch_sampler.set_epoch(view + 1)
             for batch in batches(loader, split, stop, f"{split.name} features {view + 1}/{key.views}"):
                 unreadable.update(batch.unreadable)
@@ -226,8 +262,14 @@ def extract(model: nn.Module, arch: Architecture, split: Split, key: FeatureKey,
     if features is None:
         features = torch.zeros(key.views, samples, 0)
     seconds = time.perf_counter() - start
-    log.info("features: %s: %d images x %d view(s) in %.1f s (%.1f images/s)", split.name, int(readable.sum()),
-             key.views, seconds, key.views * samples / max(seconds, 1e-9))
+    log.info(
+        "features: %s: %d images x %d view(s) in %.1f s (%.1f images/s)",
+        split.name,
+        int(readable.sum()),
+        key.views,
+        seconds,
+        key.views * samples / max(seconds, 1e-9),
+    )
     return SplitFeatures(key, features, labels, readable, unreadable)
 
 

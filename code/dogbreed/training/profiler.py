@@ -21,17 +21,25 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import psutil
 import torch
 
 from dogbreed.cpus import usable_cpus
 from dogbreed.profile_format import (
-    METADATA_FILE, OPERATORS_FILE, STEPS_FILE, SYSTEM_FILE, OperatorStat, OperatorSummary, ProfileMetadata,
-    StepTiming, SystemSample,
+    METADATA_FILE,
+    OPERATORS_FILE,
+    STEPS_FILE,
+    SYSTEM_FILE,
+    OperatorStat,
+    OperatorSummary,
+    ProfileMetadata,
+    StepTiming,
+    SystemSample,
 )
 
 log = logging.getLogger(__name__)
@@ -49,13 +57,23 @@ def _cuda_device(device: torch.device | str | None) -> torch.device | None:
 
 # --- metadata.json -------------------------------------------------------------------
 
-def write_metadata(directory: Path | str, *, num_workers: int, batch_size: int, cores: int | None = None,
-                   device: torch.device | str = "cpu") -> ProfileMetadata:
+
+def write_metadata(
+    directory: Path | str,
+    *,
+    num_workers: int,
+    batch_size: int,
+    cores: int | None = None,
+    device: torch.device | str = "cpu",
+) -> ProfileMetadata:
     """Write ``metadata.json``; ``cores`` defaults to :func:`dogbreed.cpus.usable_cpus`."""
     cuda = _cuda_device(device)
     metadata = ProfileMetadata(
-        num_workers=num_workers, batch_size=batch_size, cores=cores if cores is not None else usable_cpus(),
-        device=str(device), gpu_name=torch.cuda.get_device_name(cuda) if cuda is not None else None,
+        num_workers=num_workers,
+        batch_size=batch_size,
+        cores=cores if cores is not None else usable_cpus(),
+        device=str(device),
+        gpu_name=torch.cuda.get_device_name(cuda) if cuda is not None else None,
         timestamp=time.time(),
     )
     path = Path(directory) / METADATA_FILE
@@ -65,6 +83,7 @@ def write_metadata(directory: Path | str, *, num_workers: int, batch_size: int, 
 
 
 # --- system.jsonl --------------------------------------------------------------------
+
 
 class _Counters(NamedTuple):
     """psutil's cumulative counters at one moment."""
@@ -122,8 +141,9 @@ class _GpuProbe:
         try:
             return float(torch.cuda.utilization(self.device))
         except Exception as exc:  # noqa: BLE001 - pynvml missing or NVML failing: keep the memory figures
-            log.warning("profile: GPU utilisation is not sampled (%s: %s); GPU memory still is",
-                        type(exc).__name__, exc)
+            log.warning(
+                "profile: GPU utilisation is not sampled (%s: %s); GPU memory still is", type(exc).__name__, exc
+            )
             self._utilization = False
             return None
 
@@ -145,8 +165,9 @@ class _Sampler:
 
     @staticmethod
     def _read() -> _Counters:
-        return _Counters(time.monotonic(), psutil.cpu_times(percpu=True), psutil.disk_io_counters(),
-                         psutil.net_io_counters())
+        return _Counters(
+            time.monotonic(), psutil.cpu_times(percpu=True), psutil.disk_io_counters(), psutil.net_io_counters()
+        )
 
     def sample(self) -> SystemSample:
         """The interval since the previous call (or since construction)."""
@@ -192,7 +213,7 @@ class SystemMonitor:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> "SystemMonitor":
+    def start(self) -> SystemMonitor:
         """Take the counters' baseline and start sampling; a failure is logged, not raised."""
         if self._thread is not None:
             return self
@@ -236,7 +257,7 @@ class SystemMonitor:
         self._thread.join(timeout_s)
         self._thread = None
 
-    def __enter__(self) -> "SystemMonitor":
+    def __enter__(self) -> SystemMonitor:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -244,6 +265,7 @@ class SystemMonitor:
 
 
 # --- steps.jsonl ---------------------------------------------------------------------
+
 
 class StepRecorder:
     """Appends :class:`StepTiming` lines to ``steps.jsonl`` through a 64 KiB buffer.
@@ -305,7 +327,7 @@ class StepRecorder:
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> "StepRecorder":
+    def __enter__(self) -> StepRecorder:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -347,6 +369,7 @@ class PhaseClock:
 
 # --- operators.json and trace/ -------------------------------------------------------
 
+
 def _is_step_marker(name: str) -> bool:
     """torch.profiler's own "ProfilerStep#N" ranges (averaged as "ProfilerStep*"): whole steps, not operators."""
     return name.startswith("ProfilerStep")
@@ -357,8 +380,16 @@ def top_cpu_operators(averages: Iterable[Any], top: int) -> list[OperatorStat]:
     events = [e for e in averages if not _is_step_marker(e.key) and e.self_cpu_time_total > 0]
     overall = sum(e.self_cpu_time_total for e in events) or 1.0
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    return [OperatorStat(e.key, e.count, round(e.self_cpu_time_total / 1000, 3), round(e.cpu_time_total / 1000, 3),
-                         round(100.0 * e.self_cpu_time_total / overall, 2)) for e in events[:top]]
+    return [
+        OperatorStat(
+            e.key,
+            e.count,
+            round(e.self_cpu_time_total / 1000, 3),
+            round(e.cpu_time_total / 1000, 3),
+            round(100.0 * e.self_cpu_time_total / overall, 2),
+        )
+        for e in events[:top]
+    ]
 
 
 def top_cuda_operators(averages: Iterable[Any], top: int) -> list[OperatorStat]:
@@ -370,12 +401,24 @@ def top_cuda_operators(averages: Iterable[Any], top: int) -> list[OperatorStat]:
     averages = list(averages)
     kernels = [e for e in averages if e.device_type != torch.autograd.DeviceType.CPU and not e.is_user_annotation]
     overall = sum(e.self_device_time_total for e in kernels) or 1.0
-    ops = [e for e in averages if e.device_type == torch.autograd.DeviceType.CPU and not _is_step_marker(e.key)
-           and e.self_device_time_total > 0]
+    ops = [
+        e
+        for e in averages
+        if e.device_type == torch.autograd.DeviceType.CPU
+        and not _is_step_marker(e.key)
+        and e.self_device_time_total > 0
+    ]
     ops.sort(key=lambda e: e.self_device_time_total, reverse=True)
-    return [OperatorStat(e.key, e.count, round(e.self_device_time_total / 1000, 3),
-                         round(e.device_time_total / 1000, 3), round(100.0 * e.self_device_time_total / overall, 2))
-            for e in ops[:top]]
+    return [
+        OperatorStat(
+            e.key,
+            e.count,
+            round(e.self_device_time_total / 1000, 3),
+            round(e.device_time_total / 1000, 3),
+            round(100.0 * e.self_device_time_total / overall, 2),
+        )
+        for e in ops[:top]
+    ]
 
 
 class OperatorProfiler:
@@ -388,8 +431,16 @@ class OperatorProfiler:
     test. Any profiler failure is logged and ends profiling; it never reaches the loop.
     """
 
-    def __init__(self, trace_dir: Path | str, summary_path: Path | str, wait: int = 1, warmup: int = 1,
-                 active: int = 3, device: torch.device | str | None = None, top: int = 20):
+    def __init__(
+        self,
+        trace_dir: Path | str,
+        summary_path: Path | str,
+        wait: int = 1,
+        warmup: int = 1,
+        active: int = 3,
+        device: torch.device | str | None = None,
+        top: int = 20,
+    ):
         self.trace_dir = Path(trace_dir)
         self.summary_path = Path(summary_path)
         self.wait, self.warmup, self.active, self.top = wait, warmup, active, top
@@ -403,7 +454,7 @@ class OperatorProfiler:
     def profiling(self) -> bool:
         return self._profiler is not None
 
-    def start(self) -> "OperatorProfiler":
+    def start(self) -> OperatorProfiler:
         """Start the profiler (it records nothing until its schedule says so)."""
         activities = [torch.profiler.ProfilerActivity.CPU]
         if self.cuda:
@@ -446,7 +497,7 @@ class OperatorProfiler:
         except Exception as exc:  # noqa: BLE001
             self._fail("failed to stop", exc)
 
-    def __enter__(self) -> "OperatorProfiler":
+    def __enter__(self) -> OperatorProfiler:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -471,7 +522,8 @@ class OperatorProfiler:
             averages = profiler.key_averages()
             recorded = max(0, min(self._completed - self.wait - self.warmup, self.active))
             self.summary = OperatorSummary(
-                steps=recorded, device="cuda" if self.cuda else "cpu",
+                steps=recorded,
+                device="cuda" if self.cuda else "cpu",
                 by_self_cpu=top_cpu_operators(averages, self.top),
                 by_self_cuda=top_cuda_operators(averages, self.top) if self.cuda else [],
             )
@@ -480,6 +532,7 @@ class OperatorProfiler:
         except Exception as exc:  # noqa: BLE001
             log.warning("profile: operator summary not written (%s: %s)", type(exc).__name__, exc)
 
+
 class JobProfiler:
     """The profile of one training job: the system monitor, step timings and top operators.
 
@@ -487,8 +540,9 @@ class JobProfiler:
     trace goes to ``trace_dir`` (the job's TensorBoard folder), its summary beside the rest.
     """
 
-    def __init__(self, directory: Path | None, trace_dir: Path, device: torch.device, num_workers: int,
-                 batch_size: int):
+    def __init__(
+        self, directory: Path | None, trace_dir: Path, device: torch.device, num_workers: int, batch_size: int
+    ):
         self.directory = directory
         self.device = device
         self.recorder = StepRecorder(directory)
@@ -497,11 +551,11 @@ class JobProfiler:
         self._settings = {"num_workers": num_workers, "batch_size": batch_size}
 
     @classmethod
-    def off(cls, device: torch.device) -> "JobProfiler":
+    def off(cls, device: torch.device) -> JobProfiler:
         """Records nothing (``profile=off``, or before the job starts profiling)."""
         return cls(None, Path("."), device, 0, 0)
 
-    def start(self) -> "JobProfiler":
+    def start(self) -> JobProfiler:
         if self.directory is not None:
             write_metadata(self.directory, device=str(self.device), **self._settings)
             self.monitor.start()

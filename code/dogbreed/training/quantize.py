@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -51,8 +51,14 @@ class EvalBatch:
     labels: np.ndarray  # (N,) int64
 
 
-def eval_batches(split: Split, preprocessing: Preprocessing, order: Iterable[int], stop: GracefulStop,
-                 limit: int | None = None, batch_size: int = BATCH_SIZE) -> Iterator[EvalBatch]:
+def eval_batches(
+    split: Split,
+    preprocessing: Preprocessing,
+    order: Iterable[int],
+    stop: GracefulStop,
+    limit: int | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> Iterator[EvalBatch]:
     """Batches of the split's images in ``order``, decoded as the job's loaders decode them.
 
     Images already known to be unreadable are passed over; new ones are recorded in the
@@ -163,8 +169,9 @@ def nodes_kept_float(model_path: Path) -> list[str]:
     return kept
 
 
-def quantize(fp32_path: Path, int8_path: Path, calibration: CalibrationImages, reduce_range: bool,
-             method: CalibrationMethod) -> None:
+def quantize(
+    fp32_path: Path, int8_path: Path, calibration: CalibrationImages, reduce_range: bool, method: CalibrationMethod
+) -> None:
     """Write the static int8 QDQ model of ``fp32_path`` to ``int8_path``, calibrated on ``calibration``."""
     with tempfile.TemporaryDirectory(prefix="dogbreed-int8-") as tmp, quiet_root_logger():
         # Shape inference and graph optimisation first, as ONNX Runtime advises (BN is already
@@ -172,7 +179,9 @@ def quantize(fp32_path: Path, int8_path: Path, calibration: CalibrationImages, r
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
         quantize_static(
-            str(prepared), str(int8_path), calibration,
+            str(prepared),
+            str(int8_path),
+            calibration,
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -185,8 +194,9 @@ def quantize(fp32_path: Path, int8_path: Path, calibration: CalibrationImages, r
         )
 
 
-def top1(sessions: Sequence[ort.InferenceSession], split: Split, preprocessing: Preprocessing,
-         stop: GracefulStop) -> tuple[int, list[int]]:
+def top1(
+    sessions: Sequence[ort.InferenceSession], split: Split, preprocessing: Preprocessing, stop: GracefulStop
+) -> tuple[int, list[int]]:
     """``(images, correct per session)``: every session classifies the same readable images of ``split``."""
     images, correct = 0, [0] * len(sessions)
     for batch in eval_batches(split, preprocessing, range(len(split.samples)), stop):
@@ -197,8 +207,17 @@ def top1(sessions: Sequence[ort.InferenceSession], split: Split, preprocessing: 
     return images, correct
 
 
-def export_int8(model_dir: Path, preprocessing: Preprocessing, train: Split, valid: Split, calibration_images: int,
-                reduce_range: bool, seed: int, stop: GracefulStop, calibration_method: str = "minmax") -> Int8Export:
+def export_int8(
+    model_dir: Path,
+    preprocessing: Preprocessing,
+    train: Split,
+    valid: Split,
+    calibration_images: int,
+    reduce_range: bool,
+    seed: int,
+    stop: GracefulStop,
+    calibration_method: str = "minmax",
+) -> Int8Export:
     """Write ``model.int8.onnx`` beside ``model.onnx`` and measure both on ``valid``.
 
     Calibrates on up to ``calibration_images`` training images drawn at random (``seed``),
@@ -210,26 +229,45 @@ def export_int8(model_dir: Path, preprocessing: Preprocessing, train: Split, val
     order = np.random.default_rng(seed).permutation(len(train.samples)).tolist()
     calibration = CalibrationImages(eval_batches(train, preprocessing, order, stop, limit=calibration_images), stop)
     try:
-        quantize(model_dir / ONNX_FILE, model_dir / INT8_ONNX_FILE, calibration, reduce_range,
-                 CALIBRATIONS[calibration_method])
-        sessions = [ort.InferenceSession(str(model_dir / name), providers=["CPUExecutionProvider"])
-                    for name in (ONNX_FILE, INT8_ONNX_FILE)]
+        quantize(
+            model_dir / ONNX_FILE,
+            model_dir / INT8_ONNX_FILE,
+            calibration,
+            reduce_range,
+            CALIBRATIONS[calibration_method],
+        )
+        sessions = [
+            ort.InferenceSession(str(model_dir / name), providers=["CPUExecutionProvider"])
+            for name in (ONNX_FILE, INT8_ONNX_FILE)
+        ]
         images, (fp32_correct, int8_correct) = top1(sessions, valid, preprocessing, stop)
     except (StopRequested, TrainingError):
         raise
-    except Exception as exc:  # noqa: BLE001 - ONNX and ONNX Runtime raise many unrelated types
+    except Exception as exc:
         raise TrainingError(
             f"the int8 export failed: {type(exc).__name__}: {exc}; set int8=false to export the fp32 model only"
         ) from exc
     if images == 0:
         raise TrainingError("the int8 export found no readable images in the valid split to measure it on")
     export = Int8Export(
-        file=INT8_ONNX_FILE, format=INT8_FORMAT, calibration=CALIBRATIONS[calibration_method].name,
+        file=INT8_ONNX_FILE,
+        format=INT8_FORMAT,
+        calibration=CALIBRATIONS[calibration_method].name,
         calibration_images=calibration.images,
-        reduce_range=reduce_range, valid_images=images, fp32_valid_top1=fp32_correct / images,
+        reduce_range=reduce_range,
+        valid_images=images,
+        fp32_valid_top1=fp32_correct / images,
         int8_valid_top1=int8_correct / images,
     )
-    log.info("int8: valid top-1 %.3f vs fp32 %.3f (%+.1f points) on %d images; calibrated (%s) on %d train images, "
-             "reduce_range=%s", export.int8_valid_top1, export.fp32_valid_top1, export.change_points, images,
-             export.calibration, calibration.images, reduce_range)
+    log.info(
+        "int8: valid top-1 %.3f vs fp32 %.3f (%+.1f points) on %d images; calibrated (%s) on %d train images, "
+        "reduce_range=%s",
+        export.int8_valid_top1,
+        export.fp32_valid_top1,
+        export.change_points,
+        images,
+        export.calibration,
+        calibration.images,
+        reduce_range,
+    )
     return export

@@ -47,8 +47,14 @@ def main() -> None:
     if env.user_entry_point:
         log.info("script mode: running %s from %s", env.user_entry_point, env.module_dir)
         # capture_error=True: the runner then checks the script's exit status (and keeps its stderr).
-        entry_point.run(env.module_dir, env.user_entry_point, env.to_cmd_args(), env.to_env_vars(),
-                        capture_error=True, runner_type=runner.ProcessRunnerType)
+        entry_point.run(
+            env.module_dir,
+            env.user_entry_point,
+            env.to_cmd_args(),
+            env.to_env_vars(),
+            capture_error=True,
+            runner_type=runner.ProcessRunnerType,
+        )
         return
     processes = len(env.hosts) * max(1, int(env.num_gpus))
     if processes > 1:
@@ -89,11 +95,22 @@ def run_distributed(env, processes: int) -> None:
 
     signal.signal(signal.SIGTERM, pass_on)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.info("distributed: %d processes on %d host(s) (%s), master %s", processes, len(env.hosts),
-             ",".join(env.hosts), env.master_hostname)
+    log.info(
+        "distributed: %d processes on %d host(s) (%s), master %s",
+        processes,
+        len(env.hosts),
+        ",".join(env.hosts),
+        env.master_hostname,
+    )
     try:
-        entry_point.run(str(TORCHRUN_SCRIPT.parent), TORCHRUN_SCRIPT.name, [], env.to_env_vars(),
-                        capture_error=True, runner_type=runner.TorchDistributedRunnerType)
+        entry_point.run(
+            str(TORCHRUN_SCRIPT.parent),
+            TORCHRUN_SCRIPT.name,
+            [],
+            env.to_env_vars(),
+            capture_error=True,
+            runner_type=runner.TorchDistributedRunnerType,
+        )
     except Exception:
         if stopped:  # the processes checkpointed and exited 143; that is no failure
             leave(EXIT_SIGTERM)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from dogbreed.report.page import build_search_page
 from dogbreed.report.search import SearchSummary, SearchTrial
@@ -22,8 +23,12 @@ def summarise(study, searched: Sequence[str], seconds: float) -> SearchSummary:
     """The Optuna study as the report's :class:`SearchSummary`."""
     trials = [
         SearchTrial(
-            number=t.number, state=t.state.name, value=t.value if t.state.name == "COMPLETE" else None,
-            params=dict(t.params), best_epoch=t.user_attrs.get("best_epoch"), seconds=t.user_attrs.get("seconds"),
+            number=t.number,
+            state=t.state.name,
+            value=t.value if t.state.name == "COMPLETE" else None,
+            params=dict(t.params),
+            best_epoch=t.user_attrs.get("best_epoch"),
+            seconds=t.user_attrs.get("seconds"),
             history=list(t.user_attrs.get("history", [])),
         )
         for t in study.trials
@@ -31,8 +36,7 @@ def summarise(study, searched: Sequence[str], seconds: float) -> SearchSummary:
     return SearchSummary(OBJECTIVE, list(searched), seconds, trials)
 
 
-def write_results(study, config: TrainConfig, searched: Sequence[str], out_dir: Path,
-                  seconds: float) -> SearchSummary:
+def write_results(study, config: TrainConfig, searched: Sequence[str], out_dir: Path, seconds: float) -> SearchSummary:
     """Write every result file into ``out_dir`` and log the trials table; returns the summary."""
     summary = summarise(study, searched, seconds)
     summary.write(out_dir)
@@ -56,9 +60,17 @@ def write_csv(summary: SearchSummary, path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["trial", "state", summary.objective, "best_epoch", "epochs", "seconds", *names])
         for t in summary.ranked():
-            writer.writerow([t.number, t.state.lower(), "" if t.value is None else f"{t.value:.6f}",
-                             t.best_epoch or "", t.epochs, "" if t.seconds is None else f"{t.seconds:.2f}",
-                             *(t.params.get(n, "") for n in names)])
+            writer.writerow(
+                [
+                    t.number,
+                    t.state.lower(),
+                    "" if t.value is None else f"{t.value:.6f}",
+                    t.best_epoch or "",
+                    t.epochs,
+                    "" if t.seconds is None else f"{t.seconds:.2f}",
+                    *(t.params.get(n, "") for n in names),
+                ]
+            )
 
 
 def table(summary: SearchSummary) -> list[str]:

@@ -24,9 +24,10 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -118,34 +119,54 @@ def run_trial(prepared: Prepared, config: TrainConfig, stop: GracefulStop, repor
     head.load_state_dict(prepared.initial_head)
     optimizer = job.make_optimizer(config, head.parameters())
     learner = Learner(
-        model=head, network=prepared.network, normalize=nn.Identity(),
-        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), optimizer=optimizer,
-        scheduler=job.make_scheduler(config, optimizer), scaler=torch.amp.GradScaler(enabled=False),
-        device=prepared.device, amp=False, arch=prepared.arch, freeze="none", hook=NoHook(),
+        model=head,
+        network=prepared.network,
+        normalize=nn.Identity(),
+        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        optimizer=optimizer,
+        scheduler=job.make_scheduler(config, optimizer),
+        scaler=torch.amp.GradScaler(enabled=False),
+        device=prepared.device,
+        amp=False,
+        arch=prepared.arch,
+        freeze="none",
+        hook=NoHook(),
         profiler=JobProfiler.off(prepared.device),
     )
-    loaders = {name: FeatureLoader(cached, config.batch_size, shuffle=name == "train", seed=config.seed,
-                                   device=prepared.device) for name, cached in prepared.features.items()}
-    data = dataclasses.replace(prepared.data, train_loader=loaders["train"], valid_loader=loaders["valid"],
-                               test_loader=loaders.get("test"))
-    state = TrainingState(JobIdentity(config.arch, tuple(data.train.class_dirs), config.freeze, config.optimizer,
-                                      config.lr_scheduler, True))
+    loaders = {
+        name: FeatureLoader(
+            cached, config.batch_size, shuffle=name == "train", seed=config.seed, device=prepared.device
+        )
+        for name, cached in prepared.features.items()
+    }
+    data = dataclasses.replace(
+        prepared.data, train_loader=loaders["train"], valid_loader=loaders["valid"], test_loader=loaders.get("test")
+    )
+    state = TrainingState(
+        JobIdentity(
+            config.arch, tuple(data.train.class_dirs), config.freeze, config.optimizer, config.lr_scheduler, True
+        )
+    )
     with tempfile.TemporaryDirectory(prefix="dogbreed-trial-") as checkpoints:
         paths = dataclasses.replace(prepared.paths, checkpoint_dir=Path(checkpoints))
         job.train_epochs(config, paths, data, learner, state, stop, after_epoch=report_epoch)
     return state
 
 
-def search(prepared: Prepared, space: SearchSpace, trials: int, timeout: float | None, out_dir: Path,
-           stop: GracefulStop):
+def search(
+    prepared: Prepared, space: SearchSpace, trials: int, timeout: float | None, out_dir: Path, stop: GracefulStop
+):
     """Run (or continue) the study in ``out_dir/study.db`` until it has ``trials`` finished trials."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out_dir.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
-        study_name="dogbreed", storage=f"sqlite:///{out_dir / 'study.db'}", load_if_exists=True,
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=prepared.config.seed),
+        study_name="dogbreed",
+        storage=f"sqlite:///{out_dir / 'study.db'}",
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=prepared.config.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     )
     done = sum(t.state.is_finished() for t in study.trials)
@@ -156,8 +177,11 @@ def search(prepared: Prepared, space: SearchSpace, trials: int, timeout: float |
         stop.check()
         params = space.suggest(trial)
         config = dataclasses.replace(prepared.config, **params)
-        log.info("trial %d: %s", trial.number, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                       for k, v in params.items()))
+        log.info(
+            "trial %d: %s",
+            trial.number,
+            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()),
+        )
         curve: list[dict[str, float]] = []
 
         def report_epoch(metrics: EpochMetrics) -> None:
@@ -165,8 +189,12 @@ def search(prepared: Prepared, space: SearchSpace, trials: int, timeout: float |
             trial.set_user_attr("history", curve)
             trial.report(metrics.valid_accuracy, metrics.epoch)
             if trial.should_prune():
-                log.info("trial %d pruned after epoch %d (valid_accuracy=%.4f)", trial.number, metrics.epoch,
-                         metrics.valid_accuracy)
+                log.info(
+                    "trial %d pruned after epoch %d (valid_accuracy=%.4f)",
+                    trial.number,
+                    metrics.epoch,
+                    metrics.valid_accuracy,
+                )
                 raise optuna.TrialPruned()
 
         start = time.perf_counter()
@@ -176,8 +204,14 @@ def search(prepared: Prepared, space: SearchSpace, trials: int, timeout: float |
             raise TrainingError("diverged: the validation loss was never finite")
         best = state.history[state.best.epoch - 1]
         trial.set_user_attr("best_epoch", state.best.epoch)
-        log.info("trial %d: valid_accuracy=%.4f valid_loss=%.4f (best epoch %d of %d)", trial.number,
-                 best.valid_accuracy, best.valid_loss, state.best.epoch, state.epoch)
+        log.info(
+            "trial %d: valid_accuracy=%.4f valid_loss=%.4f (best epoch %d of %d)",
+            trial.number,
+            best.valid_accuracy,
+            best.valid_loss,
+            state.best.epoch,
+            state.epoch,
+        )
         return best.valid_accuracy
 
     remaining = max(0, trials - done)
@@ -188,21 +222,35 @@ def search(prepared: Prepared, space: SearchSpace, trials: int, timeout: float |
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dogbreed.tune", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+        prog="python -m dogbreed.tune",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
         epilog="Any other flag is the training job's (python -m dogbreed.training --help): paths, and fixed "
-               "hyperparameters such as --epochs 5 --arch resnet50.",
+        "hyperparameters such as --epochs 5 --arch resnet50.",
     )
     parser.add_argument("--trials", type=int, default=20, help="finished trials the study should have (default 20)")
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    parser.add_argument("--search", default="lr,batch_size",
-                        help=f"what the trials vary, comma-separated, of {','.join(SEARCHABLE)} (default lr,batch_size)")
+    parser.add_argument(
+        "--search",
+        default="lr,batch_size",
+        help=f"what the trials vary, comma-separated, of {','.join(SEARCHABLE)} (default lr,batch_size)",
+    )
     parser.add_argument("--lr-min", type=float, default=1e-4)
     parser.add_argument("--lr-max", type=float, default=1e-1)
     parser.add_argument("--batch-sizes", default="16,32,64", help="comma-separated (default 16,32,64)")
-    parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
-                        help="a fixed hyperparameter of the trials, repeatable (as --NAME VALUE)")
-    parser.add_argument("--no-final", dest="final", action="store_false",
-                        help="do not train the final model with the best hyperparameters")
+    parser.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a fixed hyperparameter of the trials, repeatable (as --NAME VALUE)",
+    )
+    parser.add_argument(
+        "--no-final",
+        dest="final",
+        action="store_false",
+        help="do not train the final model with the best hyperparameters",
+    )
     return parser
 
 
@@ -227,8 +275,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, SearchSp
         raise ConfigError(f"--batch-sizes must be comma-separated integers, got {args.batch_sizes!r}") from None
     if args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
-    space = SearchSpace(tuple(n.strip() for n in args.search.split(",") if n.strip()),
-                        (args.lr_min, args.lr_max), batch_sizes)
+    space = SearchSpace(
+        tuple(n.strip() for n in args.search.split(",") if n.strip()), (args.lr_min, args.lr_max), batch_sizes
+    )
     return args, space, job_argv
 
 
@@ -240,19 +289,29 @@ def tune(argv: Sequence[str] | None, env: TrainingEnvironment, stop: GracefulSto
     if fixed:
         raise ConfigError(f"{', '.join(sorted(fixed))} are searched: do not also fix them")
     if not config.use_features:
-        raise ConfigError(f"the search trains the head on cached features: it needs freeze=all and features "
-                          f"auto or on (now freeze={config.freeze}, features={config.features})")
+        raise ConfigError(
+            f"the search trains the head on cached features: it needs freeze=all and features "
+            f"auto or on (now freeze={config.freeze}, features={config.features})"
+        )
     out_dir = paths.output_data_dir / TUNE_DIR
-    log.info("search: %d trials over %s; fixed: %s", args.trials, ", ".join(space.names),
-             " ".join(f"{k}={v}" for k, v in config.to_dict().items() if k not in space.names))
+    log.info(
+        "search: %d trials over %s; fixed: %s",
+        args.trials,
+        ", ".join(space.names),
+        " ".join(f"{k}={v}" for k, v in config.to_dict().items() if k not in space.names),
+    )
     start = time.perf_counter()
     prepared = prepare(config, paths, env, stop)
     study = search(prepared, space, args.trials, args.timeout, out_dir, stop)
     results = write_results(study, config, space.names, out_dir, time.perf_counter() - start)
     if results.best is None:
         raise TrainingError(f"no trial finished; see {out_dir / 'trials.csv'}")
-    log.info("best trial %d: valid_accuracy=%.4f with %s", results.best.number, results.best.value,
-             " ".join(f"{k}={v}" for k, v in results.best.params.items()))
+    log.info(
+        "best trial %d: valid_accuracy=%.4f with %s",
+        results.best.number,
+        results.best.value,
+        " ".join(f"{k}={v}" for k, v in results.best.params.items()),
+    )
     log.info("search results: %s", out_dir / "tune.html")
     if not args.final:
         return 0
