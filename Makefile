@@ -25,7 +25,7 @@ PYTEST_ARGS ?=
 COMPOSE := CA_BUNDLE=$(CA_BUNDLE) OPT_ML=$(abspath $(OPT_ML)) docker compose
 PY := $(VENV)/bin/python
 
-.PHONY: help base-image build build-train build-serve train-local serve demo sample venv test test-unit lock clean
+.PHONY: help base-image build build-train build-serve train-local serve demo sample venv test test-unit lint lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -72,12 +72,18 @@ $(VENV)/.installed: requirements-dev.lock pyproject.toml
 	touch $@
 
 # tests/launcher runs in its own venv (see test-launcher below).
-test: venv build  ## the whole test suite: launcher, unit and container tests (what CI runs)
+test: venv build  ## the whole test suite: lint, launcher, unit and container tests (what CI runs)
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-launcher
 	$(PY) -m pytest --ignore=tests/launcher $(PYTEST_ARGS)
 
 test-unit: venv  ## unit tests only (no Docker)
 	$(PY) -m pytest --ignore=tests/launcher -m "not docker" $(PYTEST_ARGS)
+
+lint: venv  ## ruff (lint and format check) and mypy on code/, configured in pyproject.toml
+	$(PY) -m ruff check code
+	$(PY) -m ruff format --check code
+	$(PY) -m mypy
 
 lock:  ## re-pin every *.lock from its .in file (needs uv: pip install uv)
 	for f in docker/train/requirements docker/serve/requirements requirements-dev requirements-launcher; do \
