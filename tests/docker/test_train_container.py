@@ -187,9 +187,10 @@ def trained_steps(opt_ml: Path, epoch: int) -> int:
     return epochs[epoch - 1] if len(epochs) >= epoch else 0
 
 
-def wait_for_training_in_epoch(name: str, opt_ml: Path, epoch: int, timeout: float = 300) -> None:
+def wait_for_training_in_epoch(name: str, opt_ml: Path, epoch: int, timeout: float = 600) -> None:
     """Wait until ``epoch`` has trained its first batch (the trial shows it once the second starts): the job
-    is then inside the epoch's training pass, with most of it to go (408 photos: 13 batches of 32, or more)."""
+    is then inside the epoch's training pass, with most of it to go (408 photos: 13 batches of 32, or more).
+    The wait allows ten minutes: two hosts sharing two busy cores have taken over five for epoch 1."""
     wait_until(name, lambda: trained_steps(opt_ml, epoch) >= 1, f"a trained batch of epoch {epoch}", timeout)
 
 
