@@ -529,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     onnx_ok = not any(str(probe.get(name, "")).startswith("IMPORT FAILED")
                       for name in ("onnx", "onnxruntime.quantization"))
     int8_default = onnx_ok
-    print(f"bench/gpu: {len(args.archs)} arch(s) {', '.join(args.archs)} x jobs {', '.join(args.jobs)} "
+    print(f"bench/gpu: the training job in float32 against AMP (and the cached-feature extraction), per "
+          f"architecture: {len(args.archs)} arch(s) {', '.join(args.archs)} x jobs {', '.join(args.jobs)} "
           f"({'; '.join(f'{j}: ' + ' '.join(f'{k}={v}' for k, v in JOBS[j].items()) for j in args.jobs)})")
     print(f"  device={device} ({probe.get('gpu', 'no GPU')}), {probe.get('cpus')} CPUs "
           f"({probe.get('usable_cpus')} usable), epochs={args.epochs}, batch_size={args.batch_size}, "

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "code"))
 DEFAULT_DATA = Path(os.environ.get("DOGBREED_TEST_DATA", REPO.parent / "shared" / "data" / "dogs-3breeds")) / "train"
 
+import preflight  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -128,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", default="resnet18", help="network of the training-step mode")
     args = parser.parse_args(argv)
 
-    print(f"{os.cpu_count()} CPUs, batch_size={args.batch_size}, num_workers={args.num_workers}, {args.data}")
+    print(f"bench/loader: DataLoader batches as uint8 through a pipe (ours) against float32 through /dev/shm "
+          f"(torch's way), the loader alone and with a {args.arch} training step; {os.cpu_count()} CPUs, "
+          f"batch_size={args.batch_size}, num_workers={args.num_workers}, {args.data}; {preflight.cpu_description()}",
+          flush=True)
+    preflight.require_photos("bench/loader", args.data, splits=())
     named = loaders(args.data, args.batch_size, args.num_workers)
     result = {}
     for mode, step in (("loader", lambda images, labels: None), (f"train_{args.arch}", training_step(args.arch))):

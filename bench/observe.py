@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import preflight
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("DOGBREED_TEST_DATA", REPO.parent / "shared" / "data" / "dogs-3breeds"))
 
@@ -52,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     for pair in args.hp:
         key, _, value = pair.partition("=")
         extra += [f"--{key}", value]
+    print(f"bench/observe: training images/s of python -m dogbreed.training with debug=on profile=on against "
+          f"debug=off profile=off, {args.arch}, {args.epochs} epochs, {args.rounds} rounds; {args.data}; "
+          f"{preflight.cpu_description()}", flush=True)
+    preflight.require_photos("bench/observe", args.data)
 
     rates: dict[str, list[float]] = {"on": [], "off": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import preflight
 import serve_model  # noqa: E402
 import serve_report  # noqa: E402
 import servers  # noqa: E402
@@ -185,19 +186,6 @@ def check_can_explain(model_dir: Path) -> None:
                          f"{serve_model.DEFAULT_TREE} so that a new one is trained)")
 
 
-def cpu_description() -> str:
-    """The CPU model, the cores this process may use, and the vector extensions that matter to ORT."""
-    model, flags = "unknown CPU", set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and model == "unknown CPU":
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    isa = " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags)
-    return f"{model}, {len(os.sched_getaffinity(0))} cores ({isa or 'no AVX2'})"
-
-
 def parse_layouts(text: str) -> list[tuple[int, int]]:
     """``"1x2,2x1"`` -> [(1, 2), (2, 1)]: workers x ORT threads."""
     layouts = []
@@ -235,7 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(e.split("=", 1) for e in args.env)
     photos = select_photos(args.photos)
     if not photos:
-        raise SystemExit(f"no .jpg photos under {args.photos}")
+        raise SystemExit(f"bench/serve: no .jpg photos under {args.photos}: set DOGBREED_TEST_DATA or pass --photos")
+    model = args.model_dir or f"a ResNet50 trained for it ({serve_model.DEFAULT_TREE})"
+    print(f"bench/serve: {args.image} against the seed-style server (bench/baseline: MMS + eager PyTorch, built "
+          f"from {args.train_image}) and against the model alone in-process; model {model}; {len(photos)} photos, "
+          f"{args.requests} requests per concurrency {args.concurrency}{', with --explain' if args.explain else ''}; "
+          f"{preflight.cpu_description()}", flush=True)
+    preflight.require_images("bench/serve", args.image, args.train_image)
     bodies = [p.read_bytes() for p in photos]
     model_dir = args.model_dir or serve_model.ensure_model_dir(DATA, args.train_image)
     if args.explain:
@@ -252,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         run = measure_server(args.image, model_dir, layout_env, bodies, args, OURS_SETUP)
         layouts.append(((workers, threads), run, measure_in_process(args.image, model_dir, layout_env, args.photos, args)))
 
-    facts = serve_report.Facts(cpu=cpu_description(), model_dir=model_dir, photos=len(bodies),
+    facts = serve_report.Facts(cpu=preflight.cpu_description(), model_dir=model_dir, photos=len(bodies),
                                requests=args.requests, warmup=args.warmup, image=args.image, env=env,
                                load=(load_before, os.getloadavg()))
     return serve_report.print_all(facts, baseline, ours, alone, layouts)

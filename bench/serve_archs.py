@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import preflight
 import serve  # noqa: E402
 import serve_model  # noqa: E402
 
@@ -39,10 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default="dogbreed-serve:latest")
     parser.add_argument("--train-image", default="dogbreed-train:latest")
     args = parser.parse_args(argv)
-    cpu = serve.cpu_description()
-    print(f"bench/serve_archs: dogbreed-serve with efficientnet_lite0 against resnet50, precisions "
+    cpu = preflight.cpu_description()
+    print(f"bench/serve_archs: {args.image} with efficientnet_lite0 against resnet50, precisions "
           f"{', '.join(args.precisions)}, concurrency {args.concurrency}, {args.requests} requests each; {cpu}",
           flush=True)
+    preflight.require_photos("bench/serve_archs", serve.DATA)
+    preflight.require_images("bench/serve_archs", args.image)
     models = {
         "efficientnet_lite0": serve_model.ensure_model_dir(serve.DATA, args.train_image, LITE0_TREE,
                                                            LITE0_HYPERPARAMETERS),

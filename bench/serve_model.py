@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import preflight
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "code"))
 DEFAULT_TREE = REPO / "build" / "bench" / "serve-resnet50"
@@ -29,6 +31,7 @@ def ensure_model_dir(data: Path, train_image: str, tree: Path = DEFAULT_TREE,
         return model_dir
     from dogbreed.tools.opt_ml import build_tree
 
+    preflight.require_images(f"bench/{Path(sys.argv[0]).stem}", train_image)
     print(f"no model at {model_dir}: training a {hyperparameters['arch']} in {train_image} on {data} (a few minutes)",
           flush=True)
     build_tree(data, tree, hyperparameters)

@@ -29,6 +29,7 @@ from torchvision import models
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jobs  # noqa: E402
+import preflight
 import seed_style  # noqa: E402
 
 
@@ -68,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
+    print(f"bench/train: {args.arch} frozen-backbone training images/s, python -m dogbreed.training (cached "
+          f"features) against the seed-style loop (bench/seed_style.py), {args.epochs} epochs, batch_size "
+          f"{args.batch_size}, after the backbone pass in each memory format and mode; {args.data}; "
+          f"{preflight.cpu_description()}", flush=True)
+    preflight.require_photos("bench/train", args.data)
 
     variants = backbone_variants(args.arch, args.batch_size)
     base = variants["contiguous, no_grad"]

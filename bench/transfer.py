@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jobs  # noqa: E402
+import preflight
 
 sys.path.insert(0, str(jobs.REPO / "code"))
 from dogbreed.artifacts import INT8_ONNX_FILE, ONNX_FILE, ModelMetadata  # noqa: E402
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(os.sched_getaffinity(0))} CPUs. Compares: the frozen recipe (test accuracy, int8 "
           f"against fp32 on valid and test, rules), minmax calibration, freeze={args.partial}, and a "
           f"{args.trials}-trial search against the default hyperparameters.", flush=True)
+    preflight.require_photos("bench/transfer", args.data, splits=("train", "valid", "test"))
     results: dict = {"cpu": cpu_name(), "arch": args.arch}
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.work or scratch

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jobs  # noqa: E402
+import preflight
 import seed_style  # noqa: E402
 
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args(argv)
+    print(f"bench/tune: a {args.trials}-trial search on cached features (python -m dogbreed.tune, {args.epochs} "
+          f"epochs a trial) against one seed-style {args.epochs}-epoch {args.arch} job, wall time; {args.data}; "
+          f"{preflight.cpu_description()}", flush=True)
+    preflight.require_photos("bench/tune", args.data)
 
     baseline = seed_style.run(args.data, args.arch, args.epochs)
     print(f"one seed-style {args.epochs}-epoch job: {baseline.seconds:.1f} s", flush=True)

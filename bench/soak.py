@@ -1,19 +1,26 @@
+#!/usr/bin/env python3
 """Soak: four clients mixing real photos and bad payloads against one serving container for five minutes.
 
-Every photo (JPEG, and PNG made from one at test time) is answered 200 with one of the
-model's breeds; every bad payload 4xx with a JSON ``{"error": ...}`` and its kind's
-exact status; no request fails to connect; and the container's anonymous memory stays
-flat after warm-up. ``DOGBREED_SOAK_SECONDS`` shortens the run on a developer's machine;
-CI runs the full 300 s.
+    bench/soak [--model-dir DIR] [--seconds 300] [--image dogbreed-serve:latest] [--photos DIR]
+
+Every photo (JPEG, and PNG made from one at start) must be answered 200 with one of the
+model's breeds; every bad payload 4xx with a JSON ``{"error": ...}`` and its kind's exact
+status; no request may fail to connect; and the container's anonymous memory must stay flat
+after warm-up (the first fifth of the run). Prints the requests of each kind, the memory
+samples and their growth, then PASS or FAIL with the reasons, and exits 1 on a failure; the
+last line is a JSON object. It was a container test; it left CI for its five minutes.
+Without ``--model-dir`` the pretrained EfficientNet-Lite0 recipe is trained for it by the
+training image (bench/serve_archs's model, kept under build/bench/). Not part of the test suite.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
-import os
 import random
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -21,18 +28,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import preflight
 import pytest
 import requests
+import serve
+import serve_archs
+import serve_model
 from PIL import Image
 
+sys.path.insert(0, str(serve_model.REPO))  # the container tests' helpers, imported rather than copied
 from tests.docker.conftest import docker
 from tests.docker.serve_container import Container
-from tests.prerequisites import in_ci
 
-pytestmark = pytest.mark.docker
-
-SOAK_SECONDS_ENV = "DOGBREED_SOAK_SECONDS"
-FULL_SOAK_S = 300
+PROGRAM = "bench/soak"
 CLIENTS = 4
 PAYLOAD_MB = 1  # small, so the over-the-limit body stays cheap to send thousands of times
 WARMUP_FRACTION = 0.2  # 60 s of 300: workers loaded, allocator arenas and the JVM heap grown
@@ -41,7 +49,7 @@ SAMPLE_EVERY_S = 10
 # by a few MB here (allocator arenas, the JVM's young generation; 2-4 MB measured on two
 # cores). What a leak would add in the four post-warm-up minutes, at the 65-105 requests/s
 # two cores manage with the test model (a quarter of them photos): a server keeping each
-# request's body grows by the bytes sent, 2.5-4 GB (asserted below to be over twice this
+# request's body grows by the bytes sent, 2.5-4 GB (checked below to be over twice this
 # margin; the over-the-limit bodies alone are 1 MiB each, an eighth of the requests); one
 # keeping each decoded photo (~0.5 MB of pixels) or model input (224x224x3 float32,
 # 0.6 MB) by 2 GB or more. A server keeping bodies, tried once, grew 1.1 GB in 48 s.
@@ -78,6 +86,14 @@ def decompression_bomb_png(width: int = 60_000, height: int = 60_000) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     rows = zlib.compress(b"\0" * (width + 1) * 4)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def real_photos(folder: Path, per_class: int = 4) -> list[Path]:
+    """The first ``per_class`` JPEGs of each class folder under ``folder``, in a fixed order."""
+    photos = []
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        photos += sorted(class_dir.glob("*.jpg"))[:per_class]
+    return photos
 
 
 def payloads(photo_paths: list[Path]) -> list[Payload]:
@@ -146,24 +162,19 @@ def anonymous_memory(container: Container) -> int:
     for key in ("anon", "total_rss"):  # cgroup v2, cgroup v1
         if key in values:
             return int(values[key])
-    raise AssertionError(f"memory.stat has neither anon (cgroup v2) nor total_rss (cgroup v1):\n{stat}")
+    raise SystemExit(f"{PROGRAM}: memory.stat has neither anon (cgroup v2) nor total_rss (cgroup v1):\n{stat}")
 
 
-def soak_seconds() -> float:
-    raw = os.environ.get(SOAK_SECONDS_ENV, "").strip()
-    seconds = float(raw) if raw else FULL_SOAK_S
-    if in_ci() and seconds < FULL_SOAK_S:
-        pytest.fail(f"{SOAK_SECONDS_ENV}={raw} in CI: CI runs the full {FULL_SOAK_S} s soak")
-    return seconds
-
-
-def test_soak_mixed_payloads_keep_their_answers_and_memory_stays_flat(serve_image, trained_model_dir, real_photos):
-    duration = soak_seconds()
-    classes = json.loads((Path(trained_model_dir) / "model.json").read_text())["classes"]
-    kinds = payloads(real_photos)
-    container = Container(serve_image, Path(trained_model_dir), {"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(PAYLOAD_MB)})
+def soak(image: str, model_dir: Path, kinds: list[Payload], classes: list[str], duration: float
+         ) -> tuple[Tally, list[tuple[float, int]], str | None]:
+    """Run the clients against one container for ``duration`` s; what they saw, the memory samples
+    (seconds since the start, bytes), and the container's log tail if it stopped."""
+    container = Container(image, model_dir, {"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(PAYLOAD_MB)})
     try:
-        container.wait_for_ping()
+        try:
+            container.wait_for_ping()
+        except pytest.fail.Exception as exc:  # the test helper fails a test; here it ends the program
+            raise SystemExit(f"{PROGRAM}: the serving container did not start: {exc}") from None
         start = time.monotonic()
         warm_at, stop_at = start + duration * WARMUP_FRACTION, start + duration
         tally = Tally()
@@ -178,24 +189,79 @@ def test_soak_mixed_payloads_keep_their_answers_and_memory_stays_flat(serve_imag
         for thread in threads:
             thread.join(timeout=120)
         samples.append((time.monotonic() - start, anonymous_memory(container)))
-        assert container.running(), container.logs()[-3000:]
+        stopped = None if container.running() else container.logs()[-3000:]
+        return tally, samples, stopped
     finally:
         container.remove()
 
+
+def verdict(kinds: list[Payload], tally: Tally, samples: list[tuple[float, int]], duration: float,
+            stopped: str | None) -> tuple[list[str], float | None]:
+    """Every broken expectation (the test's assertions), and the memory growth after warm-up in bytes."""
+    failures = []
+    if stopped is not None:
+        failures.append(f"the container stopped during the soak:\n{stopped}")
+    if tally.failures:
+        failures.append(f"{len(tally.failures)} wrong answers, e.g.:\n" + "\n".join(tally.failures[:20]))
+    missing = [p.kind for p in kinds if tally.counts[p.kind] == 0]
+    if missing:
+        failures.append(f"never sent: {missing}")
+    after = [m for t, m in samples if t >= duration * WARMUP_FRACTION]
+    if len(after) < 3:
+        failures.append(f"too few memory samples after warm-up: {samples}")
+        return failures, None
+    growth = max(after) - after[0]
+    # The run must be busy enough that keeping every body would show far beyond the margin.
+    if tally.bytes_after_warmup <= 2 * MEMORY_MARGIN_BYTES:
+        failures.append(f"only {tally.bytes_after_warmup / 2**20:.0f} MB sent after warm-up: too idle to show a "
+                        f"leak past the {MEMORY_MARGIN_BYTES / 2**20:.0f} MB margin")
+    if growth > MEMORY_MARGIN_BYTES:
+        failures.append(f"anonymous memory grew {growth / 2**20:.1f} MB after warm-up: {samples}")
+    return failures, growth
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path,
+                        help="a trained model dir (default: train one, see bench/serve_archs.py)")
+    parser.add_argument("--seconds", type=float, default=300.0, help="how long the clients send [%(default)s]")
+    parser.add_argument("--image", default="dogbreed-serve:latest")
+    parser.add_argument("--train-image", default="dogbreed-train:latest", help="trains the default model")
+    parser.add_argument("--photos", type=Path, help="a folder of class folders of JPEGs (default: the 3-breed valid/)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    photos_dir = args.photos or serve.DATA / "valid"
+    model = args.model_dir or f"the EfficientNet-Lite0 recipe trained for it ({serve_archs.LITE0_TREE})"
+    print(f"{PROGRAM}: {CLIENTS} clients of photos and bad payloads against {args.image} for {args.seconds:.0f} s; "
+          f"every answer against its expected status, anonymous memory after warm-up against a "
+          f"{MEMORY_MARGIN_BYTES / 2**20:.0f} MB margin; model {model}; {photos_dir}; {preflight.cpu_description()}",
+          flush=True)
+    preflight.require_photos(PROGRAM, photos_dir, splits=())
+    preflight.require_images(PROGRAM, args.image)
+    model_dir = args.model_dir or serve_model.ensure_model_dir(serve.DATA, args.train_image, serve_archs.LITE0_TREE,
+                                                               serve_archs.LITE0_HYPERPARAMETERS)
+    classes = json.loads((model_dir / "model.json").read_text())["classes"]
+    kinds = payloads(real_photos(photos_dir))
+    tally, samples, stopped = soak(args.image, model_dir, kinds, classes, args.seconds)
+
     total = sum(tally.counts.values())
-    print(f"\nsoak: {total} requests in {duration:.0f} s ({total / duration:.1f}/s) from {CLIENTS} clients")
+    print(f"soak: {total} requests in {args.seconds:.0f} s ({total / args.seconds:.1f}/s) from {CLIENTS} clients")
     for payload in kinds:
         print(f"  {payload.kind:<28} {tally.counts[payload.kind]:>6}  (want {payload.status})")
     print("  anonymous memory (MB) at s: " + ", ".join(f"{t:.0f}:{m / 2**20:.0f}" for t, m in samples))
-    assert not tally.failures, f"{len(tally.failures)} wrong answers, e.g.:\n" + "\n".join(tally.failures[:20])
-    missing = [p.kind for p in kinds if tally.counts[p.kind] == 0]
-    assert not missing, f"never sent: {missing}"
+    failures, growth = verdict(kinds, tally, samples, args.seconds, stopped)
+    if growth is not None:
+        print(f"  growth after warm-up: {growth / 2**20:.1f} MB (margin {MEMORY_MARGIN_BYTES / 2**20:.0f} MB); "
+              f"bytes sent after warm-up: {tally.bytes_after_warmup / 2**20:.0f} MB")
+    print("PASS" if not failures else "FAIL:\n" + "\n".join(f"- {f}" for f in failures))
+    print(json.dumps({"passed": not failures, "seconds": args.seconds, "requests": total,
+                      "counts": dict(tally.counts), "wrong_answers": len(tally.failures),
+                      "memory_growth_bytes": growth, "bytes_after_warmup": tally.bytes_after_warmup}))
+    return 0 if not failures else 1
 
-    after = [m for t, m in samples if t >= duration * WARMUP_FRACTION]
-    assert len(after) >= 3, f"too few memory samples after warm-up: {samples}"
-    growth = max(after) - after[0]
-    print(f"  growth after warm-up: {growth / 2**20:.1f} MB (margin {MEMORY_MARGIN_BYTES / 2**20:.0f} MB); "
-          f"bytes sent after warm-up: {tally.bytes_after_warmup / 2**20:.0f} MB")
-    # The run must be busy enough that keeping every body would show far beyond the margin.
-    assert tally.bytes_after_warmup > 2 * MEMORY_MARGIN_BYTES, tally.bytes_after_warmup
-    assert growth <= MEMORY_MARGIN_BYTES, f"anonymous memory grew {growth / 2**20:.1f} MB after warm-up: {samples}"
+
+if __name__ == "__main__":
+    sys.exit(main())
