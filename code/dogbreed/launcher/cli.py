@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dogbreed.launcher import (
     explanations,
-    features,
+    feature_jobs,
     hosting,
     local_transform,
     local_tuning,
@@ -70,7 +70,7 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--instance-type",
         default=None,
-        help=f"default {training_jobs.DEFAULT_INSTANCE_TYPE}, {features.INSTANCE_TYPE} with --features-from "
+        help=f"default {training_jobs.DEFAULT_INSTANCE_TYPE}, {feature_jobs.INSTANCE_TYPE} with --features-from "
         "('local' with --local; 'local_gpu' for the GPUs)",
     )
     parser.add_argument("--instance-count", type=int, default=1)
@@ -136,7 +136,7 @@ def cmd_train(args, session_factory: SessionFactory) -> int:
 
 def cmd_features(args, session_factory: SessionFactory) -> int:
     """A features job: the feature cache and nothing else, then the command that reads it."""
-    hyperparameters = features.features_job_hyperparameters(training_jobs.parse_hyperparameters(args.hp))
+    hyperparameters = feature_jobs.features_job_hyperparameters(training_jobs.parse_hyperparameters(args.hp))
     spec = _training_spec(args, args.local, hyperparameters)
     if args.local:
         training_jobs.train_local(spec)
@@ -189,7 +189,7 @@ def cmd_tune(args, session_factory: SessionFactory) -> int:
     )
     tuning.start_tuning_job(spec, session_factory())
     print(f"tuning job {spec.name}: python -m dogbreed.launcher best {spec.name}")
-    cache = spec.training.channels.get(features.CHANNEL)
+    cache = spec.training.channels.get(feature_jobs.CHANNEL)
     if cache:
         print(f"trials on {spec.training.instance_type} read the feature cache {cache}")
     return 0

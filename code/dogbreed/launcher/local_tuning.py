@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dogbreed.launcher import features, training_jobs, tuning, uris
+from dogbreed.launcher import feature_jobs, training_jobs, tuning, uris
 from dogbreed.launcher.uris import LauncherError
 
 DATA = "/opt/ml/input/data"
@@ -145,7 +145,7 @@ def docker_command(spec: LocalTuningSpec) -> list[str]:
     if spec.pretrained:
         command += _read_only(spec.pretrained, "pretrained")
     if spec.features_from:
-        command += _read_only(spec.features_from, features.CHANNEL)
+        command += _read_only(spec.features_from, feature_jobs.CHANNEL)
     for name, target in WRITABLE.items():
         command += ["-v", f"{spec.output}/{name}:{target}"]
     return [*command, spec.image, "python", "-m", MODULE, *tune_arguments(spec)]

@@ -4,7 +4,7 @@ A :class:`TrainingSpec` holds what the user chose, validated on construction; th
 path sends it to ``CreateTrainingJob`` through ``sagemaker.core.resources.TrainingJob``
 (so Debugger can be set), the local path runs it with ``ModelTrainer`` in
 ``Mode.LOCAL_CONTAINER``. ``features_from`` adds a ``features`` channel holding a feature
-cache (see :mod:`dogbreed.launcher.features`).
+cache (see :mod:`dogbreed.launcher.feature_jobs`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dogbreed.launcher import debugger_config, features, uris
+from dogbreed.launcher import debugger_config, feature_jobs, uris
 from dogbreed.launcher.uris import LauncherError
 from dogbreed.metric_lines import METRIC_DEFINITIONS
 
@@ -78,11 +78,11 @@ class TrainingSpec:
         if self.pretrained:
             self.channels = dict(self.channels, pretrained=self.pretrained)
         if self.features_from:
-            self.hyperparameters = features.reuse_hyperparameters(self.hyperparameters)
+            self.hyperparameters = feature_jobs.reuse_hyperparameters(self.hyperparameters)
             if not self.local:
-                self.features_from = features.source(self.features_from)
+                self.features_from = feature_jobs.source(self.features_from)
             if self.local or self.features_from.startswith("s3://"):
-                self.channels = {**self.channels, features.CHANNEL: self.features_from}
+                self.channels = {**self.channels, feature_jobs.CHANNEL: self.features_from}
             # else a job name: resolve_features adds its output.tar.gz once a session exists
         if self.local:
             # Local mode runs a local tag (dogbreed-train:latest) as happily as an ECR URI.
@@ -103,7 +103,7 @@ class TrainingSpec:
     def _default_instance_type(self) -> str:
         if self.local:
             return "local"
-        return features.INSTANCE_TYPE if self.features_from else DEFAULT_INSTANCE_TYPE
+        return feature_jobs.INSTANCE_TYPE if self.features_from else DEFAULT_INSTANCE_TYPE
 
     def resolve_features(self, boto_session) -> None:
         """With ``features_from`` a job name: add its ``output.tar.gz`` as the ``features`` channel.
@@ -111,14 +111,14 @@ class TrainingSpec:
         The first AWS call of the job's launch (after every check on the input): the job
         must be Completed and have written a cache, else :class:`LauncherError`.
         """
-        if self.features_from and features.CHANNEL not in self.channels:
-            archive = features.job_archive(self.features_from, boto_session)
-            self.channels = {**self.channels, features.CHANNEL: archive}
+        if self.features_from and feature_jobs.CHANNEL not in self.channels:
+            archive = feature_jobs.job_archive(self.features_from, boto_session)
+            self.channels = {**self.channels, feature_jobs.CHANNEL: archive}
 
 
 def _flag(channel: str) -> str:
     """The command-line flag that names a channel, for messages."""
-    return "--features-from" if channel == features.CHANNEL else f"--{channel}"
+    return "--features-from" if channel == feature_jobs.CHANNEL else f"--{channel}"
 
 
 def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = True) -> dict[str, Any]:
