@@ -26,9 +26,9 @@ from dogbreed.launcher import (
     training_jobs,
     transform,
     tuning,
-    uris,
+    validation,
 )
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.launcher.validation import LauncherError
 
 SessionFactory = Callable[[], object]
 
@@ -364,7 +364,7 @@ def cmd_transform(args, session_factory: SessionFactory) -> int:
         ]
         if given:
             raise LauncherError(f"--attach JOB gathers that job's own output: drop {', '.join(given)}")
-        name = uris.resource_name(args.attach, "--attach (a transform job's name)")
+        name = validation.resource_name(args.attach, "--attach (a transform job's name)")
         return _finish_transform(name, lambda: transform.attach(name, session_factory()))
     spec = _transform_spec(args)
     if spec.local:

@@ -20,7 +20,7 @@ from typing import Any
 from dogbreed import explain, images
 from dogbreed.explain import ExplainError, Explanation
 from dogbreed.launcher.hosting import EndpointError
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.launcher.validation import LauncherError
 
 # What the serving image reads (dogbreed.serving.environment, dogbreed.serving.request;
 # a test keeps them equal).

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dogbreed.launcher import uris
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.launcher import sagemaker_conventions, validation
+from dogbreed.launcher.validation import LauncherError
 
 VARIANT = "AllTraffic"
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
@@ -42,7 +42,7 @@ class Autoscaling:
     scale_out_cooldown: int = 60
 
     def __post_init__(self) -> None:
-        uris.count(self.min_instances, "--min-instances")
+        validation.count(self.min_instances, "--min-instances")
         if self.max_instances < self.min_instances:
             raise LauncherError("--max-instances must be at least --min-instances")
         if self.target <= 0:
@@ -64,17 +64,19 @@ class DeploySpec:
     local: bool = False
 
     def __post_init__(self) -> None:
-        self.instance_type = uris.instance_type(self.instance_type, local=self.local)
-        uris.count(self.instance_count, "--instance-count")
-        self.name = uris.resource_name(self.name or uris.unique_name("dogbreed"), "--name (the endpoint's name)")
+        self.instance_type = validation.instance_type(self.instance_type, local=self.local)
+        validation.count(self.instance_count, "--instance-count")
+        self.name = validation.resource_name(
+            self.name or sagemaker_conventions.unique_name("dogbreed"), "--name (the endpoint's name)"
+        )
         if self.local:
             if self.autoscaling:
                 raise LauncherError("--max-instances (autoscaling) needs a SageMaker endpoint, not --local")
-            self.model_data = uris.model_data(self.model_data, local=True)
+            self.model_data = validation.model_data(self.model_data, local=True)
             return
-        self.image = uris.ecr_image(self.image, "serving image")
-        self.role = uris.role_arn(self.role)
-        self.model_data = uris.model_data(self.model_data)
+        self.image = validation.ecr_image(self.image, "serving image")
+        self.role = validation.role_arn(self.role)
+        self.model_data = validation.model_data(self.model_data)
         if self.autoscaling and self.autoscaling.min_instances > self.instance_count:
             raise LauncherError("--instance-count must be at least --min-instances")
 
@@ -192,7 +194,7 @@ def invoke(endpoint: str, image: str, runtime_client, custom_attributes: str | N
     """
     from botocore.exceptions import ClientError
 
-    uris.resource_name(endpoint, "endpoint name")
+    validation.resource_name(endpoint, "endpoint name")
     body, content_type = read_image(image)
     request = {"EndpointName": endpoint, "ContentType": content_type, "Accept": "application/json", "Body": body}
     if custom_attributes is not None:
@@ -245,7 +247,7 @@ def delete(endpoint: str, boto_session) -> list[str]:
     its models; returns what went, and which models were kept (shared, or gone already)."""
     from botocore.exceptions import ClientError
 
-    uris.resource_name(endpoint, "endpoint name")
+    validation.resource_name(endpoint, "endpoint name")
     client = boto_session.client("sagemaker")
     config_name = client.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
     variants = client.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]

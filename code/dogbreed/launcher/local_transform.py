@@ -33,7 +33,7 @@ from pathlib import Path
 
 from dogbreed.launcher import predictions
 from dogbreed.launcher.transform import Outcome, TransformSpec, transform_job_request
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.launcher.validation import LauncherError
 
 # The SDK sizes a record with sys.getsizeof, not len: 33 bytes more for bytes, 49 for a
 # text-looking file it decodes to str. A margin above both.

@@ -23,8 +23,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dogbreed.launcher import feature_jobs, training_jobs, tuning, uris
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.launcher import feature_jobs, training_jobs, tuning, validation
+from dogbreed.launcher.validation import LauncherError
 
 DATA = "/opt/ml/input/data"
 # <output>/<name> on this machine -> the container's folder.
@@ -57,17 +57,18 @@ class LocalTuningSpec:
         if missing:
             raise LauncherError(f"missing data channel(s): {', '.join(missing)} (--train, --valid, --test)")
         self.channels = {
-            name: _mountable(uris.local_dir(path, f"--{name}"), f"--{name}") for name, path in self.channels.items()
+            name: _mountable(validation.local_dir(path, f"--{name}"), f"--{name}")
+            for name, path in self.channels.items()
         }
         if self.pretrained:
             self.pretrained = _local_dir_or_file(self.pretrained, "--pretrained")
         if self.features_from:
             self.features_from = _local_dir_or_file(self.features_from, "--features-from")
         tuning.check_search(self.lr_min, self.lr_max, self.batch_sizes, self.hyperparameters)
-        uris.count(self.trials, "--max-jobs (the number of trials)")
+        validation.count(self.trials, "--max-jobs (the number of trials)")
         if self.timeout_seconds is not None:
-            uris.count(self.timeout_seconds, "--timeout")
-        self.instance_type = uris.instance_type(self.instance_type, local=True)
+            validation.count(self.timeout_seconds, "--timeout")
+        self.instance_type = validation.instance_type(self.instance_type, local=True)
         self.output = _mountable(str(Path(self.output).expanduser().resolve()), "--output")
         if Path(self.output).exists() and not Path(self.output).is_dir():
             raise LauncherError(f"--output {self.output!r} is a file, not a directory")

@@ -16,10 +16,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from dogbreed.launcher import uris
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.launcher import sagemaker_conventions, validation
+from dogbreed.launcher.validation import LauncherError
 
-OUTPUT_ARCHIVE = uris.OUTPUT_ARCHIVE
+OUTPUT_ARCHIVE = sagemaker_conventions.OUTPUT_ARCHIVE
 
 
 @dataclass
@@ -45,7 +45,7 @@ def _split_s3(uri: str) -> tuple[str, str]:
 
 def download_job_output(job_name: str, boto_session, dest: Path) -> JobOutput:
     """Download and unpack ``job_name``'s output (and Debugger trial) into ``dest``."""
-    uris.resource_name(job_name, "training job name")
+    validation.resource_name(job_name, "training job name")
     job = boto_session.client("sagemaker").describe_training_job(TrainingJobName=job_name)
     if job["TrainingJobStatus"] not in ("Completed", "Failed", "Stopped"):
         raise LauncherError(f"training job {job_name} is {job['TrainingJobStatus']}: its output is not written yet")
@@ -53,7 +53,7 @@ def download_job_output(job_name: str, boto_session, dest: Path) -> JobOutput:
     if not model:
         raise LauncherError(f"training job {job_name} has no output location")
     s3 = boto_session.client("s3")
-    bucket, key = _split_s3(uris.job_output_archive(model))
+    bucket, key = _split_s3(sagemaker_conventions.job_output_archive(model))
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest / OUTPUT_ARCHIVE
     try:

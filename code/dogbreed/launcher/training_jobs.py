@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dogbreed.launcher import debugger_config, feature_jobs, uris
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.launcher import debugger_config, feature_jobs, sagemaker_conventions, validation
+from dogbreed.launcher.validation import LauncherError
 from dogbreed.metric_lines import METRIC_DEFINITIONS
 
 CHANNELS = ("train", "valid", "test")
@@ -72,9 +72,13 @@ class TrainingSpec:
         missing = [c for c in CHANNELS if not self.channels.get(c)]
         if missing:
             raise LauncherError(f"missing data channel(s): {', '.join(missing)} (--train, --valid, --test)")
-        self.instance_type = uris.instance_type(self.instance_type or self._default_instance_type(), local=self.local)
-        uris.count(self.instance_count, "--instance-count")
-        self.job_name = uris.resource_name(self.job_name or uris.unique_name(BASE_JOB_NAME), "--job-name")
+        self.instance_type = validation.instance_type(
+            self.instance_type or self._default_instance_type(), local=self.local
+        )
+        validation.count(self.instance_count, "--instance-count")
+        self.job_name = validation.resource_name(
+            self.job_name or sagemaker_conventions.unique_name(BASE_JOB_NAME), "--job-name"
+        )
         if self.pretrained:
             self.channels = dict(self.channels, pretrained=self.pretrained)
         if self.features_from:
@@ -86,15 +90,15 @@ class TrainingSpec:
             # else a job name: resolve_features adds its output.tar.gz once a session exists
         if self.local:
             # Local mode runs a local tag (dogbreed-train:latest) as happily as an ECR URI.
-            self.channels = {name: uris.local_dir(uri, _flag(name)) for name, uri in self.channels.items()}
+            self.channels = {name: validation.local_dir(uri, _flag(name)) for name, uri in self.channels.items()}
             self.output = str(Path(self.output).expanduser().resolve())
             return
-        self.image = uris.ecr_image(self.image, "training image")
-        self.role = uris.role_arn(self.role)
-        self.channels = {name: uris.s3_uri(uri, _flag(name)) for name, uri in self.channels.items()}
-        self.output = uris.s3_uri(self.output, "--output")
+        self.image = validation.ecr_image(self.image, "training image")
+        self.role = validation.role_arn(self.role)
+        self.channels = {name: validation.s3_uri(uri, _flag(name)) for name, uri in self.channels.items()}
+        self.output = validation.s3_uri(self.output, "--output")
         if self.checkpoint_uri:
-            self.checkpoint_uri = uris.s3_uri(self.checkpoint_uri, "--checkpoint-uri")
+            self.checkpoint_uri = validation.s3_uri(self.checkpoint_uri, "--checkpoint-uri")
         else:
             self.checkpoint_uri = f"{self.output}/{self.job_name}/checkpoints"
         if self.spot and self.max_wait_seconds < self.max_run_seconds:
@@ -186,9 +190,9 @@ def start_training_job(spec: TrainingSpec, boto_session, wait: bool = False):
     from sagemaker.core.resources import TrainingJob
 
     region = boto_session.region_name
-    if uris.ecr_region(spec.image) != region:
+    if validation.ecr_region(spec.image) != region:
         raise LauncherError(
-            f"the image is in {uris.ecr_region(spec.image)}, the job would run in {region}: "
+            f"the image is in {validation.ecr_region(spec.image)}, the job would run in {region}: "
             "SageMaker needs the image in the job's region"
         )
     spec.resolve_features(boto_session)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dogbreed.hyperparameters import decode_hyperparameter
-from dogbreed.launcher import training_jobs, uris
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.launcher import sagemaker_conventions, training_jobs, validation
+from dogbreed.launcher.validation import LauncherError
 
 OBJECTIVE_METRIC = "valid_accuracy"
 TUNED = ("lr", "batch_size")
@@ -35,12 +35,12 @@ class TuningSpec:
         if self.training.local:
             raise LauncherError("a SageMaker tuning job cannot run in local mode: use local_tuning.LocalTuningSpec")
         check_search(self.lr_min, self.lr_max, self.batch_sizes, self.training.hyperparameters)
-        uris.count(self.max_jobs, "--max-jobs")
-        uris.count(self.max_parallel_jobs, "--max-parallel-jobs")
+        validation.count(self.max_jobs, "--max-jobs")
+        validation.count(self.max_parallel_jobs, "--max-parallel-jobs")
         if self.max_parallel_jobs > self.max_jobs:
             raise LauncherError("--max-parallel-jobs cannot exceed --max-jobs")
-        self.name = uris.resource_name(
-            self.name or uris.unique_name("dogbreed-hpo", MAX_TUNING_JOB_NAME),
+        self.name = validation.resource_name(
+            self.name or sagemaker_conventions.unique_name("dogbreed-hpo", MAX_TUNING_JOB_NAME),
             "--name (the tuning job's name)",
             MAX_TUNING_JOB_NAME,
         )
@@ -131,7 +131,7 @@ class BestJob:
 
 def best_training_job(tuning_job_name: str, boto_session) -> BestJob:
     """The tuning job's best training job so far, by the objective metric."""
-    uris.resource_name(tuning_job_name, "tuning job name", MAX_TUNING_JOB_NAME)
+    validation.resource_name(tuning_job_name, "tuning job name", MAX_TUNING_JOB_NAME)
     client = boto_session.client("sagemaker")
     described = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning_job_name)
     best = described.get("BestTrainingJob")
