@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dogbreed.job_outputs import FEATURES_DIR
 from dogbreed.launcher import (
     explanations,
     feature_jobs,
@@ -28,6 +29,7 @@ from dogbreed.launcher import (
     tuning,
     validation,
 )
+from dogbreed.launcher.sagemaker_conventions import OUTPUT_ARCHIVE
 from dogbreed.launcher.validation import LauncherError
 
 SessionFactory = Callable[[], object]
@@ -140,13 +142,13 @@ def cmd_features(args, session_factory: SessionFactory) -> int:
     spec = _training_spec(args, args.local, hyperparameters)
     if args.local:
         training_jobs.train_local(spec)
-        cache = training_jobs.local_output_data(spec) / "features"
+        cache = training_jobs.local_output_data(spec) / FEATURES_DIR
         print(f"feature cache: {cache}")
         print(f"next: {_next_tune_command(args, str(cache), local=True)}")
         return 0
     job = training_jobs.start_training_job(spec, session_factory(), wait=args.wait)
     print(f"features job {spec.job_name} ({job.training_job_status})")
-    print(f"feature cache: {spec.output}/{spec.job_name}/output/{reports.OUTPUT_ARCHIVE} (once the job is Completed)")
+    print(f"feature cache: {spec.output}/{spec.job_name}/output/{OUTPUT_ARCHIVE} (once the job is Completed)")
     print(f"next: {_next_tune_command(args, spec.job_name, local=False)}")
     return 0
 

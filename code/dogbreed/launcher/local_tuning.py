@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dogbreed.job_outputs import SEARCH_DIR
 from dogbreed.launcher import feature_jobs, training_jobs, tuning, validation
 from dogbreed.launcher.validation import LauncherError
 
@@ -79,7 +80,7 @@ class LocalTuningSpec:
 
     @property
     def report_dir(self) -> Path:
-        return Path(self.output) / "output" / "data" / "tune"
+        return Path(self.output) / "output" / "data" / SEARCH_DIR
 
 
 def _mountable(path: str, what: str) -> str:
