@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dogbreed.hyperparameters import AssignmentError, parse_assignments
 from dogbreed.job_outputs import FEATURES_DIR
 from dogbreed.launcher import (
     explanations,
@@ -112,7 +113,7 @@ def _training_spec(
         role=args.role,
         instance_type=args.instance_type,
         instance_count=args.instance_count,
-        hyperparameters=training_jobs.parse_hyperparameters(args.hp) if hyperparameters is None else hyperparameters,
+        hyperparameters=parse_assignments(args.hp) if hyperparameters is None else hyperparameters,
         spot=args.spot,
         max_run_seconds=args.max_run,
         max_wait_seconds=args.max_wait,
@@ -138,22 +139,22 @@ def cmd_train(args, session_factory: SessionFactory) -> int:
 
 def cmd_features(args, session_factory: SessionFactory) -> int:
     """A features job: the feature cache and nothing else, then the command that reads it."""
-    hyperparameters = feature_jobs.features_job_hyperparameters(training_jobs.parse_hyperparameters(args.hp))
+    hyperparameters = feature_jobs.features_job_hyperparameters(parse_assignments(args.hp))
     spec = _training_spec(args, args.local, hyperparameters)
     if args.local:
         training_jobs.train_local(spec)
         cache = training_jobs.local_output_data(spec) / FEATURES_DIR
         print(f"feature cache: {cache}")
-        print(f"next: {_next_tune_command(args, str(cache), local=True)}")
+        print(f"next: {_next_tune_command(args, str(cache), spec.hyperparameters, local=True)}")
         return 0
     job = training_jobs.start_training_job(spec, session_factory(), wait=args.wait)
     print(f"features job {spec.job_name} ({job.training_job_status})")
     print(f"feature cache: {spec.output}/{spec.job_name}/output/{OUTPUT_ARCHIVE} (once the job is Completed)")
-    print(f"next: {_next_tune_command(args, spec.job_name, local=False)}")
+    print(f"next: {_next_tune_command(args, spec.job_name, spec.hyperparameters, local=False)}")
     return 0
 
 
-def _next_tune_command(args, features_from: str, local: bool) -> str:
+def _next_tune_command(args, features_from: str, hyperparameters: dict[str, str], local: bool) -> str:
     """``tune --features-from ...`` with the features job's data, weights and hyperparameters.
 
     The cache is keyed on what shaped it (arch, image size, views, seed, ...): the same
@@ -166,9 +167,9 @@ def _next_tune_command(args, features_from: str, local: bool) -> str:
         if getattr(args, name):
             argv += [f"--{name}", getattr(args, name)]
     argv += ["--output", f"{args.output.rstrip('/')}/tuning" if local else args.output]
-    for pair in args.hp:
-        if pair.partition("=")[0].strip() not in ("features", "features_only"):
-            argv += ["--hp", pair]
+    for name, value in hyperparameters.items():
+        if name not in ("features", "features_only"):  # the features job's own; tune sets features=on itself
+            argv += ["--hp", f"{name}={value}"]
     return shlex.join(argv)
 
 
@@ -209,7 +210,7 @@ def _tune_local(args) -> int:
         lr_max=args.lr_max,
         batch_sizes=args.batch_sizes,
         trials=args.max_jobs,
-        hyperparameters=training_jobs.parse_hyperparameters(args.hp),
+        hyperparameters=parse_assignments(args.hp),
         pretrained=args.pretrained,
         features_from=args.features_from,
         timeout_seconds=args.timeout,
@@ -605,7 +606,7 @@ def main(argv: Sequence[str] | None = None, session_factory: SessionFactory = de
     args = build_parser().parse_args(argv)
     try:
         return args.run(args, session_factory)
-    except LauncherError as exc:
+    except (LauncherError, AssignmentError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except hosting.EndpointError as exc:

@@ -30,17 +30,6 @@ def metric_definitions() -> list[dict[str, str]]:
     return [dict(d) for d in METRIC_DEFINITIONS]
 
 
-def parse_hyperparameters(pairs: list[str]) -> dict[str, str]:
-    """``["epochs=3", "lr=0.001"]`` -> ``{"epochs": "3", "lr": "0.001"}`` (SageMaker sends strings)."""
-    result = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise LauncherError(f"hyperparameter {pair!r} is not name=value")
-        result[name.strip()] = value.strip()
-    return result
-
-
 @dataclass
 class TrainingSpec:
     """One training job. Channels are ``s3://`` URIs, or local directories with ``local``.
