@@ -13,8 +13,12 @@ import json
 import os
 import shlex
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 
 from dogbreed.hyperparameters import AssignmentError, parse_assignments
 from dogbreed.job_outputs import FEATURES_DIR
@@ -38,8 +42,6 @@ SessionFactory = Callable[[], object]
 
 def default_session():
     """A boto3 session; a missing region is an error here rather than deep in the SDK."""
-    import boto3
-
     session = boto3.Session()
     if not session.region_name:
         raise LauncherError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or 'aws configure set region ...'")
@@ -286,8 +288,6 @@ def cmd_deploy(args, session_factory: SessionFactory) -> int:
 
 
 def _serve_until_interrupted() -> None:
-    import time
-
     print("serving until Ctrl-C", file=sys.stderr, flush=True)
     try:
         while True:
@@ -612,10 +612,6 @@ def main(argv: Sequence[str] | None = None, session_factory: SessionFactory = de
     except hosting.EndpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # botocore errors: the message is what the user needs
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if isinstance(exc, (ClientError, BotoCoreError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        raise
+    except (ClientError, BotoCoreError) as exc:  # AWS refused or could not be reached: its message says why
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

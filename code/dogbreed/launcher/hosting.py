@@ -17,6 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+from sagemaker.core import shapes
+from sagemaker.core.local import LocalSession
+from sagemaker.core.utils.utils import serialize
+
 from dogbreed.launcher import sagemaker_conventions, validation
 from dogbreed.launcher.validation import LauncherError
 
@@ -102,9 +107,6 @@ def deploy(spec: DeploySpec, boto_session, wait: bool = True) -> str:
     Requests are built from ``sagemaker.core.shapes`` and sent with the plain client: the
     SDK's ``Model.create`` re-reads the model and rejects some valid DescribeModel answers.
     """
-    from sagemaker.core import shapes
-    from sagemaker.core.utils.utils import serialize
-
     client = boto_session.client("sagemaker")
     model_data = model_artifacts(spec.model_data, boto_session)
     client.create_model(
@@ -192,8 +194,6 @@ def invoke(endpoint: str, image: str, runtime_client, custom_attributes: str | N
     :class:`LauncherError`), but it is returned untouched: its formatting, key order and
     numbers as the serving image wrote them. An error answer raises :class:`EndpointError`.
     """
-    from botocore.exceptions import ClientError
-
     validation.resource_name(endpoint, "endpoint name")
     body, content_type = read_image(image)
     request = {"EndpointName": endpoint, "ContentType": content_type, "Accept": "application/json", "Body": body}
@@ -245,8 +245,6 @@ def format_prediction(result: dict[str, Any]) -> str:
 def delete(endpoint: str, boto_session) -> list[str]:
     """Delete the endpoint's scalable targets (with their policies), the endpoint, its config and
     its models; returns what went, and which models were kept (shared, or gone already)."""
-    from botocore.exceptions import ClientError
-
     validation.resource_name(endpoint, "endpoint name")
     client = boto_session.client("sagemaker")
     config_name = client.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
@@ -282,8 +280,6 @@ class LocalEndpoint:
     """
 
     def __init__(self, spec: DeploySpec, port: int = 8080):
-        from sagemaker.core.local import LocalSession
-
         self.spec = spec
         self.session = LocalSession()
         # The SDK publishes the container's 8080 on this host port and sends requests there.

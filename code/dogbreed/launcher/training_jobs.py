@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sagemaker.core import shapes
+from sagemaker.core.resources import TrainingJob
+from sagemaker.core.training.configs import Compute, InputData
+
 from dogbreed.launcher import debugger_config, feature_jobs, sagemaker_conventions, validation
 from dogbreed.launcher.validation import LauncherError
 from dogbreed.metric_lines import METRIC_DEFINITIONS
@@ -119,8 +123,6 @@ def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = 
 
     ``region`` picks the Debugger rule images; ``with_debugger=False`` leaves Debugger out.
     """
-    from sagemaker.core import shapes
-
     channels = [
         shapes.Channel(
             channel_name=name,
@@ -176,8 +178,6 @@ def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = 
 
 def start_training_job(spec: TrainingSpec, boto_session, wait: bool = False):
     """Create the training job; with ``wait``, block until it ends. Returns the SDK resource."""
-    from sagemaker.core.resources import TrainingJob
-
     region = boto_session.region_name
     if validation.ecr_region(spec.image) != region:
         raise LauncherError(
@@ -193,8 +193,7 @@ def start_training_job(spec: TrainingSpec, boto_session, wait: bool = False):
 
 def train_local(spec: TrainingSpec) -> Path:
     """Run the job with the SDK's local mode (Docker on this machine); returns model.tar.gz."""
-    from sagemaker.core.training.configs import Compute, InputData
-    from sagemaker.train.model_trainer import Mode, ModelTrainer
+    from sagemaker.train.model_trainer import Mode, ModelTrainer  # noqa: PLC0415 - 1 s more for every command's start, for local training only
 
     root = Path(spec.output)
     root.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+from sagemaker.core import shapes
+from sagemaker.core.utils.utils import serialize
+
 from dogbreed.launcher import explanations, hosting, predictions, sagemaker_conventions, validation
 from dogbreed.launcher.validation import LauncherError
 
@@ -130,9 +134,6 @@ def asks_for_maps(environment: dict[str, str] | None) -> bool:
 
 def transform_job_request(spec: TransformSpec, input_uri: str, output_uri: str) -> dict[str, Any]:
     """``CreateTransformJob``'s parameters: each object under ``input_uri`` is one request."""
-    from sagemaker.core import shapes
-    from sagemaker.core.utils.utils import serialize
-
     request: dict[str, Any] = {
         "TransformJobName": spec.job_name,
         "ModelName": spec.job_name,
@@ -173,8 +174,6 @@ class Outcome:
 
 def _holds_objects(store: predictions.S3Store, uri: str, flag: str) -> bool:
     """Whether the folder ``uri`` holds an object; a missing bucket is the user's to fix."""
-    from botocore.exceptions import ClientError
-
     try:
         return next(store.objects(uri), None) is not None
     except ClientError as exc:
@@ -190,9 +189,6 @@ def start(spec: TransformSpec, boto_session) -> None:
     must hold objects and ``--output`` none (an earlier run's ``.out`` files would pass for
     this one's), and a training job name in ``--model`` becomes its model.tar.gz.
     """
-    from sagemaker.core import shapes
-    from sagemaker.core.utils.utils import serialize
-
     if validation.ecr_region(spec.image) != boto_session.region_name:
         raise LauncherError(
             f"the image is in {validation.ecr_region(spec.image)}, the job would run in "
