@@ -37,7 +37,7 @@ from dogbreed.launcher import (
 from dogbreed.launcher.sagemaker_conventions import OUTPUT_ARCHIVE
 from dogbreed.launcher.validation import LauncherError
 
-SessionFactory = Callable[[], object]
+SessionFactory = Callable[[], boto3.Session]
 
 
 def default_session():

@@ -62,7 +62,7 @@ class DeploySpec:
     image: str
     model_data: str
     role: str | None = None
-    name: str | None = None
+    name: str = ""  # empty: a unique one is made
     instance_type: str = DEFAULT_INSTANCE_TYPE
     instance_count: int = 1
     autoscaling: Autoscaling | None = None

@@ -37,7 +37,7 @@ MODULE = "dogbreed.tune"
 class LocalTuningSpec:
     """One local search; paths are checked (and ``output`` made absolute) on construction."""
 
-    image: str | None
+    image: str
     channels: dict[str, str]
     output: str
     lr_min: float = 1e-4

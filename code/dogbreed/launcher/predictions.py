@@ -79,7 +79,10 @@ class Summary:
 class Store(Protocol):
     """The input images and the output files of one transform job; keys are relative paths."""
 
-    location: str  # the output prefix or directory, for messages
+    @property
+    def location(self) -> str:
+        """The output prefix or directory, for messages."""
+        ...
 
     def input_keys(self) -> list[str]: ...
 

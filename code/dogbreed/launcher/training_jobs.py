@@ -57,7 +57,7 @@ class TrainingSpec:
     pretrained: str | None = None
     debugger: bool = True
     volume_size_gb: int = 30
-    job_name: str | None = None
+    job_name: str = ""  # empty: a unique one is made
     local: bool = False
     features_from: str | None = None
 

@@ -61,12 +61,12 @@ class TransformSpec:
     ``local`` a local ``model.tar.gz``.
     """
 
-    image: str | None
+    image: str
     model_data: str
     input: str
     output: str
     role: str | None = None
-    job_name: str | None = None
+    job_name: str = ""  # empty: a unique one is made
     instance_type: str | None = None
     instance_count: int = 1
     max_payload_mb: int = DEFAULT_MAX_PAYLOAD_MB

@@ -30,23 +30,29 @@ _ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 
 
+def _ecr_match(uri: str, what: str) -> re.Match[str]:
+    match = _ECR_IMAGE.match(uri or "")
+    if not match:
+        raise LauncherError(
+            f"{what} {uri!r} is not an ECR image URI (<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>); "
+            "SageMaker pulls only from ECR: push with scripts/build_and_push.sh and use the URI it prints"
+        )
+    return match
+
+
 def ecr_image(uri: str, what: str = "image") -> str:
     """An ECR image URI: ``<account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag]``.
 
     SageMaker pulls training and serving images from ECR only, so anything else (a
     Docker Hub name, a local tag, a registry on localhost) is refused here.
     """
-    if not _ECR_IMAGE.match(uri or ""):
-        raise LauncherError(
-            f"{what} {uri!r} is not an ECR image URI (<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>); "
-            "SageMaker pulls only from ECR: push with scripts/build_and_push.sh and use the URI it prints"
-        )
+    _ecr_match(uri, what)
     return uri
 
 
 def ecr_region(uri: str) -> str:
     """The region of an ECR image URI (SageMaker needs the image in the job's region)."""
-    return _ECR_IMAGE.match(uri).group("region")
+    return _ecr_match(uri, "image").group("region")
 
 
 def s3_uri(uri: str, what: str) -> str:
