@@ -273,7 +273,7 @@ BAD_INPUT = [
                                     "--instance-type", "ml.m5"], "not a SageMaker instance type"),
     ("no role", ["train", *TRAIN_ARGS, "--role", ""], "no execution role"),
     ("bad role", ["train", *TRAIN_ARGS, "--role", "dogbreed-role"], "not an IAM role ARN"),
-    ("bad hyperparameter", ["train", *TRAIN_ARGS, "--hp", "epochs"], "not name=value"),
+    ("bad hyperparameter", ["train", *TRAIN_ARGS, "--hp", "epochs"], "--hp 'epochs' is not NAME=VALUE"),
     ("spot max-wait below max-run", ["train", *TRAIN_ARGS, "--max-run", "7200", "--max-wait", "3600"], "--max-wait"),
     ("tuned hp also static", ["tune", *TRAIN_ARGS, "--hp", "lr=0.1"], "are tuned"),
     ("parallel above max jobs", ["tune", *TRAIN_ARGS, "--max-jobs", "2", "--max-parallel-jobs", "3"], "cannot exceed"),

@@ -13,12 +13,18 @@ import json
 import os
 import shlex
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from dogbreed.hyperparameters import AssignmentError, parse_assignments
+from dogbreed.job_outputs import FEATURES_DIR
 from dogbreed.launcher import (
     explanations,
-    features,
+    feature_jobs,
     hosting,
     local_transform,
     local_tuning,
@@ -26,17 +32,16 @@ from dogbreed.launcher import (
     training_jobs,
     transform,
     tuning,
-    uris,
+    validation,
 )
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.launcher.sagemaker_conventions import OUTPUT_ARCHIVE
+from dogbreed.launcher.validation import LauncherError
 
-SessionFactory = Callable[[], object]
+SessionFactory = Callable[[], boto3.Session]
 
 
 def default_session():
     """A boto3 session; a missing region is an error here rather than deep in the SDK."""
-    import boto3
-
     session = boto3.Session()
     if not session.region_name:
         raise LauncherError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or 'aws configure set region ...'")
@@ -70,7 +75,7 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--instance-type",
         default=None,
-        help=f"default {training_jobs.DEFAULT_INSTANCE_TYPE}, {features.INSTANCE_TYPE} with --features-from "
+        help=f"default {training_jobs.DEFAULT_INSTANCE_TYPE}, {feature_jobs.INSTANCE_TYPE} with --features-from "
         "('local' with --local; 'local_gpu' for the GPUs)",
     )
     parser.add_argument("--instance-count", type=int, default=1)
@@ -110,7 +115,7 @@ def _training_spec(
         role=args.role,
         instance_type=args.instance_type,
         instance_count=args.instance_count,
-        hyperparameters=training_jobs.parse_hyperparameters(args.hp) if hyperparameters is None else hyperparameters,
+        hyperparameters=parse_assignments(args.hp) if hyperparameters is None else hyperparameters,
         spot=args.spot,
         max_run_seconds=args.max_run,
         max_wait_seconds=args.max_wait,
@@ -136,22 +141,22 @@ def cmd_train(args, session_factory: SessionFactory) -> int:
 
 def cmd_features(args, session_factory: SessionFactory) -> int:
     """A features job: the feature cache and nothing else, then the command that reads it."""
-    hyperparameters = features.features_job_hyperparameters(training_jobs.parse_hyperparameters(args.hp))
+    hyperparameters = feature_jobs.features_job_hyperparameters(parse_assignments(args.hp))
     spec = _training_spec(args, args.local, hyperparameters)
     if args.local:
         training_jobs.train_local(spec)
-        cache = training_jobs.local_output_data(spec) / "features"
+        cache = training_jobs.local_output_data(spec) / FEATURES_DIR
         print(f"feature cache: {cache}")
-        print(f"next: {_next_tune_command(args, str(cache), local=True)}")
+        print(f"next: {_next_tune_command(args, str(cache), spec.hyperparameters, local=True)}")
         return 0
     job = training_jobs.start_training_job(spec, session_factory(), wait=args.wait)
     print(f"features job {spec.job_name} ({job.training_job_status})")
-    print(f"feature cache: {spec.output}/{spec.job_name}/output/{reports.OUTPUT_ARCHIVE} (once the job is Completed)")
-    print(f"next: {_next_tune_command(args, spec.job_name, local=False)}")
+    print(f"feature cache: {spec.output}/{spec.job_name}/output/{OUTPUT_ARCHIVE} (once the job is Completed)")
+    print(f"next: {_next_tune_command(args, spec.job_name, spec.hyperparameters, local=False)}")
     return 0
 
 
-def _next_tune_command(args, features_from: str, local: bool) -> str:
+def _next_tune_command(args, features_from: str, hyperparameters: dict[str, str], local: bool) -> str:
     """``tune --features-from ...`` with the features job's data, weights and hyperparameters.
 
     The cache is keyed on what shaped it (arch, image size, views, seed, ...): the same
@@ -164,9 +169,9 @@ def _next_tune_command(args, features_from: str, local: bool) -> str:
         if getattr(args, name):
             argv += [f"--{name}", getattr(args, name)]
     argv += ["--output", f"{args.output.rstrip('/')}/tuning" if local else args.output]
-    for pair in args.hp:
-        if pair.partition("=")[0].strip() not in ("features", "features_only"):
-            argv += ["--hp", pair]
+    for name, value in hyperparameters.items():
+        if name not in ("features", "features_only"):  # the features job's own; tune sets features=on itself
+            argv += ["--hp", f"{name}={value}"]
     return shlex.join(argv)
 
 
@@ -189,7 +194,7 @@ def cmd_tune(args, session_factory: SessionFactory) -> int:
     )
     tuning.start_tuning_job(spec, session_factory())
     print(f"tuning job {spec.name}: python -m dogbreed.launcher best {spec.name}")
-    cache = spec.training.channels.get(features.CHANNEL)
+    cache = spec.training.channels.get(feature_jobs.CHANNEL)
     if cache:
         print(f"trials on {spec.training.instance_type} read the feature cache {cache}")
     return 0
@@ -207,7 +212,7 @@ def _tune_local(args) -> int:
         lr_max=args.lr_max,
         batch_sizes=args.batch_sizes,
         trials=args.max_jobs,
-        hyperparameters=training_jobs.parse_hyperparameters(args.hp),
+        hyperparameters=parse_assignments(args.hp),
         pretrained=args.pretrained,
         features_from=args.features_from,
         timeout_seconds=args.timeout,
@@ -283,8 +288,6 @@ def cmd_deploy(args, session_factory: SessionFactory) -> int:
 
 
 def _serve_until_interrupted() -> None:
-    import time
-
     print("serving until Ctrl-C", file=sys.stderr, flush=True)
     try:
         while True:
@@ -364,7 +367,7 @@ def cmd_transform(args, session_factory: SessionFactory) -> int:
         ]
         if given:
             raise LauncherError(f"--attach JOB gathers that job's own output: drop {', '.join(given)}")
-        name = uris.resource_name(args.attach, "--attach (a transform job's name)")
+        name = validation.resource_name(args.attach, "--attach (a transform job's name)")
         return _finish_transform(name, lambda: transform.attach(name, session_factory()))
     spec = _transform_spec(args)
     if spec.local:
@@ -603,16 +606,12 @@ def main(argv: Sequence[str] | None = None, session_factory: SessionFactory = de
     args = build_parser().parse_args(argv)
     try:
         return args.run(args, session_factory)
-    except LauncherError as exc:
+    except (LauncherError, AssignmentError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except hosting.EndpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # botocore errors: the message is what the user needs
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if isinstance(exc, (ClientError, BotoCoreError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        raise
+    except (ClientError, BotoCoreError) as exc:  # AWS refused or could not be reached: its message says why
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -11,6 +11,8 @@ from sagemaker.core import shapes
 from sagemaker.core.debugger import Rule, rule_configs
 from sagemaker.core.debugger.debugger import get_rule_container_image_uri
 
+from dogbreed.job_outputs import TRIAL_DIR
+
 # The built-in rules evaluated on the tensors the hook saves.
 BUILT_IN_RULES = (
     rule_configs.vanishing_gradient,
@@ -25,9 +27,9 @@ HOOK_SAVE_INTERVAL = "100"  # steps between saved tensors
 
 
 def debug_hook_config(output_uri: str) -> shapes.DebugHookConfig:
-    """Save losses, metrics and gradients to ``<output_uri>/debug-output``."""
+    """Save losses, metrics and gradients under ``<output_uri>/debug-output``, named like the job's own trial."""
     return shapes.DebugHookConfig(
-        s3_output_path=f"{output_uri}/debug-output",
+        s3_output_path=f"{output_uri}/{TRIAL_DIR}",
         hook_parameters={"save_interval": HOOK_SAVE_INTERVAL},
         collection_configurations=[
             shapes.CollectionConfiguration(collection_name=name)

@@ -20,12 +20,12 @@ from typing import Any
 from dogbreed import explain, images
 from dogbreed.explain import ExplainError, Explanation
 from dogbreed.launcher.hosting import EndpointError
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.launcher.validation import LauncherError
 
 # What the serving image reads (dogbreed.serving.environment, dogbreed.serving.request;
 # a test keeps them equal).
 ENV = "DOGBREED_EXPLAIN"
-METHOD = "cam"
+METHOD = explain.METHODS[0]  # what --explain asks for: dogbreed.explain's first method (today its only one)
 CUSTOM_ATTRIBUTES = f"explain={METHOD}"
 KEY = "explanation"  # where the answer carries it
 WHY_MISSING = "a serving image from before class activation maps, or a code/inference.py that changes the answer?"

@@ -17,8 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dogbreed.launcher import uris
-from dogbreed.launcher.uris import LauncherError
+from botocore.exceptions import ClientError
+from sagemaker.core import shapes
+from sagemaker.core.local import LocalSession
+from sagemaker.core.utils.utils import serialize
+
+from dogbreed.launcher import sagemaker_conventions, validation
+from dogbreed.launcher.validation import LauncherError
 
 VARIANT = "AllTraffic"
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
@@ -42,7 +47,7 @@ class Autoscaling:
     scale_out_cooldown: int = 60
 
     def __post_init__(self) -> None:
-        uris.count(self.min_instances, "--min-instances")
+        validation.count(self.min_instances, "--min-instances")
         if self.max_instances < self.min_instances:
             raise LauncherError("--max-instances must be at least --min-instances")
         if self.target <= 0:
@@ -57,24 +62,26 @@ class DeploySpec:
     image: str
     model_data: str
     role: str | None = None
-    name: str | None = None
+    name: str = ""  # empty: a unique one is made
     instance_type: str = DEFAULT_INSTANCE_TYPE
     instance_count: int = 1
     autoscaling: Autoscaling | None = None
     local: bool = False
 
     def __post_init__(self) -> None:
-        self.instance_type = uris.instance_type(self.instance_type, local=self.local)
-        uris.count(self.instance_count, "--instance-count")
-        self.name = uris.resource_name(self.name or uris.unique_name("dogbreed"), "--name (the endpoint's name)")
+        self.instance_type = validation.instance_type(self.instance_type, local=self.local)
+        validation.count(self.instance_count, "--instance-count")
+        self.name = validation.resource_name(
+            self.name or sagemaker_conventions.unique_name("dogbreed"), "--name (the endpoint's name)"
+        )
         if self.local:
             if self.autoscaling:
                 raise LauncherError("--max-instances (autoscaling) needs a SageMaker endpoint, not --local")
-            self.model_data = uris.model_data(self.model_data, local=True)
+            self.model_data = validation.model_data(self.model_data, local=True)
             return
-        self.image = uris.ecr_image(self.image, "serving image")
-        self.role = uris.role_arn(self.role)
-        self.model_data = uris.model_data(self.model_data)
+        self.image = validation.ecr_image(self.image, "serving image")
+        self.role = validation.role_arn(self.role)
+        self.model_data = validation.model_data(self.model_data)
         if self.autoscaling and self.autoscaling.min_instances > self.instance_count:
             raise LauncherError("--instance-count must be at least --min-instances")
 
@@ -100,9 +107,6 @@ def deploy(spec: DeploySpec, boto_session, wait: bool = True) -> str:
     Requests are built from ``sagemaker.core.shapes`` and sent with the plain client: the
     SDK's ``Model.create`` re-reads the model and rejects some valid DescribeModel answers.
     """
-    from sagemaker.core import shapes
-    from sagemaker.core.utils.utils import serialize
-
     client = boto_session.client("sagemaker")
     model_data = model_artifacts(spec.model_data, boto_session)
     client.create_model(
@@ -190,9 +194,7 @@ def invoke(endpoint: str, image: str, runtime_client, custom_attributes: str | N
     :class:`LauncherError`), but it is returned untouched: its formatting, key order and
     numbers as the serving image wrote them. An error answer raises :class:`EndpointError`.
     """
-    from botocore.exceptions import ClientError
-
-    uris.resource_name(endpoint, "endpoint name")
+    validation.resource_name(endpoint, "endpoint name")
     body, content_type = read_image(image)
     request = {"EndpointName": endpoint, "ContentType": content_type, "Accept": "application/json", "Body": body}
     if custom_attributes is not None:
@@ -243,9 +245,7 @@ def format_prediction(result: dict[str, Any]) -> str:
 def delete(endpoint: str, boto_session) -> list[str]:
     """Delete the endpoint's scalable targets (with their policies), the endpoint, its config and
     its models; returns what went, and which models were kept (shared, or gone already)."""
-    from botocore.exceptions import ClientError
-
-    uris.resource_name(endpoint, "endpoint name")
+    validation.resource_name(endpoint, "endpoint name")
     client = boto_session.client("sagemaker")
     config_name = client.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
     variants = client.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
@@ -280,8 +280,6 @@ class LocalEndpoint:
     """
 
     def __init__(self, spec: DeploySpec, port: int = 8080):
-        from sagemaker.core.local import LocalSession
-
         self.spec = spec
         self.session = LocalSession()
         # The SDK publishes the container's 8080 on this host port and sends requests there.

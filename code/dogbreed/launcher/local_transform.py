@@ -21,6 +21,7 @@ Where it falls short of the service, :func:`run_local` makes up for it:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,9 +32,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from sagemaker.core.local import LocalSession
+
 from dogbreed.launcher import predictions
 from dogbreed.launcher.transform import Outcome, TransformSpec, transform_job_request
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.launcher.validation import LauncherError
 
 # The SDK sizes a record with sys.getsizeof, not len: 33 bytes more for bytes, 49 for a
 # text-looking file it decodes to str. A margin above both.
@@ -63,10 +66,8 @@ def _ping_answer(port: int) -> str:
             return f"/ping answers {response.status}"
     except urllib.error.HTTPError as exc:
         body = exc.read()[:500].decode("utf-8", "replace")
-        try:
+        with contextlib.suppress(ValueError, AttributeError):  # not JSON, or not an object: the text itself
             body = json.loads(body).get("error", body)
-        except (ValueError, AttributeError):
-            pass
         return f"/ping answers {exc.code}: {body}"
     except OSError as exc:
         return f"/ping does not answer ({exc})"
@@ -100,8 +101,6 @@ def _remove_container(client, job_name: str) -> None:
 
 def _run_sdk(spec: TransformSpec, port: int, staged_in: Path, staged_out: Path) -> tuple[str, str | None]:
     """The local transform job over ``staged_in``; returns its status and failure reason."""
-    from sagemaker.core.local import LocalSession
-
     session = LocalSession()
     # The SDK publishes the container's 8080 on this host port and sends requests there.
     session.config = {"local": {"serving_port": port}}

@@ -23,8 +23,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dogbreed.launcher import features, training_jobs, tuning, uris
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.job_outputs import SEARCH_DIR
+from dogbreed.launcher import feature_jobs, training_jobs, tuning, validation
+from dogbreed.launcher.validation import LauncherError
 
 DATA = "/opt/ml/input/data"
 # <output>/<name> on this machine -> the container's folder.
@@ -36,7 +37,7 @@ MODULE = "dogbreed.tune"
 class LocalTuningSpec:
     """One local search; paths are checked (and ``output`` made absolute) on construction."""
 
-    image: str | None
+    image: str
     channels: dict[str, str]
     output: str
     lr_min: float = 1e-4
@@ -57,17 +58,18 @@ class LocalTuningSpec:
         if missing:
             raise LauncherError(f"missing data channel(s): {', '.join(missing)} (--train, --valid, --test)")
         self.channels = {
-            name: _mountable(uris.local_dir(path, f"--{name}"), f"--{name}") for name, path in self.channels.items()
+            name: _mountable(validation.local_dir(path, f"--{name}"), f"--{name}")
+            for name, path in self.channels.items()
         }
         if self.pretrained:
             self.pretrained = _local_dir_or_file(self.pretrained, "--pretrained")
         if self.features_from:
             self.features_from = _local_dir_or_file(self.features_from, "--features-from")
         tuning.check_search(self.lr_min, self.lr_max, self.batch_sizes, self.hyperparameters)
-        uris.count(self.trials, "--max-jobs (the number of trials)")
+        validation.count(self.trials, "--max-jobs (the number of trials)")
         if self.timeout_seconds is not None:
-            uris.count(self.timeout_seconds, "--timeout")
-        self.instance_type = uris.instance_type(self.instance_type, local=True)
+            validation.count(self.timeout_seconds, "--timeout")
+        self.instance_type = validation.instance_type(self.instance_type, local=True)
         self.output = _mountable(str(Path(self.output).expanduser().resolve()), "--output")
         if Path(self.output).exists() and not Path(self.output).is_dir():
             raise LauncherError(f"--output {self.output!r} is a file, not a directory")
@@ -78,7 +80,7 @@ class LocalTuningSpec:
 
     @property
     def report_dir(self) -> Path:
-        return Path(self.output) / "output" / "data" / "tune"
+        return Path(self.output) / "output" / "data" / SEARCH_DIR
 
 
 def _mountable(path: str, what: str) -> str:
@@ -145,7 +147,7 @@ def docker_command(spec: LocalTuningSpec) -> list[str]:
     if spec.pretrained:
         command += _read_only(spec.pretrained, "pretrained")
     if spec.features_from:
-        command += _read_only(spec.features_from, features.CHANNEL)
+        command += _read_only(spec.features_from, feature_jobs.CHANNEL)
     for name, target in WRITABLE.items():
         command += ["-v", f"{spec.output}/{name}:{target}"]
     return [*command, spec.image, "python", "-m", MODULE, *tune_arguments(spec)]

@@ -79,7 +79,10 @@ class Summary:
 class Store(Protocol):
     """The input images and the output files of one transform job; keys are relative paths."""
 
-    location: str  # the output prefix or directory, for messages
+    @property
+    def location(self) -> str:
+        """The output prefix or directory, for messages."""
+        ...
 
     def input_keys(self) -> list[str]: ...
 
@@ -117,7 +120,7 @@ def gather(store: Store, missing: str, reasons: Mapping[str, str] | None = None,
     outputs = store.output_keys()
     present = [k for k in keys if k + SUFFIX in outputs]
     with ThreadPoolExecutor(READERS) as pool:
-        bodies = dict(zip(present, pool.map(lambda k: store.read_output(k + SUFFIX), present)))
+        bodies = dict(zip(present, pool.map(lambda k: store.read_output(k + SUFFIX), present), strict=True))
     predictions = [
         parse(k, bodies[k], explain) if k in bodies else Prediction(k, error=reasons.get(k, missing)) for k in keys
     ]

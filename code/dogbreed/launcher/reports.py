@@ -13,16 +13,18 @@ from __future__ import annotations
 import os
 import subprocess
 import tarfile
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
 
-from dogbreed.launcher import uris
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.job_outputs import REPORT_FILE, TRIAL_DIR
+from dogbreed.launcher import sagemaker_conventions, validation
+from dogbreed.launcher.sagemaker_conventions import OUTPUT_ARCHIVE
+from dogbreed.launcher.validation import LauncherError
 
-OUTPUT_ARCHIVE = uris.OUTPUT_ARCHIVE
+CONTAINER_ROOT = PurePosixPath("/job")  # where build_report mounts the download
 
 
-@dataclass
+@dataclass(frozen=True)
 class JobOutput:
     """A training job's output on this machine: ``output/`` (the unpacked archive), ``debug-output/``."""
 
@@ -35,7 +37,7 @@ class JobOutput:
 
     @property
     def trial_dir(self) -> Path:
-        return self.root / "debug-output"
+        return self.root / TRIAL_DIR
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -45,7 +47,7 @@ def _split_s3(uri: str) -> tuple[str, str]:
 
 def download_job_output(job_name: str, boto_session, dest: Path) -> JobOutput:
     """Download and unpack ``job_name``'s output (and Debugger trial) into ``dest``."""
-    uris.resource_name(job_name, "training job name")
+    validation.resource_name(job_name, "training job name")
     job = boto_session.client("sagemaker").describe_training_job(TrainingJobName=job_name)
     if job["TrainingJobStatus"] not in ("Completed", "Failed", "Stopped"):
         raise LauncherError(f"training job {job_name} is {job['TrainingJobStatus']}: its output is not written yet")
@@ -53,23 +55,21 @@ def download_job_output(job_name: str, boto_session, dest: Path) -> JobOutput:
     if not model:
         raise LauncherError(f"training job {job_name} has no output location")
     s3 = boto_session.client("s3")
-    bucket, key = _split_s3(uris.job_output_archive(model))
+    bucket, key = _split_s3(sagemaker_conventions.job_output_archive(model))
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest / OUTPUT_ARCHIVE
     try:
         s3.download_file(bucket, key, str(archive))
     except Exception as exc:  # botocore's ClientError, and no connection
         raise LauncherError(f"cannot download s3://{bucket}/{key}: {exc}") from exc
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest / "output", filter="data")  # no paths out of dest, no devices
     output = JobOutput(dest, has_debugger_trial=False)
+    with tarfile.open(archive) as tar:
+        tar.extractall(output.output_dir, filter="data")  # no paths out of dest, no devices
     hook = job.get("DebugHookConfig", {}).get("S3OutputPath")
-    if hook:
-        # Where SageMaker puts the hook's tensors (the SDK's latest_job_debugger_artifacts_path).
-        output.has_debugger_trial = (
-            _download_prefix(s3, f"{hook.rstrip('/')}/{job_name}/debug-output", output.trial_dir) > 0
-        )
-    return output
+    if not hook:
+        return output
+    trial = sagemaker_conventions.debugger_trial(hook, job_name)
+    return replace(output, has_debugger_trial=_download_prefix(s3, trial, output.trial_dir) > 0)
 
 
 def _download_prefix(s3, uri: str, dest: Path) -> int:
@@ -99,16 +99,16 @@ def build_report(output: JobOutput, image: str) -> Path:
         "-e",
         "MPLCONFIGDIR=/tmp",
         "-v",
-        f"{output.root.resolve()}:/job",
+        f"{output.root.resolve()}:{CONTAINER_ROOT}",
         image,
         "python",
         "-m",
         "dogbreed.report",
-        "/job/output",
+        str(CONTAINER_ROOT / output.output_dir.relative_to(output.root)),
     ]
     if output.has_debugger_trial:
-        args += ["--trial", "/job/debug-output"]
+        args += ["--trial", str(CONTAINER_ROOT / output.trial_dir.relative_to(output.root))]
     proc = subprocess.run(args, capture_output=True, text=True)
     if proc.returncode != 0:
         raise LauncherError(f"building the report in {image} failed ({proc.returncode}): {proc.stderr[-1500:]}")
-    return output.output_dir / "report.html"
+    return output.output_dir / REPORT_FILE

@@ -4,7 +4,7 @@ A :class:`TrainingSpec` holds what the user chose, validated on construction; th
 path sends it to ``CreateTrainingJob`` through ``sagemaker.core.resources.TrainingJob``
 (so Debugger can be set), the local path runs it with ``ModelTrainer`` in
 ``Mode.LOCAL_CONTAINER``. ``features_from`` adds a ``features`` channel holding a feature
-cache (see :mod:`dogbreed.launcher.features`).
+cache (see :mod:`dogbreed.launcher.feature_jobs`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dogbreed.launcher import debugger_config, features, uris
-from dogbreed.launcher.uris import LauncherError
+from sagemaker.core import shapes
+from sagemaker.core.resources import TrainingJob
+from sagemaker.core.training.configs import Compute, InputData
+
+from dogbreed.launcher import debugger_config, feature_jobs, sagemaker_conventions, validation
+from dogbreed.launcher.validation import LauncherError
 from dogbreed.metric_lines import METRIC_DEFINITIONS
 
 CHANNELS = ("train", "valid", "test")
@@ -28,17 +32,6 @@ BASE_JOB_NAME = "dogbreed"
 def metric_definitions() -> list[dict[str, str]]:
     """``dogbreed.metric_lines.METRIC_DEFINITIONS``, copied: the regexes for the job's log lines."""
     return [dict(d) for d in METRIC_DEFINITIONS]
-
-
-def parse_hyperparameters(pairs: list[str]) -> dict[str, str]:
-    """``["epochs=3", "lr=0.001"]`` -> ``{"epochs": "3", "lr": "0.001"}`` (SageMaker sends strings)."""
-    result = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise LauncherError(f"hyperparameter {pair!r} is not name=value")
-        result[name.strip()] = value.strip()
-    return result
 
 
 @dataclass
@@ -64,7 +57,7 @@ class TrainingSpec:
     pretrained: str | None = None
     debugger: bool = True
     volume_size_gb: int = 30
-    job_name: str | None = None
+    job_name: str = ""  # empty: a unique one is made
     local: bool = False
     features_from: str | None = None
 
@@ -72,29 +65,33 @@ class TrainingSpec:
         missing = [c for c in CHANNELS if not self.channels.get(c)]
         if missing:
             raise LauncherError(f"missing data channel(s): {', '.join(missing)} (--train, --valid, --test)")
-        self.instance_type = uris.instance_type(self.instance_type or self._default_instance_type(), local=self.local)
-        uris.count(self.instance_count, "--instance-count")
-        self.job_name = uris.resource_name(self.job_name or uris.unique_name(BASE_JOB_NAME), "--job-name")
+        self.instance_type = validation.instance_type(
+            self.instance_type or self._default_instance_type(), local=self.local
+        )
+        validation.count(self.instance_count, "--instance-count")
+        self.job_name = validation.resource_name(
+            self.job_name or sagemaker_conventions.unique_name(BASE_JOB_NAME), "--job-name"
+        )
         if self.pretrained:
             self.channels = dict(self.channels, pretrained=self.pretrained)
         if self.features_from:
-            self.hyperparameters = features.reuse_hyperparameters(self.hyperparameters)
+            self.hyperparameters = feature_jobs.reuse_hyperparameters(self.hyperparameters)
             if not self.local:
-                self.features_from = features.source(self.features_from)
+                self.features_from = feature_jobs.source(self.features_from)
             if self.local or self.features_from.startswith("s3://"):
-                self.channels = {**self.channels, features.CHANNEL: self.features_from}
+                self.channels = {**self.channels, feature_jobs.CHANNEL: self.features_from}
             # else a job name: resolve_features adds its output.tar.gz once a session exists
         if self.local:
             # Local mode runs a local tag (dogbreed-train:latest) as happily as an ECR URI.
-            self.channels = {name: uris.local_dir(uri, _flag(name)) for name, uri in self.channels.items()}
+            self.channels = {name: validation.local_dir(uri, _flag(name)) for name, uri in self.channels.items()}
             self.output = str(Path(self.output).expanduser().resolve())
             return
-        self.image = uris.ecr_image(self.image, "training image")
-        self.role = uris.role_arn(self.role)
-        self.channels = {name: uris.s3_uri(uri, _flag(name)) for name, uri in self.channels.items()}
-        self.output = uris.s3_uri(self.output, "--output")
+        self.image = validation.ecr_image(self.image, "training image")
+        self.role = validation.role_arn(self.role)
+        self.channels = {name: validation.s3_uri(uri, _flag(name)) for name, uri in self.channels.items()}
+        self.output = validation.s3_uri(self.output, "--output")
         if self.checkpoint_uri:
-            self.checkpoint_uri = uris.s3_uri(self.checkpoint_uri, "--checkpoint-uri")
+            self.checkpoint_uri = validation.s3_uri(self.checkpoint_uri, "--checkpoint-uri")
         else:
             self.checkpoint_uri = f"{self.output}/{self.job_name}/checkpoints"
         if self.spot and self.max_wait_seconds < self.max_run_seconds:
@@ -103,7 +100,7 @@ class TrainingSpec:
     def _default_instance_type(self) -> str:
         if self.local:
             return "local"
-        return features.INSTANCE_TYPE if self.features_from else DEFAULT_INSTANCE_TYPE
+        return feature_jobs.INSTANCE_TYPE if self.features_from else DEFAULT_INSTANCE_TYPE
 
     def resolve_features(self, boto_session) -> None:
         """With ``features_from`` a job name: add its ``output.tar.gz`` as the ``features`` channel.
@@ -111,14 +108,14 @@ class TrainingSpec:
         The first AWS call of the job's launch (after every check on the input): the job
         must be Completed and have written a cache, else :class:`LauncherError`.
         """
-        if self.features_from and features.CHANNEL not in self.channels:
-            archive = features.job_archive(self.features_from, boto_session)
-            self.channels = {**self.channels, features.CHANNEL: archive}
+        if self.features_from and feature_jobs.CHANNEL not in self.channels:
+            archive = feature_jobs.job_archive(self.features_from, boto_session)
+            self.channels = {**self.channels, feature_jobs.CHANNEL: archive}
 
 
 def _flag(channel: str) -> str:
     """The command-line flag that names a channel, for messages."""
-    return "--features-from" if channel == features.CHANNEL else f"--{channel}"
+    return "--features-from" if channel == feature_jobs.CHANNEL else f"--{channel}"
 
 
 def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = True) -> dict[str, Any]:
@@ -126,8 +123,6 @@ def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = 
 
     ``region`` picks the Debugger rule images; ``with_debugger=False`` leaves Debugger out.
     """
-    from sagemaker.core import shapes
-
     channels = [
         shapes.Channel(
             channel_name=name,
@@ -183,12 +178,10 @@ def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = 
 
 def start_training_job(spec: TrainingSpec, boto_session, wait: bool = False):
     """Create the training job; with ``wait``, block until it ends. Returns the SDK resource."""
-    from sagemaker.core.resources import TrainingJob
-
     region = boto_session.region_name
-    if uris.ecr_region(spec.image) != region:
+    if validation.ecr_region(spec.image) != region:
         raise LauncherError(
-            f"the image is in {uris.ecr_region(spec.image)}, the job would run in {region}: "
+            f"the image is in {validation.ecr_region(spec.image)}, the job would run in {region}: "
             "SageMaker needs the image in the job's region"
         )
     spec.resolve_features(boto_session)
@@ -200,8 +193,7 @@ def start_training_job(spec: TrainingSpec, boto_session, wait: bool = False):
 
 def train_local(spec: TrainingSpec) -> Path:
     """Run the job with the SDK's local mode (Docker on this machine); returns model.tar.gz."""
-    from sagemaker.core.training.configs import Compute, InputData
-    from sagemaker.train.model_trainer import Mode, ModelTrainer
+    from sagemaker.train.model_trainer import Mode, ModelTrainer  # noqa: PLC0415 - 1 s more for every command's start, for local training only
 
     root = Path(spec.output)
     root.mkdir(parents=True, exist_ok=True)

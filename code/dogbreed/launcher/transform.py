@@ -28,8 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dogbreed.launcher import explanations, hosting, predictions, uris
-from dogbreed.launcher.uris import LauncherError
+from botocore.exceptions import ClientError
+from sagemaker.core import shapes
+from sagemaker.core.utils.utils import serialize
+
+from dogbreed.launcher import explanations, hosting, predictions, sagemaker_conventions, validation
+from dogbreed.launcher.validation import LauncherError
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
 BASE_NAME = "dogbreed-transform"
@@ -57,12 +61,12 @@ class TransformSpec:
     ``local`` a local ``model.tar.gz``.
     """
 
-    image: str | None
+    image: str
     model_data: str
     input: str
     output: str
     role: str | None = None
-    job_name: str | None = None
+    job_name: str = ""  # empty: a unique one is made
     instance_type: str | None = None
     instance_count: int = 1
     max_payload_mb: int = DEFAULT_MAX_PAYLOAD_MB
@@ -74,36 +78,38 @@ class TransformSpec:
     def __post_init__(self) -> None:
         if not self.image:
             raise LauncherError("no serving image: pass --image or set SERVE_IMAGE_URI")
-        self.instance_type = uris.instance_type(
+        self.instance_type = validation.instance_type(
             self.instance_type or ("local" if self.local else DEFAULT_INSTANCE_TYPE), local=self.local
         )
-        uris.count(self.instance_count, "--instance-count")
+        validation.count(self.instance_count, "--instance-count")
         if not 1 <= self.max_payload_mb <= MAX_PAYLOAD_LIMIT_MB:
             raise LauncherError(
                 f"--max-payload-mb must be between 1 and {MAX_PAYLOAD_LIMIT_MB} "
                 f"(SageMaker's limit), not {self.max_payload_mb}"
             )
         if self.max_concurrent_transforms is not None:
-            uris.count(self.max_concurrent_transforms, "--max-concurrent-transforms")
+            validation.count(self.max_concurrent_transforms, "--max-concurrent-transforms")
         if self.content_type not in CONTENT_TYPES:
             raise LauncherError(
                 f"--content-type {self.content_type!r}: the serving image takes {', '.join(CONTENT_TYPES)}"
             )
-        self.job_name = uris.resource_name(self.job_name or uris.unique_name(BASE_NAME), "--job-name")
-        self.model_data = uris.model_data(self.model_data, local=self.local)
+        self.job_name = validation.resource_name(
+            self.job_name or sagemaker_conventions.unique_name(BASE_NAME), "--job-name"
+        )
+        self.model_data = validation.model_data(self.model_data, local=self.local)
         if self.local:
             if self.instance_count != 1:
                 raise LauncherError("transform --local runs one container: --instance-count must be 1")
-            self.input = uris.local_dir(self.input, "--input")
+            self.input = validation.local_dir(self.input, "--input")
             output = self.output[len("file://") :] if self.output.startswith("file://") else self.output
             self.output = str(Path(output).expanduser().resolve())
             if Path(self.output).exists() and not Path(self.output).is_dir():
                 raise LauncherError(f"--output {self.output!r} is a file, not a directory")
         else:
-            self.image = uris.ecr_image(self.image, "serving image")
-            self.role = uris.role_arn(self.role)
-            self.input = uris.s3_uri(self.input, "--input")
-            self.output = uris.s3_uri(self.output, "--output")
+            self.image = validation.ecr_image(self.image, "serving image")
+            self.role = validation.role_arn(self.role)
+            self.input = validation.s3_uri(self.input, "--input")
+            self.output = validation.s3_uri(self.output, "--output")
         if f"{self.output}/".startswith(f"{self.input}/"):
             raise LauncherError(
                 f"--output {self.output!r} is inside --input {self.input!r}: "
@@ -128,9 +134,6 @@ def asks_for_maps(environment: dict[str, str] | None) -> bool:
 
 def transform_job_request(spec: TransformSpec, input_uri: str, output_uri: str) -> dict[str, Any]:
     """``CreateTransformJob``'s parameters: each object under ``input_uri`` is one request."""
-    from sagemaker.core import shapes
-    from sagemaker.core.utils.utils import serialize
-
     request: dict[str, Any] = {
         "TransformJobName": spec.job_name,
         "ModelName": spec.job_name,
@@ -171,8 +174,6 @@ class Outcome:
 
 def _holds_objects(store: predictions.S3Store, uri: str, flag: str) -> bool:
     """Whether the folder ``uri`` holds an object; a missing bucket is the user's to fix."""
-    from botocore.exceptions import ClientError
-
     try:
         return next(store.objects(uri), None) is not None
     except ClientError as exc:
@@ -188,12 +189,9 @@ def start(spec: TransformSpec, boto_session) -> None:
     must hold objects and ``--output`` none (an earlier run's ``.out`` files would pass for
     this one's), and a training job name in ``--model`` becomes its model.tar.gz.
     """
-    from sagemaker.core import shapes
-    from sagemaker.core.utils.utils import serialize
-
-    if uris.ecr_region(spec.image) != boto_session.region_name:
+    if validation.ecr_region(spec.image) != boto_session.region_name:
         raise LauncherError(
-            f"the image is in {uris.ecr_region(spec.image)}, the job would run in "
+            f"the image is in {validation.ecr_region(spec.image)}, the job would run in "
             f"{boto_session.region_name}: SageMaker needs the image in the job's region"
         )
     store = predictions.S3Store(boto_session.client("s3"), spec.input, spec.output)
@@ -245,7 +243,7 @@ def _missing_reason(job: dict[str, Any]) -> str:
 
 def attach(job_name: str, boto_session, poll_seconds: float = POLL_SECONDS) -> Outcome:
     """Wait for a transform job started by :func:`start`, then gather its ``.out`` files."""
-    uris.resource_name(job_name, "--attach (a transform job's name)")
+    validation.resource_name(job_name, "--attach (a transform job's name)")
     job = wait(job_name, boto_session, poll_seconds)
     source = job["TransformInput"]["DataSource"]["S3DataSource"]
     if source["S3DataType"] != "S3Prefix":

@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sagemaker.core import shapes
+from sagemaker.core.resources import HyperParameterTuningJob
+
 from dogbreed.hyperparameters import decode_hyperparameter
-from dogbreed.launcher import training_jobs, uris
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.launcher import sagemaker_conventions, training_jobs, validation
+from dogbreed.launcher.validation import LauncherError
 
 OBJECTIVE_METRIC = "valid_accuracy"
 TUNED = ("lr", "batch_size")
@@ -35,12 +38,12 @@ class TuningSpec:
         if self.training.local:
             raise LauncherError("a SageMaker tuning job cannot run in local mode: use local_tuning.LocalTuningSpec")
         check_search(self.lr_min, self.lr_max, self.batch_sizes, self.training.hyperparameters)
-        uris.count(self.max_jobs, "--max-jobs")
-        uris.count(self.max_parallel_jobs, "--max-parallel-jobs")
+        validation.count(self.max_jobs, "--max-jobs")
+        validation.count(self.max_parallel_jobs, "--max-parallel-jobs")
         if self.max_parallel_jobs > self.max_jobs:
             raise LauncherError("--max-parallel-jobs cannot exceed --max-jobs")
-        self.name = uris.resource_name(
-            self.name or uris.unique_name("dogbreed-hpo", MAX_TUNING_JOB_NAME),
+        self.name = validation.resource_name(
+            self.name or sagemaker_conventions.unique_name("dogbreed-hpo", MAX_TUNING_JOB_NAME),
             "--name (the tuning job's name)",
             MAX_TUNING_JOB_NAME,
         )
@@ -58,8 +61,6 @@ def check_search(lr_min: float, lr_max: float, batch_sizes: list[int], static: d
 
 def tuning_job_request(spec: TuningSpec) -> dict[str, Any]:
     """The keyword arguments of ``HyperParameterTuningJob.create``, as SDK shapes."""
-    from sagemaker.core import shapes
-
     job = spec.training
     request = training_jobs.training_job_request(job, region="", with_debugger=False)  # channels, spot
     algorithm = request["algorithm_specification"]
@@ -111,8 +112,6 @@ def tuning_job_request(spec: TuningSpec) -> dict[str, Any]:
 
 def start_tuning_job(spec: TuningSpec, boto_session):
     """Create the tuning job (it runs for hours; ``best`` reads the result)."""
-    from sagemaker.core.resources import HyperParameterTuningJob
-
     spec.training.resolve_features(boto_session)  # the features channel, when from a job name
     return HyperParameterTuningJob.create(
         session=boto_session, region=boto_session.region_name, **tuning_job_request(spec)
@@ -131,18 +130,17 @@ class BestJob:
 
 def best_training_job(tuning_job_name: str, boto_session) -> BestJob:
     """The tuning job's best training job so far, by the objective metric."""
-    uris.resource_name(tuning_job_name, "tuning job name", MAX_TUNING_JOB_NAME)
+    validation.resource_name(tuning_job_name, "tuning job name", MAX_TUNING_JOB_NAME)
     client = boto_session.client("sagemaker")
     described = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning_job_name)
+    status = described["HyperParameterTuningJobStatus"]
     best = described.get("BestTrainingJob")
     if not best:
-        raise LauncherError(
-            f"tuning job {tuning_job_name} ({described['HyperParameterTuningJobStatus']}) has no completed training job yet"
-        )
+        raise LauncherError(f"tuning job {tuning_job_name} ({status}) has no completed training job yet")
     metric = best["FinalHyperParameterTuningJobObjectiveMetric"]
     return BestJob(
         tuning_job=tuning_job_name,
-        status=described["HyperParameterTuningJobStatus"],
+        status=status,
         training_job=best["TrainingJobName"],
         objective=metric["MetricName"],
         value=float(metric["Value"]),

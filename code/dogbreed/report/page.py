@@ -17,14 +17,20 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from dogbreed.job_outputs import CONFUSION_MATRIX_FILE, EXPLANATIONS_DIR, EXPLANATIONS_INDEX_FILE, METRICS_FILE
+from dogbreed.job_outputs import (
+    CONFUSION_MATRIX_FILE,
+    EXPLANATIONS_DIR,
+    EXPLANATIONS_INDEX_FILE,
+    METRICS_FILE,
+    REPORT_FILE,
+    SEARCH_DIR,
+)
 from dogbreed.profile_format import Profile, load_profile
 from dogbreed.report.data import ExplainedPhoto, Explanations, SplitResults, StepSplit, SystemSeries, read_curves
-from dogbreed.report.search import SEARCH_DIR, TRIALS_FILE, SearchSummary
+from dogbreed.report.search import TRIALS_FILE, SearchSummary
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "report.html"
 DATA_FILE = "report.json"  # the rule and bottleneck verdicts, for programs
 FIGURES_DIR = "report_figures"
 SPLITS = ("valid", "test")

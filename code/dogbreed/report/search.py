@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 TRIALS_FILE = "trials.json"
-SEARCH_DIR = "tune"  # beside metrics.json
 
 
 @dataclass

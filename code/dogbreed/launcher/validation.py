@@ -1,7 +1,8 @@
 """Validation of everything a user types: image URIs, S3 URIs, instance types, names.
 
 Each check raises :class:`LauncherError` with a sentence a user can act on, so that a
-typo fails before any AWS resource is created.
+typo fails before any AWS resource is created. What SageMaker decides rather than the user
+(where a job's output lands, unique names) is in :mod:`dogbreed.launcher.sagemaker_conventions`.
 """
 
 from __future__ import annotations
@@ -24,10 +25,19 @@ _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # ml.<family>.<size>: ml.m5.large, ml.g4dn.xlarge, ml.p4d.24xlarge, ml.trn1.32xlarge.
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.(?:[0-9]*x?large|medium|small|metal|[0-9]+xlarge)$")
 LOCAL_INSTANCE_TYPES = ("local", "local_gpu")
-OUTPUT_ARCHIVE = "output.tar.gz"  # what SageMaker makes of a training job's /opt/ml/output/data
 _ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 # Training jobs, models, endpoints and their configs: 1-63 alphanumerics and hyphens.
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+
+
+def _ecr_match(uri: str, what: str) -> re.Match[str]:
+    match = _ECR_IMAGE.match(uri or "")
+    if not match:
+        raise LauncherError(
+            f"{what} {uri!r} is not an ECR image URI (<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>); "
+            "SageMaker pulls only from ECR: push with scripts/build_and_push.sh and use the URI it prints"
+        )
+    return match
 
 
 def ecr_image(uri: str, what: str = "image") -> str:
@@ -36,17 +46,13 @@ def ecr_image(uri: str, what: str = "image") -> str:
     SageMaker pulls training and serving images from ECR only, so anything else (a
     Docker Hub name, a local tag, a registry on localhost) is refused here.
     """
-    if not _ECR_IMAGE.match(uri or ""):
-        raise LauncherError(
-            f"{what} {uri!r} is not an ECR image URI (<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>); "
-            "SageMaker pulls only from ECR: push with scripts/build_and_push.sh and use the URI it prints"
-        )
+    _ecr_match(uri, what)
     return uri
 
 
 def ecr_region(uri: str) -> str:
     """The region of an ECR image URI (SageMaker needs the image in the job's region)."""
-    return _ECR_IMAGE.match(uri).group("region")
+    return _ecr_match(uri, "image").group("region")
 
 
 def s3_uri(uri: str, what: str) -> str:
@@ -55,15 +61,6 @@ def s3_uri(uri: str, what: str) -> str:
     if parsed.scheme != "s3" or not _S3_BUCKET.match(parsed.netloc) or ".." in parsed.netloc:
         raise LauncherError(f"{what} {uri!r} is not an S3 URI like s3://my-bucket/dogbreed/train")
     return uri.rstrip("/")
-
-
-def job_output_archive(model_artifacts: str) -> str:
-    """A training job's ``output.tar.gz`` (``/opt/ml/output/data``), beside its ``model.tar.gz``.
-
-    ``model_artifacts`` is ``ModelArtifacts.S3ModelArtifacts`` from ``DescribeTrainingJob``:
-    ``<S3OutputPath>/<job>/output/model.tar.gz``.
-    """
-    return f"{model_artifacts.rsplit('/', 1)[0]}/{OUTPUT_ARCHIVE}"
 
 
 def local_dir(uri: str, what: str) -> str:
@@ -126,15 +123,7 @@ def resource_name(value: str, what: str, max_length: int = 63) -> str:
 
 
 def count(value: int, what: str) -> int:
+    """A count the user gave (instances, jobs): at least 1."""
     if value < 1:
         raise LauncherError(f"{what} must be at least 1, not {value}")
     return value
-
-
-def unique_name(base: str, max_length: int = 63) -> str:
-    """``<base>-<UTC timestamp>-<random>``, cut to fit: SageMaker names are unique per account."""
-    import secrets
-    import time
-
-    suffix = f"-{time.strftime('%y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
-    return base[: max_length - len(suffix)].rstrip("-") + suffix

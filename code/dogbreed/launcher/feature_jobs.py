@@ -11,8 +11,8 @@ CPU instance is enough.
 from __future__ import annotations
 
 from dogbreed.hyperparameters import decode_hyperparameter
-from dogbreed.launcher import uris
-from dogbreed.launcher.uris import LauncherError
+from dogbreed.launcher import sagemaker_conventions, validation
+from dogbreed.launcher.validation import LauncherError
 
 CHANNEL = "features"
 # Jobs that read a cache train a linear head on 2048-number vectors: a CPU instance.
@@ -58,8 +58,8 @@ def source(value: str) -> str:
     """``--features-from`` for SageMaker: an ``s3://`` URI (an ``output.tar.gz`` or a prefix of
     ``*.pt`` files) or a training job's name, resolved later by :func:`job_archive`."""
     if value.startswith("s3:") or "://" in value:
-        return uris.s3_uri(value, "--features-from")
-    return uris.resource_name(value, "--features-from (a features job's name or an s3:// URI)")
+        return validation.s3_uri(value, "--features-from")
+    return validation.resource_name(value, "--features-from (a features job's name or an s3:// URI)")
 
 
 def writes_cache(hyperparameters: dict[str, str]) -> bool:
@@ -84,4 +84,4 @@ def job_archive(job_name: str, boto_session) -> str:
     model = job.get("ModelArtifacts", {}).get("S3ModelArtifacts")
     if not model:
         raise LauncherError(f"training job {job_name} has no output location")
-    return uris.job_output_archive(model)
+    return sagemaker_conventions.job_output_archive(model)
