@@ -1,4 +1,4 @@
-"""The serving image's contents: its size, and the dependencies it leaves out on purpose.
+"""The serving image's contents: its size, its code, and the dependencies it leaves out on purpose.
 
 That the linked Java runtime holds every module MMS's frontend needs is proven by
 test_serve_container.py, which starts MMS in this image and serves through it.
@@ -72,3 +72,12 @@ def test_model_server_runs_the_linked_java_runtime(serve_image):
     assert found.split() == ["/opt/java", "/opt/java/bin/java"], found
     version = docker("run", "--rm", "--entrypoint", "java", serve_image, "-version", timeout=120)
     assert 'version "17.' in version.stderr, version.stderr
+
+
+def test_holds_only_the_serving_code(serve_image):
+    """serving/ and the bottom modules beside artifacts.py; tests/unit/test_serve_dockerfile.py says which."""
+    listing = run_in_image(serve_image, "find", "/opt/dogbreed/dogbreed", "-name", "*.py")
+    files = {line.removeprefix("/opt/dogbreed/dogbreed/") for line in listing.split()}
+    assert {"__init__.py", "artifacts.py", "serving/serve.py", "serving/handler_service.py"} <= files, sorted(files)
+    elsewhere = sorted(f for f in files if "/" in f and not f.startswith("serving/"))
+    assert not elsewhere, f"{serve_image} holds code serving never runs: {elsewhere}"

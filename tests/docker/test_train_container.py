@@ -70,6 +70,17 @@ def test_log_lines_match_the_documented_metric_regexes(trained_run):
     assert float(found["test_accuracy"][0]) == pytest.approx(meta["metrics"]["test_accuracy"], abs=1e-3)
 
 
+# What reads as a fault in a log. A healthy job on this data logs none: no allow-list, since each
+# library's noise that once matched (kineto's "USDT: profiler_start" and "ERROR: gpuGetDeviceCount
+# failed", sagemaker-training's "Failed to parse hyperparameter ... to Json") is silenced at its source.
+FAULT_WORDS = re.compile(r"error|warn|fail|usdt", re.IGNORECASE)
+
+
+def test_a_healthy_jobs_log_has_no_error_warning_or_failure_lines(trained_run):
+    faults = [line for line in trained_run.log.splitlines() if FAULT_WORDS.search(line)]
+    assert not faults, "lines that read as faults in a healthy job's log:\n" + "\n".join(faults)
+
+
 def test_onnx_model_matches_pytorch_on_real_photos(trained_run, real_photos):
     import onnxruntime as ort
     import torch

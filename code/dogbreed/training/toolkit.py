@@ -34,6 +34,23 @@ TORCHRUN_SCRIPT = Path(__file__).parent / "torchrun" / "dogbreed_train.py"
 
 log = logging.getLogger("dogbreed.training")
 
+# The toolkit logs "Failed to parse hyperparameter arch value resnet18 to Json. Returning the
+# value itself" for every plain-string hyperparameter, each time it reads them; the job decodes
+# plain and JSON values alike (dogbreed.hyperparameters.decode_hyperparameter), so the line is
+# only noise that reads as a fault. Dropped at the toolkit's logger, from the import on: the
+# toolkit imports this module before it configures its logging and reads them again (in main,
+# in each of torchrun's processes), and its other lines still pass.
+TOOLKIT_LOGGER = "sagemaker-training-toolkit"
+NOT_JSON_NOTE = "Failed to parse hyperparameter "
+
+
+def drop_not_json_note(record: logging.LogRecord) -> bool:
+    """A logging filter: drops (False) the toolkit's note that a hyperparameter is not JSON, keeps the rest."""
+    return not str(record.msg).startswith(NOT_JSON_NOTE)
+
+
+logging.getLogger(TOOLKIT_LOGGER).addFilter(drop_not_json_note)
+
 
 def main() -> None:
     """Run what the toolkit's Environment asks for; return only on success."""

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -252,6 +256,47 @@ def test_operator_profiler_failures_never_reach_the_loop(tmp_path, monkeypatch, 
     unstarted.close()
     assert not unstarted.profiling and unstarted.summary is None
     assert any("operator profiler not started" in r.message for r in caplog.records)
+
+
+# A few profiled CPU steps in a fresh process: kineto reads its log level once a process.
+PROFILE_A_FEW_STEPS = """
+import sys
+from pathlib import Path
+import torch
+from dogbreed.training.profiler import OperatorProfiler
+out = Path(sys.argv[1])
+operators = OperatorProfiler(out / "trace", out / "operators.json", wait=0, warmup=1, active=2, device="cpu").start()
+model = torch.nn.Linear(4, 3)
+for _ in range(3):
+    model(torch.randn(2, 4)).sum().backward()
+    operators.step()
+operators.close()
+assert (out / "operators.json").is_file() and list((out / "trace").glob("*.pt.trace.json"))
+"""
+# What reads as a fault in a job's log: kineto's "ERROR: ... gpuGetDeviceCount failed" on a host
+# without a GPU, its "USDT: ... profiler_start" markers, any warning.
+NOISE = re.compile(r"error|usdt|warn", re.IGNORECASE)
+
+
+def profile_in_a_fresh_process(tmp_path, **environ: str) -> str:
+    """Run PROFILE_A_FEW_STEPS with no KINETO_LOG_LEVEL but ``environ``'s; its stderr."""
+    env = {name: value for name, value in os.environ.items() if name != "KINETO_LOG_LEVEL"} | environ
+    proc = subprocess.run([sys.executable, "-c", PROFILE_A_FEW_STEPS, str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
+def test_operator_profiler_on_the_cpu_prints_no_noise(tmp_path):
+    stderr = profile_in_a_fresh_process(tmp_path)
+    assert not [line for line in stderr.splitlines() if NOISE.search(line)], stderr
+
+
+def test_a_kineto_log_level_the_user_sets_stands(tmp_path):
+    """Asked for kineto's default level (ERROR, 4), its USDT markers are back: what the first test checks is
+    printed but for the level the profiler sets."""
+    stderr = profile_in_a_fresh_process(tmp_path, KINETO_LOG_LEVEL="4")
+    assert "USDT" in stderr and "profiler_start" in stderr, stderr
 
 
 def test_metadata_round_trip_and_an_empty_profile(tmp_path):
