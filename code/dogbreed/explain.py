@@ -174,7 +174,7 @@ def explain(
 def upsample(grid: np.ndarray, width: int, height: int) -> np.ndarray:
     """Bilinear resize of a (h, w) map to (height, width), float32."""
     image = Image.fromarray(np.ascontiguousarray(grid, np.float32), mode="F")
-    return np.asarray(image.resize((width, height), Image.BILINEAR), np.float32)
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), np.float32)
 
 
 def normalised(values: np.ndarray) -> np.ndarray:
@@ -240,7 +240,7 @@ def overlay(
     picture = image.convert("RGB")
     if scale < 1.0:
         picture = picture.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
         )
     pixels = np.asarray(picture, np.float32)
     x0, y0, x1, y1 = (round(v * scale) for v in explanation.region)
