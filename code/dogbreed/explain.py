@@ -25,7 +25,12 @@ from PIL import Image, ImageDraw
 
 from dogbreed.preprocessing import Preprocessing
 
-METHODS = ("cam",)
+# The explanation methods, as requests (X-Explain, explain=), DOGBREED_EXPLAIN, model.json and
+# answers name them; NO_MAP asks for none. CHOICES: what a request or DOGBREED_EXPLAIN may say.
+CAM = "cam"
+METHODS = (CAM,)
+NO_MAP = "none"
+CHOICES = (*METHODS, NO_MAP)
 # The hottest region: the connected area around the peak where the map is at least this
 # fraction of the way from its minimum to its maximum.
 HOT_FRACTION = 0.5
@@ -113,7 +118,7 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: ``{"method", "class", "label", "logit", "bias", "grid", "grid_region", "box", "peak"}``."""
         return {
-            "method": "cam",
+            "method": CAM,
             "class": self.class_index,
             "label": self.label,
             "logit": round(self.logit, GRID_DECIMALS),

@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image
 
 from dogbreed.artifacts import ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, ModelLoadError, ModelMetadata
+from dogbreed.explain import CHOICES as EXPLAIN_CHOICES
 from dogbreed.explain import METHODS as EXPLAIN_METHODS
-from dogbreed.explain import ExplainError, Explanation, Head
+from dogbreed.explain import NO_MAP, ExplainError, Explanation, Head
 from dogbreed.explain import explain as explain_class
 from dogbreed.images import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageTooLargeError, open_image
 from dogbreed.serving import content_types
@@ -291,10 +292,10 @@ class Predictor:
         Raises :class:`BadRequestError` for an unknown method and :class:`NotExplainableError`
         (422) saying why when this model gives no maps.
         """
-        if method is None or method == "none":
+        if method is None or method == NO_MAP:
             return None
         if method not in EXPLAIN_METHODS:
-            raise BadRequestError(f"explain={method!r} is not one of none, {', '.join(EXPLAIN_METHODS)}")
+            raise BadRequestError(f"explain={method!r} is not one of {', '.join(EXPLAIN_CHOICES)}")
         if not self.can_explain:
             raise NotExplainableError(
                 "this model cannot give class activation maps: it was exported before them (model.json has no "

@@ -33,6 +33,7 @@ from sagemaker_inference.errors import BaseInferenceToolkitError, GenericInferen
 from sagemaker_inference.transformer import Transformer as ToolkitTransformer
 
 from dogbreed.artifacts import ModelLoadError
+from dogbreed.explain import CAM, NO_MAP
 from dogbreed.serving.content_types import JSON, PNG, negotiate
 from dogbreed.serving.environment import EXPLAIN_ENV
 from dogbreed.serving.errors import (
@@ -87,7 +88,7 @@ class Transformer(ToolkitTransformer):
         super()._validate_user_module_and_set_functions()
         replaced = self.prediction_replaced_by()
         explain = self._default_inference_handler.settings.explain
-        if replaced is not None and explain != "none":
+        if replaced is not None and explain != NO_MAP:
             raise ModelLoadError(
                 f"{EXPLAIN_ENV}={explain}, but the model's code/inference.py replaces {replaced}, "
                 f"which gives no class activation maps; unset {EXPLAIN_ENV}"
@@ -151,7 +152,7 @@ class Transformer(ToolkitTransformer):
         replaced = self.prediction_replaced_by()
         if replaced is None:
             return  # our predict_fn: it reads (and validates) the request itself
-        if requested_explain(headers) == "cam":
+        if requested_explain(headers) == CAM:
             raise NotExplainableError(
                 f"this model's own code/inference.py replaces {replaced}, which gives no class "
                 f"activation maps; ask without X-Explain: cam (or explain=cam)"
