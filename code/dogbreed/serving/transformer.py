@@ -23,6 +23,7 @@ owns the Accept header: ``Accept: image/png`` is theirs to answer.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Any
@@ -133,10 +134,8 @@ class Transformer(ToolkitTransformer):
         # The toolkit hands JSON and CSV bodies to input_fn as str. Bytes that are not
         # UTF-8 stay bytes for input_fn to judge: ours answers 415 for the type first.
         if content_type and content_type.split(";", 1)[0].strip().lower() in toolkit_types.UTF8_TYPES:
-            try:
+            with contextlib.suppress(UnicodeDecodeError):
                 body = body.decode("utf-8")
-            except UnicodeDecodeError:
-                pass
         self._context = context  # what _run_handler_function passes to functions taking a context
         result = self._run_handler_function(self._transform_fn, self._model, body, content_type, accept)
         if isinstance(result, tuple):
