@@ -45,7 +45,7 @@ class EpochSeries:
 def read_curves(trial_dir: Path) -> tuple[StepSeries, EpochSeries]:
     """The per-step and per-epoch curves of a job's smdebug trial."""
     from smdebug.core.modes import ModeKeys  # noqa: PLC0415 - smdebug's import is slow and chatty
-    from smdebug.trials import create_trial  # noqa: PLC0415
+    from smdebug.trials import create_trial  # noqa: PLC0415 - smdebug's import is slow and chatty
 
     trial = create_trial(str(trial_dir))
     losses = trial.tensor_names(collection="losses")
@@ -119,7 +119,10 @@ class SplitResults:
 
     def per_class(self) -> list[ClassResult]:
         """Every class, lowest accuracy first (ties: more images first, then by name)."""
-        results = [ClassResult(name, sum(row), row[i]) for i, (name, row) in enumerate(zip(self.classes, self.matrix))]
+        results = [
+            ClassResult(name, sum(row), row[i])
+            for i, (name, row) in enumerate(zip(self.classes, self.matrix, strict=True))
+        ]
         return sorted(results, key=lambda r: (r.accuracy, -r.images, r.name))
 
     def confused_pairs(self, top: int = TOP_CONFUSED_PAIRS) -> list[ConfusedPair]:

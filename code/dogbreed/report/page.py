@@ -19,6 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from dogbreed.job_outputs import CONFUSION_MATRIX_FILE, EXPLANATIONS_DIR, EXPLANATIONS_INDEX_FILE, METRICS_FILE
 from dogbreed.profile_format import Profile, load_profile
+from dogbreed.report.bottlenecks import evaluate_bottlenecks
 from dogbreed.report.data import ExplainedPhoto, Explanations, SplitResults, StepSplit, SystemSeries, read_curves
 from dogbreed.report.search import SEARCH_DIR, TRIALS_FILE, SearchSummary
 
@@ -167,7 +168,7 @@ def add_summary(page: ReportPage, metrics: dict[str, Any]) -> None:
 
 
 def add_curves(page: ReportPage, trial_dir: Path, best_epoch: int | None) -> None:
-    from dogbreed.report import figures  # noqa: PLC0415 - matplotlib only when drawing
+    from dogbreed.report import figures  # noqa: PLC0415 - matplotlib only when drawing (training.job imports us)
 
     steps, epochs = read_curves(trial_dir)
     if not steps.steps:
@@ -180,13 +181,18 @@ def add_curves(page: ReportPage, trial_dir: Path, best_epoch: int | None) -> Non
     page.epochs = [
         EpochRow(*row)
         for row in zip(
-            epochs.epochs, epochs.train_loss, epochs.train_accuracy, epochs.valid_loss, epochs.valid_accuracy
+            epochs.epochs,
+            epochs.train_loss,
+            epochs.train_accuracy,
+            epochs.valid_loss,
+            epochs.valid_accuracy,
+            strict=True,
         )
     ]
 
 
 def add_results(page: ReportPage, output_dir: Path) -> None:
-    from dogbreed.report import figures  # noqa: PLC0415
+    from dogbreed.report import figures  # noqa: PLC0415 - matplotlib only when drawing (training.job imports us)
 
     for split in SPLITS:
         if not (output_dir / split / CONFUSION_MATRIX_FILE).is_file():
@@ -225,7 +231,7 @@ def photo_card(photo: ExplainedPhoto, directory: Path) -> PhotoCard:
     else:
         caption = f"{photo.true_label}, predicted with {photo.probability:.1%}"
         captions = [f"map of {photo.predicted_label}"]
-    pictures = [Picture(text, inline(directory / m.file)) for text, m in zip(captions, photo.maps)]
+    pictures = [Picture(text, inline(directory / m.file)) for text, m in zip(captions, photo.maps, strict=True)]
     return PhotoCard(caption, pictures)
 
 
@@ -250,7 +256,7 @@ def add_explanations(page: ReportPage, output_dir: Path) -> None:
 
 def add_search(page: ReportPage, search_dir: Path) -> None:
     """The hyperparameter search that chose this job's hyperparameters (``tune/trials.json``)."""
-    from dogbreed.report import figures  # noqa: PLC0415
+    from dogbreed.report import figures  # noqa: PLC0415 - matplotlib only when drawing (training.job imports us)
 
     summary = SearchSummary.read(search_dir)
     page.search = summary
@@ -356,11 +362,10 @@ def add_rules(page: ReportPage, trial_dir: Path, hyperparameters: dict[str, Any]
 
 
 def add_profile(page: ReportPage, profile_dir: Path) -> None:
-    from dogbreed.report import figures  # noqa: PLC0415
-    from dogbreed.report.bottlenecks import evaluate_bottlenecks  # noqa: PLC0415
+    from dogbreed.report import figures  # noqa: PLC0415 - matplotlib only when drawing (training.job imports us)
 
     profile = load_profile(profile_dir)
-    has_gpu = bool(profile.metadata) and str(profile.metadata.device).startswith("cuda")
+    has_gpu = profile.metadata is not None and str(profile.metadata.device).startswith("cuda")
     for check in evaluate_bottlenecks(profile, has_gpu=has_gpu):
         page.bottlenecks.append(
             verdict_row(
