@@ -17,10 +17,18 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from dogbreed.job_outputs import CONFUSION_MATRIX_FILE, EXPLANATIONS_DIR, EXPLANATIONS_INDEX_FILE, METRICS_FILE
+from dogbreed.job_outputs import (
+    CONFUSION_MATRIX_FILE,
+    CORRECT,
+    EXPLANATIONS_DIR,
+    METRICS_FILE,
+    MISTAKE,
+    ExplainedPhoto,
+    ExplanationsIndex,
+)
 from dogbreed.profile_format import Profile, load_profile
 from dogbreed.report.bottlenecks import evaluate_bottlenecks
-from dogbreed.report.data import ExplainedPhoto, Explanations, SplitResults, StepSplit, SystemSeries, read_curves
+from dogbreed.report.data import SplitResults, StepSplit, SystemSeries, read_curves
 from dogbreed.report.search import SEARCH_DIR, TRIALS_FILE, SearchSummary
 
 log = logging.getLogger(__name__)
@@ -222,7 +230,7 @@ def inline(path: Path) -> str:
 
 def photo_card(photo: ExplainedPhoto, directory: Path) -> PhotoCard:
     """The captions say what the model answered, and whose map each overlay is."""
-    if photo.kind == "mistake":
+    if photo.kind == MISTAKE:
         caption = f"true {photo.true_label}, predicted {photo.predicted_label} ({photo.probability:.1%})"
         captions = [
             f"map of {photo.predicted_label} (predicted)",
@@ -238,8 +246,8 @@ def photo_card(photo: ExplainedPhoto, directory: Path) -> PhotoCard:
 def add_explanations(page: ReportPage, output_dir: Path) -> None:
     """The overlays the job wrote for its worst test mistakes and most confident correct photos."""
     directory = output_dir / EXPLANATIONS_DIR
-    explanations = Explanations.read(directory, EXPLANATIONS_INDEX_FILE)
-    correct = explanations.of_kind("correct")
+    explanations = ExplanationsIndex.read(directory)
+    correct = explanations.of_kind(CORRECT)
     if len(correct) < explanations.classes_with_correct:
         rule = (
             f"the most confident correct photo of each of the {len(correct)} classes with the lowest test "
@@ -248,7 +256,7 @@ def add_explanations(page: ReportPage, output_dir: Path) -> None:
     else:
         rule = "the most confident correct photo of each class that has one"
     page.explained = ExplainedSection(
-        [photo_card(p, directory) for p in explanations.of_kind("mistake")],
+        [photo_card(p, directory) for p in explanations.of_kind(MISTAKE)],
         [photo_card(p, directory) for p in correct],
         rule,
     )
