@@ -61,7 +61,8 @@ def check_model(env: ServingEnvironment) -> str | None:
 
     That imports ``code/inference.py`` (if any) and runs ``model_fn``, ours or the user's.
     """
-    # After install_requirements: the check loads onnxruntime and the toolkit as code/requirements.txt left them.
+    # Imported after install_requirements, so the check loads onnxruntime and the toolkit's handler
+    # modules as code/requirements.txt left them, as each worker will.
     from dogbreed.serving.handler_service import HandlerService  # noqa: PLC0415 - after the install, see above
     from dogbreed.serving.predictor import Predictor  # noqa: PLC0415 - after the install, see above
 
