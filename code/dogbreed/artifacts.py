@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dogbreed.explain import CAM
 from dogbreed.preprocessing import Preprocessing
 
 METADATA_FILE = "model.json"
@@ -100,7 +101,7 @@ class CamExport:
     grid: tuple[int, int]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "cam", "feature_map": self.feature_map, "head_file": self.head_file, "grid": list(self.grid)}
+        return {"method": CAM, "feature_map": self.feature_map, "head_file": self.head_file, "grid": list(self.grid)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CamExport:

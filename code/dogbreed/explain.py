@@ -25,7 +25,12 @@ from PIL import Image, ImageDraw
 
 from dogbreed.preprocessing import Preprocessing
 
-METHODS = ("cam",)
+# The explanation methods, as requests (X-Explain, explain=), DOGBREED_EXPLAIN, model.json and
+# answers name them; NO_MAP asks for none. CHOICES: what a request or DOGBREED_EXPLAIN may say.
+CAM = "cam"
+METHODS = (CAM,)
+NO_MAP = "none"
+CHOICES = (*METHODS, NO_MAP)
 # The hottest region: the connected area around the peak where the map is at least this
 # fraction of the way from its minimum to its maximum.
 HOT_FRACTION = 0.5
@@ -113,7 +118,7 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: ``{"method", "class", "label", "logit", "bias", "grid", "grid_region", "box", "peak"}``."""
         return {
-            "method": "cam",
+            "method": CAM,
             "class": self.class_index,
             "label": self.label,
             "logit": round(self.logit, GRID_DECIMALS),
@@ -174,7 +179,7 @@ def explain(
 def upsample(grid: np.ndarray, width: int, height: int) -> np.ndarray:
     """Bilinear resize of a (h, w) map to (height, width), float32."""
     image = Image.fromarray(np.ascontiguousarray(grid, np.float32), mode="F")
-    return np.asarray(image.resize((width, height), Image.BILINEAR), np.float32)
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), np.float32)
 
 
 def normalised(values: np.ndarray) -> np.ndarray:
@@ -240,7 +245,7 @@ def overlay(
     picture = image.convert("RGB")
     if scale < 1.0:
         picture = picture.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
         )
     pixels = np.asarray(picture, np.float32)
     x0, y0, x1, y1 = (round(v * scale) for v in explanation.region)

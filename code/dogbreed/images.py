@@ -6,13 +6,14 @@ training and behind the endpoint: EXIF orientation applied, every mode converted
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from typing import BinaryIO, Union
+from typing import BinaryIO, cast
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageSource = Union[bytes, bytearray, memoryview, str, os.PathLike, BinaryIO]
+ImageSource = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO
 
 # Anything above this is refused unless the caller asks for another limit (serving reads
 # it from the environment). 40 megapixels covers any camera photo; it decodes to ~120 MB.
@@ -70,10 +71,8 @@ def open_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS)
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Apply EXIF orientation and convert any mode (grey, palette, CMYK, alpha) to RGB."""
-    try:
+    with contextlib.suppress(Exception):  # a broken EXIF block must not lose the photo
         image = ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the photo
-        pass
     if image.mode == "RGB":
         return image
     if image.mode == "P" and "transparency" in image.info:
@@ -86,7 +85,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # 16-bit and float greys: scale into 8 bits before the RGB conversion.
         image = image.convert("F")
-        lo, hi = image.getextrema()
+        lo, hi = cast(tuple[float, float], image.getextrema())  # one band: one (min, max) pair
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
         image = image.point(lambda v: (v - lo) * scale).convert("L")
     return image.convert("RGB")

@@ -8,12 +8,20 @@ Paths are relative to the job's output data folder, ``/opt/ml/output/data``, whi
 SageMaker uploads as ``output.tar.gz``.
 """
 
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 REPORT_FILE = "report.html"  # the training report (dogbreed.report.page)
 METRICS_FILE = "metrics.json"  # the final figures, every epoch's, the classes, the hyperparameters
 CONFUSION_MATRIX_FILE = "confusion_matrix.csv"  # in a folder per evaluated split: valid/, test/
 TRIAL_DIR = "debug-output"  # the job's own smdebug trial (SageMaker Debugger's goes to S3)
 PROFILE_DIR = "profile"  # in the format of dogbreed.profile_format
-# Class activation maps of a few test photos: JPEG overlays, and an index listing them.
+# Class activation maps of a few test photos: JPEG overlays, and an index listing them
+# (ExplanationsIndex, below).
 EXPLANATIONS_DIR = "explanations"
 EXPLANATIONS_INDEX_FILE = "index.json"  # inside EXPLANATIONS_DIR
 # A features job's cache of the frozen backbone's outputs, one file per split; the launcher
@@ -27,3 +35,126 @@ STEP_ACCURACY_SCALAR = "train/batch_accuracy"  # each training step's batch accu
 # At the end of each epoch, that epoch's figures, each named EPOCH_SCALAR_PREFIX + its name.
 EPOCH_SCALAR_PREFIX = "epoch/"
 EPOCH_SCALARS = ("epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy")
+
+
+# --- explanations/index.json ---------------------------------------------------------
+
+# The kinds of explained photo.
+MISTAKE = "mistake"  # a wrong answer: the map of the class it predicted, then of its true class
+CORRECT = "correct"  # a right answer: the map of the class it predicted
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """One class's activation map over a photo: its overlay, a JPEG in :data:`EXPLANATIONS_DIR`."""
+
+    class_index: int
+    label: str
+    file: str
+    box: tuple[float, float, float, float]  # the map's hottest region, in the photo's pixels
+    logit: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, rounded as the index stores it."""
+        return {
+            "class": self.class_index,
+            "label": self.label,
+            "file": self.file,
+            "box": [round(v, 1) for v in self.box],
+            "logit": round(self.logit, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassMap:
+        x0, y0, x1, y1 = (float(v) for v in d["box"])
+        return cls(int(d["class"]), d["label"], d["file"], (x0, y0, x1, y1), float(d["logit"]))
+
+
+@dataclass(frozen=True)
+class ExplainedPhoto:
+    """A test photo the job explained: a :data:`MISTAKE` or a :data:`CORRECT` answer, with its maps."""
+
+    kind: str
+    image: str  # its path in the split
+    true: int
+    true_label: str
+    predicted: int
+    predicted_label: str
+    probability: float  # of the predicted class
+    true_probability: float
+    maps: tuple[ClassMap, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, rounded as the index stores it."""
+        return {
+            "kind": self.kind,
+            "image": self.image,
+            "true": self.true,
+            "true_label": self.true_label,
+            "predicted": self.predicted,
+            "predicted_label": self.predicted_label,
+            "probability": round(self.probability, 4),
+            "true_probability": round(self.true_probability, 4),
+            "maps": [m.to_dict() for m in self.maps],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExplainedPhoto:
+        return cls(
+            d["kind"],
+            d["image"],
+            int(d["true"]),
+            d["true_label"],
+            int(d["predicted"]),
+            d["predicted_label"],
+            float(d["probability"]),
+            float(d["true_probability"]),
+            tuple(ClassMap.from_dict(m) for m in d["maps"]),
+        )
+
+
+@dataclass(frozen=True)
+class ExplanationsIndex:
+    """``explanations/index.json``: the photos, mistakes first, and what they were chosen from."""
+
+    split: str
+    images: int  # the evaluated images they were picked from
+    classes_with_correct: int  # classes with at least one correct photo
+    max_mistakes: int
+    max_classes: int  # correct photos shown at most, one per class
+    photos: tuple[ExplainedPhoto, ...]
+
+    def of_kind(self, kind: str) -> list[ExplainedPhoto]:
+        return [p for p in self.photos if p.kind == kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "images": self.images,
+            "classes_with_correct": self.classes_with_correct,
+            "max_mistakes": self.max_mistakes,
+            "max_classes": self.max_classes,
+            "photos": [p.to_dict() for p in self.photos],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExplanationsIndex:
+        return cls(
+            d["split"],
+            int(d["images"]),
+            int(d["classes_with_correct"]),
+            int(d["max_mistakes"]),
+            int(d["max_classes"]),
+            tuple(ExplainedPhoto.from_dict(p) for p in d["photos"]),
+        )
+
+    def write(self, directory: Path) -> Path:
+        """Write ``index.json`` into ``directory`` (the job's :data:`EXPLANATIONS_DIR`); its path."""
+        path = directory / EXPLANATIONS_INDEX_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, directory: Path) -> ExplanationsIndex:
+        """Read the ``index.json`` in ``directory``, as :meth:`write` wrote it."""
+        return cls.from_dict(json.loads((directory / EXPLANATIONS_INDEX_FILE).read_text()))

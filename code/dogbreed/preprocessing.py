@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image
@@ -41,11 +41,12 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
         """Rebuild from :meth:`to_dict` output."""
+        # Any length reaches __post_init__, which refuses all but three values.
         return cls(
             resize_size=int(d["resize_size"]),
             crop_size=int(d["crop_size"]),
-            mean=tuple(float(v) for v in d["mean"]),
-            std=tuple(float(v) for v in d["std"]),
+            mean=cast(tuple[float, float, float], tuple(float(v) for v in d["mean"])),
+            std=cast(tuple[float, float, float], tuple(float(v) for v in d["std"])),
         )
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
@@ -58,7 +59,7 @@ class Preprocessing:
         """The centre crop ``(left, top, right, bottom)`` in the resized image's pixels."""
         new_w, new_h = self.resized_size(width, height)
         c = self.crop_size
-        top, left = int(round((new_h - c) / 2.0)), int(round((new_w - c) / 2.0))
+        top, left = round((new_h - c) / 2.0), round((new_w - c) / 2.0)
         return left, top, left + c, top + c
 
     def crop_region(self, width: int, height: int) -> tuple[float, float, float, float]:
@@ -77,7 +78,7 @@ class Preprocessing:
         original = image.size
         size = self.resized_size(*original)
         if size != original:
-            image = image.resize(size, Image.BILINEAR)
+            image = image.resize(size, Image.Resampling.BILINEAR)
         return image.crop(self.crop_box(*original))
 
     def pixels(self, image: Image.Image) -> np.ndarray:

@@ -22,7 +22,10 @@ import logging
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance  # typeshed's protocol of a dataclass; no runtime module
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ SYSTEM_FILE = "system.jsonl"
 STEPS_FILE = "steps.jsonl"
 OPERATORS_FILE = "operators.json"
 
-T = TypeVar("T")
+T = TypeVar("T", bound="DataclassInstance")
 
 
 # --- metadata.json -------------------------------------------------------------------

@@ -21,6 +21,7 @@ from tests.launcher.conftest import require_launcher_venv
 
 require_launcher_venv()
 
+from dogbreed import explain  # noqa: E402
 from dogbreed.launcher import cli, explanations, predictions, transform  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.launcher.aws import RecordingSession  # noqa: E402
@@ -255,7 +256,7 @@ def test_the_launcher_sets_what_the_serving_image_reads():
     assert transform.MAX_PAYLOAD_ENV == environment.MAX_PAYLOAD_ENV
     assert transform.WORKERS_ENV == environment.WORKERS_ENV
     assert transform.DEFAULT_MAX_PAYLOAD_MB == environment.DEFAULT_MAX_PAYLOAD_MB
-    assert explanations.ENV == environment.EXPLAIN_ENV and explanations.METHOD in environment.EXPLAINS
+    assert explanations.ENV == environment.EXPLAIN_ENV and explanations.METHOD in explain.METHODS
     # content_types and request need the inference toolkit, which lives in the training venv.
     script = ("import sys; from dogbreed.serving import content_types, request; "
               "print(sorted(content_types.SUPPORTED)); "

@@ -25,7 +25,7 @@ from dogbreed.launcher.validation import LauncherError
 # What the serving image reads (dogbreed.serving.environment, dogbreed.serving.request;
 # a test keeps them equal).
 ENV = "DOGBREED_EXPLAIN"
-METHOD = explain.METHODS[0]  # what --explain asks for: dogbreed.explain's first method (today its only one)
+METHOD = explain.CAM  # what --explain asks for
 CUSTOM_ATTRIBUTES = f"explain={METHOD}"
 KEY = "explanation"  # where the answer carries it
 WHY_MISSING = "a serving image from before class activation maps, or a code/inference.py that changes the answer?"

@@ -195,6 +195,12 @@ def _gpu_samples(
     return judged, skipped, None
 
 
+def _known(value: float | None) -> float:
+    """A judged sample's reading: _gpu_samples keeps only the samples that hold it."""
+    assert value is not None, "a judged sample lacks a reading _gpu_samples filtered on"
+    return value
+
+
 def _batch_size_now(profile: Profile) -> str:
     return f" (now {profile.metadata.batch_size})" if profile.metadata else ""
 
@@ -213,7 +219,7 @@ def cpu_bottleneck(profile: Profile, has_gpu: bool, rule: CPUBottleneckRule) -> 
     judged, skipped, reason = _gpu_samples(profile, has_gpu, rule.patience)
     if reason:
         return _not_evaluated(name, reason)
-    hits = sum(1 for s in judged if s.cpu_mean > rule.cpu_threshold and s.gpu_percent < rule.gpu_threshold)
+    hits = sum(1 for s in judged if s.cpu_mean > rule.cpu_threshold and _known(s.gpu_percent) < rule.gpu_threshold)
     share = 100.0 * hits / len(judged)
     triggered = share > rule.threshold
     finding = (
@@ -240,7 +246,11 @@ def io_bottleneck(profile: Profile, has_gpu: bool, rule: IOBottleneckRule) -> Bo
     judged, skipped, reason = _gpu_samples(profile, has_gpu, rule.patience, lambda s: s.cpu_iowait_percent is not None)
     if reason:
         return _not_evaluated(name, reason)
-    hits = sum(1 for s in judged if s.cpu_iowait_percent > rule.io_threshold and s.gpu_percent < rule.gpu_threshold)
+    hits = sum(
+        1
+        for s in judged
+        if _known(s.cpu_iowait_percent) > rule.io_threshold and _known(s.gpu_percent) < rule.gpu_threshold
+    )
     share = 100.0 * hits / len(judged)
     triggered = share > rule.threshold
     finding = (
@@ -265,7 +275,7 @@ def low_gpu_utilization(profile: Profile, has_gpu: bool, rule: LowGPUUtilization
     if reason:
         return _not_evaluated(name, reason)
     size = scaled_window(rule.window, len(judged))
-    stats = [(_p(w, 95), _p(w, 5)) for w in windows([s.gpu_percent for s in judged], size)]
+    stats = [(_p(w, 95), _p(w, 5)) for w in windows([_known(s.gpu_percent) for s in judged], size)]
     low = sum(1 for p95, _ in stats if p95 < rule.threshold_p95)
     fluctuating = sum(1 for p95, p5 in stats if p95 >= rule.threshold_p95 and p5 < rule.threshold_p5)
     p95s, p5s = [p95 for p95, _ in stats], [p5 for _, p5 in stats]
@@ -295,11 +305,11 @@ def batch_size(profile: Profile, has_gpu: bool, rule: BatchSizeRule) -> Bottlene
         1
         for w in chunks
         if _p([s.cpu_mean for s in w], 95) < rule.cpu_threshold_p95
-        and _p([s.gpu_percent for s in w], 95) < rule.gpu_threshold_p95
-        and _p([s.gpu_memory_percent for s in w], 95) < rule.gpu_memory_threshold_p95
+        and _p([_known(s.gpu_percent) for s in w], 95) < rule.gpu_threshold_p95
+        and _p([_known(s.gpu_memory_percent) for s in w], 95) < rule.gpu_memory_threshold_p95
     )
-    cpu, gpu = _p([s.cpu_mean for s in judged], 95), _p([s.gpu_percent for s in judged], 95)
-    memory = _p([s.gpu_memory_percent for s in judged], 95)
+    cpu, gpu = _p([s.cpu_mean for s in judged], 95), _p([_known(s.gpu_percent) for s in judged], 95)
+    memory = _p([_known(s.gpu_memory_percent) for s in judged], 95)
     finding = (
         f"p95 CPU {cpu:.0f}%, GPU {gpu:.0f}%, GPU memory {memory:.0f}% over the job (first {skipped} samples "
         f"skipped); all three below {rule.cpu_threshold_p95:g}/{rule.gpu_threshold_p95:g}/"

@@ -1,5 +1,6 @@
 """What the report shows, read back from a job's output: the smdebug trial, the confusion
-matrices, the profile, the explained test photos. Plain dataclasses; no plotting here.
+matrices, the profile. Plain dataclasses; no plotting here. (The explained test photos'
+index is :class:`dogbreed.job_outputs.ExplanationsIndex`, which the job writes with it.)
 
 The training job writes into its trial, besides the losses smdebug records itself, the
 scalars :mod:`dogbreed.job_outputs` names: each training step's batch accuracy and, at the
@@ -10,7 +11,6 @@ Debugger data.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +45,7 @@ class EpochSeries:
 def read_curves(trial_dir: Path) -> tuple[StepSeries, EpochSeries]:
     """The per-step and per-epoch curves of a job's smdebug trial."""
     from smdebug.core.modes import ModeKeys  # noqa: PLC0415 - smdebug's import is slow and chatty
-    from smdebug.trials import create_trial  # noqa: PLC0415
+    from smdebug.trials import create_trial  # noqa: PLC0415 - smdebug's import is slow and chatty
 
     trial = create_trial(str(trial_dir))
     losses = trial.tensor_names(collection="losses")
@@ -119,7 +119,10 @@ class SplitResults:
 
     def per_class(self) -> list[ClassResult]:
         """Every class, lowest accuracy first (ties: more images first, then by name)."""
-        results = [ClassResult(name, sum(row), row[i]) for i, (name, row) in enumerate(zip(self.classes, self.matrix))]
+        results = [
+            ClassResult(name, sum(row), row[i])
+            for i, (name, row) in enumerate(zip(self.classes, self.matrix, strict=True))
+        ]
         return sorted(results, key=lambda r: (r.accuracy, -r.images, r.name))
 
     def confused_pairs(self, top: int = TOP_CONFUSED_PAIRS) -> list[ConfusedPair]:
@@ -156,56 +159,3 @@ class StepSplit:
     data_seconds: list[float] = field(default_factory=list)
     forward_backward_seconds: list[float] = field(default_factory=list)
     optimizer_seconds: list[float] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ClassMap:
-    """One class's activation map over a photo, as an overlay file in the explanations folder."""
-
-    label: str
-    file: str
-
-
-@dataclass(frozen=True)
-class ExplainedPhoto:
-    """A test photo the job explained: a ``"mistake"`` (maps of the predicted, then the true class)
-    or a ``"correct"`` answer (the predicted class's map)."""
-
-    kind: str
-    image: str  # its path in the split
-    true_label: str
-    predicted_label: str
-    probability: float  # of the predicted class
-    true_probability: float
-    maps: tuple[ClassMap, ...]
-
-
-@dataclass(frozen=True)
-class Explanations:
-    """``explanations/index.json``: the photos, mistakes first, and what they were chosen from."""
-
-    images: int  # the evaluated images they were picked from
-    classes_with_correct: int
-    max_classes: int
-    photos: tuple[ExplainedPhoto, ...]
-
-    @classmethod
-    def read(cls, directory: Path, index_file: str) -> Explanations:
-        """Read the index the training job writes (see ``dogbreed.training.explanations``)."""
-        index = json.loads((directory / index_file).read_text())
-        photos = tuple(
-            ExplainedPhoto(
-                p["kind"],
-                p["image"],
-                p["true_label"],
-                p["predicted_label"],
-                float(p["probability"]),
-                float(p["true_probability"]),
-                tuple(ClassMap(m["label"], m["file"]) for m in p["maps"]),
-            )
-            for p in index["photos"]
-        )
-        return cls(int(index["images"]), int(index["classes_with_correct"]), int(index["max_classes"]), photos)
-
-    def of_kind(self, kind: str) -> list[ExplainedPhoto]:
-        return [p for p in self.photos if p.kind == kind]

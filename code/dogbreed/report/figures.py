@@ -78,7 +78,7 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], ti
                 ax.text(
                     j,
                     i,
-                    int(value),
+                    str(int(value)),
                     ha="center",
                     va="center",
                     fontsize=8,

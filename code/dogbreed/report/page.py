@@ -19,14 +19,18 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from dogbreed.job_outputs import (
     CONFUSION_MATRIX_FILE,
+    CORRECT,
     EXPLANATIONS_DIR,
-    EXPLANATIONS_INDEX_FILE,
     METRICS_FILE,
+    MISTAKE,
     REPORT_FILE,
     SEARCH_DIR,
+    ExplainedPhoto,
+    ExplanationsIndex,
 )
 from dogbreed.profile_format import Profile, load_profile
-from dogbreed.report.data import ExplainedPhoto, Explanations, SplitResults, StepSplit, SystemSeries, read_curves
+from dogbreed.report.bottlenecks import evaluate_bottlenecks
+from dogbreed.report.data import SplitResults, StepSplit, SystemSeries, read_curves
 from dogbreed.report.search import TRIALS_FILE, SearchSummary
 
 log = logging.getLogger(__name__)
@@ -173,7 +177,7 @@ def add_summary(page: ReportPage, metrics: dict[str, Any]) -> None:
 
 
 def add_curves(page: ReportPage, trial_dir: Path, best_epoch: int | None) -> None:
-    from dogbreed.report import figures  # noqa: PLC0415 - matplotlib only when drawing
+    from dogbreed.report import figures  # noqa: PLC0415 - matplotlib only when drawing (training.job imports us)
 
     steps, epochs = read_curves(trial_dir)
     if not steps.steps:
@@ -186,13 +190,18 @@ def add_curves(page: ReportPage, trial_dir: Path, best_epoch: int | None) -> Non
     page.epochs = [
         EpochRow(*row)
         for row in zip(
-            epochs.epochs, epochs.train_loss, epochs.train_accuracy, epochs.valid_loss, epochs.valid_accuracy
+            epochs.epochs,
+            epochs.train_loss,
+            epochs.train_accuracy,
+            epochs.valid_loss,
+            epochs.valid_accuracy,
+            strict=True,
         )
     ]
 
 
 def add_results(page: ReportPage, output_dir: Path) -> None:
-    from dogbreed.report import figures  # noqa: PLC0415
+    from dogbreed.report import figures  # noqa: PLC0415 - matplotlib only when drawing (training.job imports us)
 
     for split in SPLITS:
         if not (output_dir / split / CONFUSION_MATRIX_FILE).is_file():
@@ -222,7 +231,7 @@ def inline(path: Path) -> str:
 
 def photo_card(photo: ExplainedPhoto, directory: Path) -> PhotoCard:
     """The captions say what the model answered, and whose map each overlay is."""
-    if photo.kind == "mistake":
+    if photo.kind == MISTAKE:
         caption = f"true {photo.true_label}, predicted {photo.predicted_label} ({photo.probability:.1%})"
         captions = [
             f"map of {photo.predicted_label} (predicted)",
@@ -231,15 +240,15 @@ def photo_card(photo: ExplainedPhoto, directory: Path) -> PhotoCard:
     else:
         caption = f"{photo.true_label}, predicted with {photo.probability:.1%}"
         captions = [f"map of {photo.predicted_label}"]
-    pictures = [Picture(text, inline(directory / m.file)) for text, m in zip(captions, photo.maps)]
+    pictures = [Picture(text, inline(directory / m.file)) for text, m in zip(captions, photo.maps, strict=True)]
     return PhotoCard(caption, pictures)
 
 
 def add_explanations(page: ReportPage, output_dir: Path) -> None:
     """The overlays the job wrote for its worst test mistakes and most confident correct photos."""
     directory = output_dir / EXPLANATIONS_DIR
-    explanations = Explanations.read(directory, EXPLANATIONS_INDEX_FILE)
-    correct = explanations.of_kind("correct")
+    explanations = ExplanationsIndex.read(directory)
+    correct = explanations.of_kind(CORRECT)
     if len(correct) < explanations.classes_with_correct:
         rule = (
             f"the most confident correct photo of each of the {len(correct)} classes with the lowest test "
@@ -248,7 +257,7 @@ def add_explanations(page: ReportPage, output_dir: Path) -> None:
     else:
         rule = "the most confident correct photo of each class that has one"
     page.explained = ExplainedSection(
-        [photo_card(p, directory) for p in explanations.of_kind("mistake")],
+        [photo_card(p, directory) for p in explanations.of_kind(MISTAKE)],
         [photo_card(p, directory) for p in correct],
         rule,
     )
@@ -256,7 +265,7 @@ def add_explanations(page: ReportPage, output_dir: Path) -> None:
 
 def add_search(page: ReportPage, search_dir: Path) -> None:
     """The hyperparameter search that chose this job's hyperparameters (``tune/trials.json``)."""
-    from dogbreed.report import figures  # noqa: PLC0415
+    from dogbreed.report import figures  # noqa: PLC0415 - matplotlib only when drawing (training.job imports us)
 
     summary = SearchSummary.read(search_dir)
     page.search = summary
@@ -362,11 +371,10 @@ def add_rules(page: ReportPage, trial_dir: Path, hyperparameters: dict[str, Any]
 
 
 def add_profile(page: ReportPage, profile_dir: Path) -> None:
-    from dogbreed.report import figures  # noqa: PLC0415
-    from dogbreed.report.bottlenecks import evaluate_bottlenecks  # noqa: PLC0415
+    from dogbreed.report import figures  # noqa: PLC0415 - matplotlib only when drawing (training.job imports us)
 
     profile = load_profile(profile_dir)
-    has_gpu = bool(profile.metadata) and str(profile.metadata.device).startswith("cuda")
+    has_gpu = profile.metadata is not None and str(profile.metadata.device).startswith("cuda")
     for check in evaluate_bottlenecks(profile, has_gpu=has_gpu):
         page.bottlenecks.append(
             verdict_row(

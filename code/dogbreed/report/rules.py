@@ -190,7 +190,8 @@ def loss_series(trial: Any, name: str, mode: ModeKeys) -> list[LossPoint]:
 
 def loss_phases(trial: Any, name: str) -> list[Phase]:
     """A scalar tensor's values grouped into runs of one mode, in global step order."""
-    tensor, phases = trial.tensor(name), []
+    tensor = trial.tensor(name)
+    phases: list[Phase] = []
     for step in tensor.steps():
         mode = trial.mode(step).name
         if not phases or phases[-1].mode != mode:
@@ -225,6 +226,8 @@ class BuiltInRule(Rule):
     class Params:
         pass
 
+    params: Params
+
     def __init__(self, base_trial: Any, **parameters: Any):
         super().__init__(base_trial, action_str="")
         self.params = self.Params(**parameters)
@@ -256,11 +259,13 @@ class VanishingGradient(BuiltInRule):
     """
 
     @dataclass(frozen=True)
-    class Params:
+    class Params(BuiltInRule.Params):
         # Docs, VanishingGradient: threshold "Default value: 0.0000001".
         threshold: float = 0.0000001
         # Not SageMaker's: pass over biases whose layer's weights still learn; False is SageMaker's rule.
         skip_cancelled_biases: bool = False
+
+    params: Params
 
     def __init__(self, base_trial: Any, **parameters: Any):
         super().__init__(base_trial, **parameters)
@@ -313,12 +318,14 @@ class ExplodingTensor(BuiltInRule):
     """
 
     @dataclass(frozen=True)
-    class Params:
+    class Params(BuiltInRule.Params):
         # Docs, ExplodingTensor: collection_names and tensor_regex "Default value: None" (all
         # tensors); only_nan "Valid values: False" (NaN and infinity both count).
         collection_names: str | list[str] | None = None
         tensor_regex: str | list[str] | None = None
         only_nan: bool = False
+
+    params: Params
 
     def __init__(self, base_trial: Any, **parameters: Any):
         super().__init__(base_trial, **parameters)
@@ -420,7 +427,7 @@ class LossNotDecreasing(BuiltInRule):
     """
 
     @dataclass(frozen=True)
-    class Params:
+    class Params(BuiltInRule.Params):
         # Docs, LossNotDecreasing: collection_names and tensor_regex "Default value: None";
         # use_losses_collection True; num_steps 10; mode None: EVAL, then TRAIN, then GLOBAL, the
         # first with losses. diff_percent 0.1 and increase_threshold_percent 5 from the current page;
@@ -435,6 +442,8 @@ class LossNotDecreasing(BuiltInRule):
         mode: str | None = None
         # Not SageMaker's: comparisons in a row that must fail; 1 is SageMaker's rule.
         patience: int = 1
+
+    params: Params
 
     def __init__(self, base_trial: Any, **parameters: Any):
         super().__init__(base_trial, **parameters)
@@ -529,7 +538,7 @@ class Overfit(BuiltInRule):
     """
 
     @dataclass(frozen=True)
-    class Params:
+    class Params(BuiltInRule.Params):
         # Docs, Overfit: tensor_regex "Default value: None"; start_step 0; patience 1; ratio_threshold 0.1.
         tensor_regex: str | list[str] | None = None
         start_step: int = 0
@@ -537,6 +546,8 @@ class Overfit(BuiltInRule):
         ratio_threshold: float = 0.1
         # Not SageMaker's: the smallest absolute gap (in loss units) that counts; 0 is SageMaker's rule.
         min_gap: float = 0.0
+
+    params: Params
 
     def __init__(self, base_trial: Any, **parameters: Any):
         super().__init__(base_trial, **parameters)
@@ -608,12 +619,14 @@ class Overtraining(BuiltInRule):
     """
 
     @dataclass(frozen=True)
-    class Params:
+    class Params(BuiltInRule.Params):
         # Docs, Overtraining: patience_train 5; patience_validation 10; delta 0.01 from the current
         # page (the guide's 2023 copy on GitHub had 0.1).
         patience_train: int = 5
         patience_validation: int = 10
         delta: float = 0.01
+
+    params: Params
 
     def __init__(self, base_trial: Any, **parameters: Any):
         super().__init__(base_trial, **parameters)
@@ -681,7 +694,7 @@ class PoorWeightInitialization(BuiltInRule):
     """
 
     @dataclass(frozen=True)
-    class Params:
+    class Params(BuiltInRule.Params):
         # Docs, PoorWeightInitialization: activation_inputs_regex ".*relu_input"; threshold 10.0;
         # distribution_range 0.001; patience 5; steps 10.
         activation_inputs_regex: str = ".*relu_input"
@@ -689,6 +702,8 @@ class PoorWeightInitialization(BuiltInRule):
         distribution_range: float = 0.001
         patience: int = 5
         steps: int = 10
+
+    params: Params
 
     def __init__(self, base_trial: Any, **parameters: Any):
         super().__init__(base_trial, **parameters)
@@ -718,7 +733,7 @@ class PoorWeightInitialization(BuiltInRule):
         if len(variances) < 2:
             return False
         self.counts.activations += 1
-        low, high = min(variances, key=variances.get), max(variances, key=variances.get)
+        low, high = min(variances, key=lambda n: variances[n]), max(variances, key=lambda n: variances[n])
         if variances[high] == 0:
             return self.fire(f"all {len(variances)} activation inputs are constant at step {step}")
         ratio = variances[high] / variances[low] if variances[low] else math.inf
@@ -742,7 +757,7 @@ class PoorWeightInitialization(BuiltInRule):
 
     def check_losses(self, step: int) -> bool:
         for name in tensors_at(self.base_trial, step, set(self.losses)):
-            value = float(np.mean(raw_value(self.base_trial.tensor(name), step)))
+            value = float(np.mean(self.base_trial.tensor(name).value(step)))  # a loss is saved whole
             plateau = self.loss_plateaus.setdefault(name, Plateau(delta=0.0))
             plateau.update(value)
             self.counts.losses += 1
@@ -772,8 +787,9 @@ def gradient_spread(trial: Any, names: list[str], step: int) -> float | None:
         return None
     tensors = [trial.tensor(name) for name in names]
     raws = [raw_value(t, step) for t in tensors]
-    if all(r is not None for r in raws):
-        values = np.concatenate([r.ravel() for r in raws])
+    whole = [r for r in raws if r is not None]
+    if len(whole) == len(raws):
+        values = np.concatenate([r.ravel() for r in whole])
         values = values[:: max(1, values.size // 1_000_000)]  # a sample is plenty for two percentiles
         low, high = np.percentile(values, [5, 95])
         return float(high - low) if math.isfinite(high - low) else None

@@ -34,6 +34,12 @@ class SearchTrial:
         return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
 
 
+def _complete_value(trial: SearchTrial) -> float:
+    """A COMPLETE trial's value, by which trials rank."""
+    assert trial.value is not None, f"trial {trial.number} is COMPLETE without a value"
+    return trial.value
+
+
 @dataclass
 class SearchSummary:
     """The whole search: its trials (best first), what it varied and what it cost."""
@@ -46,7 +52,7 @@ class SearchSummary:
     @property
     def best(self) -> SearchTrial | None:
         complete = [t for t in self.trials if t.state == "COMPLETE"]
-        return max(complete, key=lambda t: t.value) if complete else None
+        return max(complete, key=_complete_value) if complete else None
 
     def count(self, state: str) -> int:
         return sum(t.state == state for t in self.trials)
@@ -77,5 +83,5 @@ class SearchSummary:
 
     def ranked(self) -> list[SearchTrial]:
         """Complete trials best first, then the pruned and failed ones by number."""
-        complete = sorted((t for t in self.trials if t.state == "COMPLETE"), key=lambda t: -t.value)
+        complete = sorted((t for t in self.trials if t.state == "COMPLETE"), key=lambda t: -_complete_value(t))
         return complete + [t for t in self.trials if t.state != "COMPLETE"]

@@ -7,6 +7,7 @@ its Java frontend and the Python workers) and a terminal's Ctrl-C reaches only `
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -39,10 +40,8 @@ class Child:
 
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the whole process group (nothing if it is gone)."""
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def wait_until(self, deadline: float) -> bool:
         """Wait for the leader to exit until ``deadline`` (monotonic); True if it has."""

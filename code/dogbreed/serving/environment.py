@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dogbreed.cpus import usable_cpus
+from dogbreed.explain import CHOICES as EXPLAIN_CHOICES
+from dogbreed.explain import NO_MAP
 from dogbreed.images import DEFAULT_MAX_PIXELS
 
 MODEL_DIR_ENV = "DOGBREED_MODEL_DIR"
@@ -34,8 +36,7 @@ INT8_MAX_LOSS_ENV = "DOGBREED_INT8_MAX_LOSS"
 PRECISIONS = ("auto", "fp32", "int8")
 # The map a request gets when it says nothing (X-Explain, explain=): batch transform sends
 # no per-record headers, so a transform job that wants maps sets this to cam.
-EXPLAIN_ENV = "DOGBREED_EXPLAIN"
-EXPLAINS = ("none", "cam")
+EXPLAIN_ENV = "DOGBREED_EXPLAIN"  # one of dogbreed.explain.CHOICES
 DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 # Set by SageMaker Batch Transform (the last three only when the job names them).
 BATCH_ENV = "SAGEMAKER_BATCH"
@@ -102,7 +103,7 @@ class ServingEnvironment:
     max_concurrent_transforms: int | None = None
     precision: str = "auto"
     int8_max_loss: float = DEFAULT_INT8_MAX_LOSS
-    explain: str = "none"
+    explain: str = NO_MAP
     default_accept: str = "application/json"
 
     @property
@@ -145,7 +146,7 @@ class ServingEnvironment:
             max_concurrent_transforms=_int(env, MAX_CONCURRENT_TRANSFORMS_ENV, None, minimum=0) or None,
             precision=_choice(env, PRECISION_ENV, PRECISIONS) or "auto",
             int8_max_loss=_float(env, INT8_MAX_LOSS_ENV, DEFAULT_INT8_MAX_LOSS),
-            explain=_choice(env, EXPLAIN_ENV, EXPLAINS) or "none",
+            explain=_choice(env, EXPLAIN_ENV, EXPLAIN_CHOICES) or NO_MAP,
             default_accept=env.get(DEFAULT_ACCEPT_ENV, "").strip() or "application/json",
         )
 

@@ -30,7 +30,7 @@ from sagemaker_inference import encoder
 from sagemaker_inference.default_inference_handler import DefaultInferenceHandler
 
 from dogbreed.artifacts import ModelLoadError
-from dogbreed.explain import overlay, png_bytes
+from dogbreed.explain import NO_MAP, overlay, png_bytes
 from dogbreed.serving import content_types
 from dogbreed.serving.environment import EXPLAIN_ENV, ServingEnvironment
 from dogbreed.serving.errors import NotExplainableError
@@ -80,7 +80,7 @@ class InferenceHandler(DefaultInferenceHandler):
             s.ort_threads,
             "class activation maps" if predictor.can_explain else "no class activation maps (an older export)",
         )
-        if s.explain != "none" and not predictor.can_explain:
+        if s.explain != NO_MAP and not predictor.can_explain:
             # Every request would be refused: say so once, at start, as DOGBREED_PRECISION=int8 does.
             raise ModelLoadError(
                 f"{EXPLAIN_ENV}={s.explain}, but this model was exported before class activation "

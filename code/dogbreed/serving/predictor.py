@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 from PIL import Image
 
 from dogbreed.artifacts import ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, ModelLoadError, ModelMetadata
+from dogbreed.explain import CHOICES as EXPLAIN_CHOICES
 from dogbreed.explain import METHODS as EXPLAIN_METHODS
-from dogbreed.explain import ExplainError, Explanation, Head
+from dogbreed.explain import NO_MAP, ExplainError, Explanation, Head
 from dogbreed.explain import explain as explain_class
 from dogbreed.images import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageTooLargeError, open_image
 from dogbreed.serving import content_types
@@ -65,19 +67,12 @@ def choose_precision(metadata: ModelMetadata, requested: str, max_loss_points: f
     return "fp32", f"int8 loses too much: {figures}"
 
 
-def _onnxruntime():
-    import onnxruntime
-
-    return onnxruntime
-
-
 def make_session_options(threads: int):
     """ONNX Runtime options for one worker: ``threads`` intra-op threads, full graph optimisation.
 
     Inter-op parallelism stays at 1 (a ResNet is one chain of ops) and spinning is off
     so idle threads do not burn the cores another worker is using.
     """
-    ort = _onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, int(threads))
     options.inter_op_num_threads = 1
@@ -88,7 +83,7 @@ def make_session_options(threads: int):
     return options
 
 
-def _looks_like_text(data: bytes) -> bool:
+def _looks_like_text(data: bytes | bytearray) -> bool:
     head = data[:512]
     try:
         text = head.decode("utf-8")
@@ -117,7 +112,7 @@ def decode_image(
             f"the request body is {size} bytes, over the limit of {max_payload_bytes} bytes "
             f"({max_payload_bytes / 1048576:g} MiB); send a smaller or more compressed image"
         )
-    if size == 0:
+    if body is None or size == 0:
         raise BadRequestError("the request body is empty; send the image file's bytes as the body")
     try:
         return open_image(bytes(body), max_image_pixels)
@@ -160,20 +155,22 @@ class Predictor:
         self.default_top_k = default_top_k
         # precision: "fp32" (model.onnx) or "int8" (model.int8.onnx); precision_reason says why.
         self.precision, self.precision_reason = choose_precision(self.metadata, precision, int8_max_loss)
-        onnx_file = self.metadata.int8.file if self.precision == "int8" else ONNX_FILE
+        onnx_file = ONNX_FILE
+        if self.precision == "int8":
+            assert self.metadata.int8 is not None, "choose_precision picks int8 only for a model with an int8 export"
+            onnx_file = self.metadata.int8.file
         self.session = self._load_session(self.model_dir / onnx_file, threads)
         self._warm_up()
         # The head for class activation maps; None for a model exported before them.
         self.head = self._load_head(onnx_file)
         if self.head is not None:
-            self._check_feature_map()
+            self._check_feature_map(self.head)
         logger.info("serving %s (%s): %s", self.precision, onnx_file, self.precision_reason)
 
     def _load_session(self, path: Path, threads: int):
         if not path.is_file():
             hint = f" (or set {PRECISION_ENV}=fp32 to serve {ONNX_FILE})" if self.precision == "int8" else ""
             raise ModelLoadError(f"{path} is missing; the training job should have exported it{hint}")
-        ort = _onnxruntime()
         try:
             session = ort.InferenceSession(
                 str(path), sess_options=make_session_options(threads), providers=["CPUExecutionProvider"]
@@ -227,7 +224,7 @@ class Predictor:
                 f"the ONNX model outputs shape {tuple(logits.shape)} but model.json lists {len(self.classes)} classes"
             )
 
-    def _check_feature_map(self) -> None:
+    def _check_feature_map(self, head: Head) -> None:
         # The explain path's first run (its own ORT allocations) and the proof that the map
         # sums to the logits: the feature map's shape fits the head and model.json, and the
         # head on its mean gives the logits the model outputs. Noise, not zeros: a zero input
@@ -241,14 +238,15 @@ class Predictor:
                 f"the ONNX model fails to give its feature map on a {size}x{size} input: {exc}"
             ) from exc
         cam = self.metadata.explain
-        expected = (1, self.head.weight.shape[1], *cam.grid)
+        assert cam is not None, "a head is loaded only for model.json's explain"
+        expected = (1, head.weight.shape[1], *cam.grid)
         if feature_map.shape != expected:
             raise ModelLoadError(
                 f"the ONNX model's {cam.feature_map} has shape {tuple(feature_map.shape)}; "
                 f"{cam.head_file} and model.json's explain.grid expect {expected}"
             )
         pooled = feature_map[0].astype(np.float64).mean(axis=(1, 2))
-        from_head = self.head.weight.astype(np.float64) @ pooled + self.head.bias
+        from_head = head.weight.astype(np.float64) @ pooled + head.bias
         difference = float(np.max(np.abs(from_head - logits[0])))
         if difference > HEAD_TOLERANCE * max(1.0, float(np.max(np.abs(logits)))):
             raise ModelLoadError(
@@ -270,7 +268,9 @@ class Predictor:
 
     def run_explained(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`run`, also returning the (N, channels, h, w) feature map, in one pass; needs :attr:`can_explain`."""
-        logits, feature_map = self.session.run([ONNX_OUTPUT, self.metadata.explain.feature_map], {ONNX_INPUT: batch})
+        cam = self.metadata.explain
+        assert cam is not None, "run_explained needs can_explain"
+        logits, feature_map = self.session.run([ONNX_OUTPUT, cam.feature_map], {ONNX_INPUT: batch})
         return logits, feature_map
 
     def resolve_top_k(self, top_k: Any) -> int:
@@ -291,10 +291,10 @@ class Predictor:
         Raises :class:`BadRequestError` for an unknown method and :class:`NotExplainableError`
         (422) saying why when this model gives no maps.
         """
-        if method is None or method == "none":
+        if method is None or method == NO_MAP:
             return None
         if method not in EXPLAIN_METHODS:
-            raise BadRequestError(f"explain={method!r} is not one of none, {', '.join(EXPLAIN_METHODS)}")
+            raise BadRequestError(f"explain={method!r} is not one of {', '.join(EXPLAIN_CHOICES)}")
         if not self.can_explain:
             raise NotExplainableError(
                 "this model cannot give class activation maps: it was exported before them (model.json has no "
@@ -331,6 +331,7 @@ class Predictor:
         logits, feature_map = self.run_explained(self.preprocessing(image)[None])
         answer = self._answer(logits[0], k)
         best = answer["predicted_class"]
+        assert self.head is not None, "classify resolved the request against can_explain"
         explanation = explain_class(feature_map[0], self.head, best, self.classes[best], self.preprocessing, image.size)
         answer["explanation"] = explanation.to_dict()
         return ExplainedPrediction(answer, image, explanation)

@@ -7,6 +7,8 @@ from typing import Any
 
 from sagemaker_inference.content_types import ANY
 
+from dogbreed.explain import CAM, NO_MAP
+from dogbreed.explain import CHOICES as EXPLAIN_CHOICES
 from dogbreed.serving.content_types import PNG
 from dogbreed.serving.errors import BadRequestError
 
@@ -16,8 +18,6 @@ EXPLAIN_HEADER = "x-explain"
 CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
 _TOP_K_ATTRIBUTE = re.compile(r"(?:^|[;,\s])top_k\s*=\s*([^;,\s]*)", re.IGNORECASE)
 _EXPLAIN_ATTRIBUTE = re.compile(r"(?:^|[;,\s])explain\s*=\s*([^;,\s]*)", re.IGNORECASE)
-# What X-Explain (or explain=) may say: a class activation map of the top class, or none.
-EXPLAIN_CHOICES = ("cam", "none")
 
 
 def request_headers(context: Any, idx: int = 0) -> dict[str, str]:
@@ -102,11 +102,11 @@ def explain_method(requested: str | None, answer: str | None, default: str) -> s
     ``none`` that is a contradiction, a 400.
     """
     if answer == PNG:
-        if requested == "none":
+        if requested == NO_MAP:
             raise BadRequestError(
                 "Accept: image/png answers the picture with its class activation map overlaid, "
                 "which X-Explain: none (or explain=none) refuses; drop one of the two"
             )
-        return "cam"
+        return CAM
     method = requested or default
-    return None if method == "none" else method
+    return None if method == NO_MAP else method

@@ -36,6 +36,7 @@ import threading
 from pathlib import Path
 from types import SimpleNamespace
 
+from dogbreed.artifacts import ModelLoadError
 from dogbreed.serving import front
 from dogbreed.serving.children import Child, OutputRelay, stop_children
 from dogbreed.serving.environment import ConfigurationError, ServingEnvironment, port_from_env
@@ -60,9 +61,10 @@ def check_model(env: ServingEnvironment) -> str | None:
 
     That imports ``code/inference.py`` (if any) and runs ``model_fn``, ours or the user's.
     """
-    from dogbreed.artifacts import ModelLoadError
-    from dogbreed.serving.handler_service import HandlerService
-    from dogbreed.serving.predictor import Predictor
+    # Imported after install_requirements, so the check loads onnxruntime and the toolkit's handler
+    # modules as code/requirements.txt left them, as each worker will.
+    from dogbreed.serving.handler_service import HandlerService  # noqa: PLC0415 - after the install, see above
+    from dogbreed.serving.predictor import Predictor  # noqa: PLC0415 - after the install, see above
 
     service = HandlerService(settings=env)
     try:
@@ -184,6 +186,7 @@ def start_mms(env: ServingEnvironment, files: front.FrontFiles) -> tuple[Child, 
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    assert child.process.stdout is not None, "started with stdout=PIPE"
     return child, OutputRelay(child.process.stdout).start()
 
 
@@ -243,8 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = ServingEnvironment.from_env()
     except ConfigurationError as exc:
-        reason = f"bad configuration: {exc}"
-        return 2 if args.check else run_unhealthy(port_from_env(), reason)
+        return 2 if args.check else run_unhealthy(port_from_env(), f"bad configuration: {exc}")
     reason = prepare(env)
     if args.check:
         if reason:

@@ -23,6 +23,7 @@ owns the Accept header: ``Accept: image/png`` is theirs to answer.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Any
@@ -33,6 +34,7 @@ from sagemaker_inference.errors import BaseInferenceToolkitError, GenericInferen
 from sagemaker_inference.transformer import Transformer as ToolkitTransformer
 
 from dogbreed.artifacts import ModelLoadError
+from dogbreed.explain import CAM, NO_MAP
 from dogbreed.serving.content_types import JSON, PNG, negotiate
 from dogbreed.serving.environment import EXPLAIN_ENV
 from dogbreed.serving.errors import (
@@ -87,7 +89,7 @@ class Transformer(ToolkitTransformer):
         super()._validate_user_module_and_set_functions()
         replaced = self.prediction_replaced_by()
         explain = self._default_inference_handler.settings.explain
-        if replaced is not None and explain != "none":
+        if replaced is not None and explain != NO_MAP:
             raise ModelLoadError(
                 f"{EXPLAIN_ENV}={explain}, but the model's code/inference.py replaces {replaced}, "
                 f"which gives no class activation maps; unset {EXPLAIN_ENV}"
@@ -132,10 +134,8 @@ class Transformer(ToolkitTransformer):
         # The toolkit hands JSON and CSV bodies to input_fn as str. Bytes that are not
         # UTF-8 stay bytes for input_fn to judge: ours answers 415 for the type first.
         if content_type and content_type.split(";", 1)[0].strip().lower() in toolkit_types.UTF8_TYPES:
-            try:
+            with contextlib.suppress(UnicodeDecodeError):
                 body = body.decode("utf-8")
-            except UnicodeDecodeError:
-                pass
         self._context = context  # what _run_handler_function passes to functions taking a context
         result = self._run_handler_function(self._transform_fn, self._model, body, content_type, accept)
         if isinstance(result, tuple):
@@ -151,7 +151,7 @@ class Transformer(ToolkitTransformer):
         replaced = self.prediction_replaced_by()
         if replaced is None:
             return  # our predict_fn: it reads (and validates) the request itself
-        if requested_explain(headers) == "cam":
+        if requested_explain(headers) == CAM:
             raise NotExplainableError(
                 f"this model's own code/inference.py replaces {replaced}, which gives no class "
                 f"activation maps; ask without X-Explain: cam (or explain=cam)"

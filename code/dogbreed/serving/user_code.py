@@ -81,6 +81,7 @@ def install_requirements(model_dir: str | os.PathLike, python: str = sys.executa
         )
     except OSError as exc:
         raise RequirementsError(f"could not run pip to install {requirements}: {exc}") from exc
+    assert process.stdout is not None, "started with stdout=PIPE"
     with process:
         for line in process.stdout:
             line = line.rstrip()

@@ -49,7 +49,7 @@ def _coat(kind: str, rng: random.Random, size: int) -> Image.Image:
             for y in range(0, size * 2, step):
                 if (x // step + y // step) % 2:
                     draw.rectangle([x, y, x + step - 1, y + step - 1], fill=fg)
-    tile = tile.rotate(rng.uniform(0, 180), resample=Image.BILINEAR)
+    tile = tile.rotate(rng.uniform(0, 180), resample=Image.Resampling.BILINEAR)
     return tile.crop((size // 2, size // 2, size // 2 + size, size // 2 + size))
 
 
