@@ -155,7 +155,7 @@ def save_checkpoint(checkpoint_dir: Path, state: TrainingState, learner: Learner
         {
             "format_version": FORMAT_VERSION,
             "state": state.to_dict(),
-            "model": learner.model.state_dict(),
+            "model": learner.trained.state_dict(),
             "optimizer": learner.optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": learner.scaler.state_dict(),
@@ -237,7 +237,7 @@ def load_checkpoint(checkpoint_dir: Path, identity: JobIdentity, learner: Learne
         )
     state = TrainingState.from_dict(saved["state"], learner.device)
     check_identity(path, state.identity, identity)
-    learner.model.load_state_dict(saved["model"])
+    learner.trained.load_state_dict(saved["model"])
     learner.optimizer.load_state_dict(saved["optimizer"])
     if learner.scheduler is not None and saved["scheduler"] is not None:
         learner.scheduler.load_state_dict(saved["scheduler"])

@@ -63,7 +63,7 @@ from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.explanations import Explainer, write_explanations
 from dogbreed.training.export import export_model_dir
 from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError, failure_reason, write_failure
-from dogbreed.training.features import (
+from dogbreed.training.feature_cache import (
     CACHE_DIR,
     FeatureLoader,
     FeatureStore,
@@ -74,7 +74,7 @@ from dogbreed.training.features import (
     trunk_checksum,
 )
 from dogbreed.training.loop import Evaluation, GracefulStop, Learner, PassTotals, StopRequested, evaluate, train_pass
-from dogbreed.training.metrics import EpochMetrics, write_metrics_json, write_reports
+from dogbreed.training.metrics import EpochMetrics, write_metrics_json, write_confusion_csvs
 from dogbreed.training.model import build_model, head_of, trainable_parameters
 from dogbreed.training.profiler import JobProfiler
 
@@ -224,8 +224,8 @@ def build_learner(
     )
     optimizer = make_optimizer(config, params)
     return Learner(
-        model=model,
-        network=model,
+        trained=model,
+        full_network=model,
         normalize=Normalize.of(data.preprocessing),
         criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
         optimizer=optimizer,
@@ -257,7 +257,7 @@ def use_cached_features(
     """
     features: dict[str, SplitFeatures] = {}
     store = FeatureStore(paths.output_data_dir / CACHE_DIR, paths.features)
-    weights = trunk_checksum(learner.network, learner.arch)
+    weights = trunk_checksum(learner.full_network, learner.arch)
     for split in data.splits:
         is_train = split is data.train
         key = feature_key(
@@ -273,7 +273,7 @@ def use_cached_features(
         cached = store.find(key)
         if cached is None:
             cached = extract(
-                learner.network,
+                learner.full_network,
                 learner.arch,
                 split,
                 key,
@@ -299,7 +299,7 @@ def use_cached_features(
         }
         loader = FeatureLoader(cached, config.batch_size, shuffle=is_train, seed=config.seed, device=learner.device)
         setattr(data, f"{split.name}_loader", loader)
-    learner.model, learner.normalize, learner.freeze = head_of(learner.network, learner.arch), nn.Identity(), "none"
+    learner.trained, learner.normalize, learner.freeze = head_of(learner.full_network, learner.arch), nn.Identity(), "none"
     if config.augment and config.feature_views == 1:
         log.warning(
             "features with augment=true and feature_views=1: every epoch sees the same random crop "
@@ -358,7 +358,7 @@ def train_epochs(
         log.info("epoch %d/%d", epoch, config.epochs)
         metrics, valid = run_epoch(epoch, config, paths, data, learner, state, stop)
         log.info(metrics.line())
-        record_epoch(state, metrics, valid, learner.model)
+        record_epoch(state, metrics, valid, learner.trained)
         checkpoint(paths, data, learner, state)
         if after_epoch is not None:
             after_epoch(metrics)
@@ -443,7 +443,7 @@ def finish(
 ) -> None:
     """Test the best weights, then write the model directory and the reports (the main process: the
     class activation maps of a few test photos, from its own share of the test split)."""
-    learner.model.load_state_dict(state.best.weights)
+    learner.trained.load_state_dict(state.best.weights)
     final: dict[str, Any] = {
         "best_epoch": state.best.epoch,
         "epochs_trained": state.epoch,
@@ -473,14 +473,14 @@ def finish(
         hyperparameters=config.to_dict(),
     )
     sample = sample_batch(data.valid, data.preprocessing)
-    final["onnx_max_abs_diff"] = export_model_dir(learner.network, metadata, paths.model_dir, sample)
+    final["onnx_max_abs_diff"] = export_model_dir(learner.full_network, metadata, paths.model_dir, sample)
     if config.int8:
         add_int8(config, paths, data, metadata, final, stop)
     else:  # an earlier run's, on the same folders
         (paths.model_dir / INT8_ONNX_FILE).unlink(missing_ok=True)
     for split_name, matrix in reports.items():
-        write_reports(paths.output_data_dir, split_name, matrix, data.classes)
-    explainer = Explainer(learner.network, learner.arch, data.classes, data.preprocessing, learner.device)
+        write_confusion_csvs(paths.output_data_dir, split_name, matrix, data.classes)
+    explainer = Explainer(learner.full_network, learner.arch, data.classes, data.preprocessing, learner.device)
     write_explanations(paths.output_data_dir, explainer, data.test, test.predictions if test else None)
     write_metrics(config, paths, data, state, final)
     log.info("model written to %s, reports to %s", paths.model_dir, paths.output_data_dir)
@@ -668,7 +668,7 @@ def train(
         return 0
     if state.best is None:
         diverged(config, paths, data, state, learner.hook.out_dir)
-    write_report(config, paths, learner.hook.out_dir)
+    write_job_report(config, paths, learner.hook.out_dir)
     return 0
 
 
@@ -676,7 +676,7 @@ def diverged(config: TrainConfig, paths: JobPaths, data: Data, state: TrainingSt
     """No epoch had a finite validation loss: keep the history and the report (whose rules say
     why), export no model, and fail."""
     write_metrics(config, paths, data, state, final={})
-    write_report(config, paths, trial_dir)
+    write_job_report(config, paths, trial_dir)
     losses = ", ".join(f"{h.valid_loss:.4g}" for h in state.history)
     raise TrainingError(
         f"training diverged: the validation loss was never finite in {state.epoch} epochs ({losses}); no model "
@@ -702,7 +702,7 @@ def observe(
         learner.hook = create_hook(
             env.debughook_config_path,
             str(trial_dir),
-            learner.model,
+            learner.trained,
             learner.criterion,
             resume_steps=state.debugger_steps if resumed else None,
             tensorboard_dir=str(env.tensorboard_dir / "scalars"),
@@ -718,7 +718,7 @@ def local_trial_dir(config: TrainConfig, paths: JobPaths) -> Path:
     return Path(config.smdebug_dir) if config.smdebug_dir else paths.output_data_dir / TRIAL_DIR
 
 
-def write_report(config: TrainConfig, paths: JobPaths, trial_dir: Path | None) -> None:
+def write_job_report(config: TrainConfig, paths: JobPaths, trial_dir: Path | None) -> None:
     """``report.html`` beside ``metrics.json``; a report that cannot be built only costs a warning.
 
     ``trial_dir`` is the job's smdebug trial (None with ``debug=off``).

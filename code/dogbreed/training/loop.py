@@ -74,8 +74,8 @@ class GracefulStop:
 class Learner:
     """The network and everything that trains it, as the passes use them."""
 
-    model: nn.Module  # what the passes run: the network, or its head alone on cached features
-    network: nn.Module  # the whole network, which is exported (the same object as model without features)
+    trained: nn.Module  # what the passes run and train: full_network, or its head alone on cached features
+    full_network: nn.Module  # the whole bare network, which is exported (trained itself without features)
     normalize: Callable[[torch.Tensor], torch.Tensor]  # a batch's images -> the model's input (Normalize)
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
@@ -88,7 +88,7 @@ class Learner:
     hook: Any  # dogbreed.training.debugger's hook: the smdebug trial, or NoHook
     profiler: JobProfiler  # step timings and top operators (records nothing with profile=off)
     distributed: Distributed = SINGLE
-    ddp: nn.Module | None = None  # model wrapped in DistributedDataParallel, with several processes
+    ddp: nn.Module | None = None  # trained wrapped in DistributedDataParallel, with several processes
 
 
 @dataclass
@@ -184,7 +184,7 @@ def forward(learner: Learner, batch: Batch) -> tuple[torch.Tensor, torch.Tensor,
     images = learner.normalize(batch.images.to(learner.device, non_blocking=True))
     labels = batch.labels.to(learner.device, non_blocking=True)
     with torch.autocast(learner.device.type, dtype=torch.float16, enabled=learner.amp):
-        logits = (learner.ddp or learner.model)(images)
+        logits = (learner.ddp or learner.trained)(images)
         loss = learner.criterion(logits, labels)
     return labels, logits, loss
 
@@ -199,7 +199,7 @@ def train_pass(
     into waiting for data, forward/backward and optimizer for the profile, and its loss
     and batch accuracy go to the smdebug trial.
     """
-    set_train_mode(learner.model, learner.arch, learner.freeze)
+    set_train_mode(learner.trained, learner.arch, learner.freeze)
     learner.hook.set_mode("train")
     sampler = loader.batch_sampler
     clock, step, start = PhaseClock(learner.device), 0, time.perf_counter()
@@ -268,7 +268,7 @@ def evaluate(
 
     ``keep_predictions``: also return each image's prediction (the report's explanations pick from them).
     """
-    learner.model.eval()
+    learner.trained.eval()
     learner.hook.set_mode("eval")
     loss_sum = torch.zeros((), device=learner.device)
     all_labels, all_preds, all_indices, all_probabilities = [], [], [], []

@@ -46,7 +46,7 @@ def confusion_matrix(labels: Iterable[int], predictions: Iterable[int], num_clas
     return matrix
 
 
-def write_reports(output_dir: Path, split: str, counts: Sequence[Sequence[int]], classes: Sequence[str]) -> None:
+def write_confusion_csvs(output_dir: Path, split: str, counts: Sequence[Sequence[int]], classes: Sequence[str]) -> None:
     """``<output_dir>/<split>/confusion_matrix.csv`` and ``per_class_accuracy.csv``."""
     directory = Path(output_dir) / split
     directory.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ from dogbreed.training.config import OPTIMIZERS, JobPaths, TrainConfig, load_con
 from dogbreed.training.debugger import NoHook
 from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError
-from dogbreed.training.features import FeatureLoader, SplitFeatures
+from dogbreed.training.feature_cache import FeatureLoader, SplitFeatures
 from dogbreed.training.loop import GracefulStop, Learner, StopRequested
 from dogbreed.training.metrics import EpochMetrics
 from dogbreed.training.model import head_of
@@ -108,8 +108,8 @@ def prepare(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop
     data = job.load_data(config, paths, device)
     learner = job.build_learner(config, paths, env, data, device)
     features = job.use_cached_features(config, paths, data, learner, stop)
-    initial_head = copy.deepcopy(head_of(learner.network, learner.arch).state_dict())
-    return Prepared(config, paths, data, learner.network, learner.arch, features, initial_head, device)
+    initial_head = copy.deepcopy(head_of(learner.full_network, learner.arch).state_dict())
+    return Prepared(config, paths, data, learner.full_network, learner.arch, features, initial_head, device)
 
 
 def run_trial(prepared: Prepared, config: TrainConfig, stop: GracefulStop, report_epoch) -> TrainingState:
@@ -119,8 +119,8 @@ def run_trial(prepared: Prepared, config: TrainConfig, stop: GracefulStop, repor
     head.load_state_dict(prepared.initial_head)
     optimizer = job.make_optimizer(config, head.parameters())
     learner = Learner(
-        model=head,
-        network=prepared.network,
+        trained=head,
+        full_network=prepared.network,
         normalize=nn.Identity(),
         criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
         optimizer=optimizer,
