@@ -27,13 +27,13 @@ from PIL import Image
 from torch import nn
 
 from dogbreed.architectures import Architecture
-from dogbreed.explain import Explanation, Head, explain, overlay
+from dogbreed.explain import Explanation, explain, overlay
 from dogbreed.images import open_image
 from dogbreed.job_outputs import EXPLANATIONS_DIR, EXPLANATIONS_INDEX_FILE
 from dogbreed.preprocessing import Preprocessing
 from dogbreed.training.data import EvalTransform, Normalize, Split
 from dogbreed.training.loop import Predictions
-from dogbreed.training.model import forward_with_feature_map, head_of
+from dogbreed.training.model import forward_with_feature_map, head_weights
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,7 @@ def render(directory: Path, explainer: Explainer, split: Split, picks: list[Pick
     if not opened:
         return []
     probabilities, feature_maps = run_network(explainer, [pixels for _, _, pixels in opened])
-    layer = head_of(explainer.network, explainer.arch)
-    head = Head(layer.weight.detach().float().cpu().numpy(), layer.bias.detach().float().cpu().numpy())
+    head = head_weights(explainer.network, explainer.arch)
     entries, numbers = [], Counter()
     for (pick, photo, _), probability, feature_map in zip(opened, probabilities, feature_maps):
         numbers[pick.kind] += 1

@@ -21,9 +21,8 @@ from dogbreed.artifacts import (
     CamExport,
     ModelMetadata,
 )
-from dogbreed.explain import Head
 from dogbreed.training.failure import TrainingError
-from dogbreed.training.model import WithFeatureMap, build_network, head_of
+from dogbreed.training.model import WithFeatureMap, build_network, head_of, head_weights
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +89,7 @@ def export_model_dir(
     clean = _cpu_copy(model, arch)
     torch.save(clean.state_dict(), model_dir / TORCH_FILE)
     grid = export_onnx(clean, arch, model_dir / ONNX_FILE, metadata.preprocessing.crop_size)
-    head = head_of(clean, arch)
-    Head(head.weight.detach().numpy(), head.bias.detach().numpy()).save(model_dir / HEAD_FILE)
+    head_weights(clean, arch).save(model_dir / HEAD_FILE)
     metadata.explain = CamExport(feature_map=ONNX_FEATURE_MAP, head_file=HEAD_FILE, grid=grid)
     metadata.save(model_dir)
     if sample_batch is None:

@@ -23,6 +23,7 @@ from torch import nn
 from torchvision import models
 
 from dogbreed.architectures import Architecture, PackagedWeights, architecture
+from dogbreed.explain import Head
 from dogbreed.training.failure import TrainingError
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,13 @@ def build_network(arch: Architecture, num_classes: int) -> nn.Module:
 def head_of(model: nn.Module, arch: Architecture) -> nn.Linear:
     """The final linear layer."""
     return getattr(model, arch.head)
+
+
+def head_weights(model: nn.Module, arch: Architecture) -> Head:
+    """The final linear layer's weights and bias as float32 numpy arrays (what ``head.npz`` holds and
+    the class activation maps are computed from)."""
+    layer = head_of(model, arch)
+    return Head(layer.weight.detach().float().cpu().numpy(), layer.bias.detach().float().cpu().numpy())
 
 
 def forward_with_feature_map(
