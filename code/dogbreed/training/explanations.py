@@ -83,6 +83,7 @@ def choose(predictions: Predictions, max_mistakes: int = MAX_MISTAKES, max_class
             predictions.labels.tolist(),
             predictions.predicted.tolist(),
             predictions.probability.tolist(),
+            strict=True,
         )
     ]
     confident_first = sorted(rows, key=lambda r: (-r.probability, r.index))
@@ -144,8 +145,9 @@ def render(directory: Path, explainer: Explainer, split: Split, picks: list[Pick
         return []
     probabilities, feature_maps = run_network(explainer, [pixels for _, _, pixels in opened])
     head = head_weights(explainer.network, explainer.arch)
-    entries, numbers = [], Counter()
-    for (pick, photo, _), probability, feature_map in zip(opened, probabilities, feature_maps):
+    entries: list[dict[str, Any]] = []
+    numbers: Counter[str] = Counter()
+    for (pick, photo, _), probability, feature_map in zip(opened, probabilities, feature_maps, strict=True):
         numbers[pick.kind] += 1
         stem = f"{pick.kind}_{numbers[pick.kind]:02d}"
         # A mistake: the map of the wrong answer, then the map of the class it should have found.

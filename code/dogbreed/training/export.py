@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -60,8 +61,6 @@ def export_onnx(model: nn.Module, arch: Architecture, path: Path, crop_size: int
 def onnx_max_abs_diff(model: nn.Module, onnx_path: Path, batch: torch.Tensor) -> tuple[float, float]:
     """Max abs difference of the logits of ONNX Runtime (CPU) and PyTorch (CPU, float32) on ``batch``,
     and the largest abs logit."""
-    import onnxruntime as ort  # noqa: PLC0415
-
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = model.eval()(batch.float().cpu()).numpy()
