@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  WARNING: onnx does not import in the jobs' environment (onnx: {probe.get('onnx')}; "
               f"onnxruntime.quantization: {probe.get('onnxruntime.quantization')}): every job runs with int8=false; "
               "note that the job imports onnxruntime.quantization (hence onnx) at start-up whatever int8 says "
-              "(job.py imports training/quantize.py), so expect the jobs to fail at import", flush=True)
+              "(stages.py imports training/quantize.py), so expect the jobs to fail at import", flush=True)
     if args.device == "cuda" and not cuda:
         print("  WARNING: --device cuda but CUDA is not available: the jobs will fail", flush=True)
     sys.stdout.flush()

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -125,7 +125,9 @@ class TrainingState:
 
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states in a form ``torch.load(weights_only=True)`` accepts."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # legacy=True (the default): the tuple form; numpy types the call as either form.
+    state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
+    kind, keys, pos, has_gauss, gauss = state
     return {
         "python": random.getstate(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
@@ -155,7 +157,7 @@ def save_checkpoint(checkpoint_dir: Path, state: TrainingState, learner: Learner
         {
             "format_version": FORMAT_VERSION,
             "state": state.to_dict(),
-            "model": learner.model.state_dict(),
+            "model": learner.trained.state_dict(),
             "optimizer": learner.optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": learner.scaler.state_dict(),
@@ -237,7 +239,7 @@ def load_checkpoint(checkpoint_dir: Path, identity: JobIdentity, learner: Learne
         )
     state = TrainingState.from_dict(saved["state"], learner.device)
     check_identity(path, state.identity, identity)
-    learner.model.load_state_dict(saved["model"])
+    learner.trained.load_state_dict(saved["model"])
     learner.optimizer.load_state_dict(saved["optimizer"])
     if learner.scheduler is not None and saved["scheduler"] is not None:
         learner.scheduler.load_state_dict(saved["scheduler"])

@@ -313,7 +313,7 @@ def build_parser(env: TrainingEnvironment) -> argparse.ArgumentParser:
     group = parser.add_argument_group("hyperparameters (override hyperparameters.json)")
     for f in fields(TrainConfig):
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        default = f.default_factory() if f.default is MISSING else f.default
+        default = f.default_factory() if f.default is MISSING and callable(f.default_factory) else f.default
         choices = f.metadata.get("choices")
         help_text = f.metadata["help"] + (f" ({'|'.join(choices)})" if choices else "") + f" [default: {default!r}]"
         # SUPPRESS: only flags actually given override hyperparameters.json.

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -128,8 +129,8 @@ def scan_split(name: str, root: Path, class_dirs: Sequence[str] | None = None) -
         root,
         len(unreadable),
     )
-    for path, reason in list(unreadable.items())[:10]:
-        log.warning("%s: skipping unreadable image %s: %s", name, path, reason)
+    for bad, reason in list(unreadable.items())[:10]:
+        log.warning("%s: skipping unreadable image %s: %s", name, bad, reason)
     return split
 
 
@@ -268,7 +269,7 @@ def collate(samples: list[Sample]) -> Batch:
     if not good:
         return Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), bad, indices)
     labels = torch.tensor([s.label for s in good], dtype=torch.long)
-    return Batch(torch.stack([s.image for s in good]), labels, bad, indices)
+    return Batch(torch.stack([s.image for s in good if s.image is not None]), labels, bad, indices)
 
 
 class EpochBatches(Sampler[list[tuple[int, "int | None"]]]):
@@ -335,7 +336,19 @@ class EpochBatches(Sampler[list[tuple[int, "int | None"]]]):
             share, extra = divmod(size, self.world_size)  # even slices of a short final step
             begin = first + self.rank * share + min(self.rank, extra)
             chunk = slice(begin, begin + share + (self.rank < extra))
-            yield list(zip(order[chunk], seeds[chunk]))
+            yield list(zip(order[chunk], seeds[chunk], strict=True))
+
+
+class BatchLoader(Protocol):
+    """What a pass reads: an epoch's :class:`Batch` es in the order of its :class:`EpochBatches` (an image
+    loader of :func:`make_loader`, or cached features: ``feature_cache.FeatureLoader``)."""
+
+    @property
+    def batch_sampler(self) -> EpochBatches: ...
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def __len__(self) -> int: ...
 
 
 def ignore_sigterm(worker_id: int) -> None:
@@ -357,12 +370,11 @@ def make_loader(
     stream: int = 0,
     rank: int = 0,
     world_size: int = 1,
-) -> DataLoader:
+) -> BatchLoader:
     """A DataLoader of :class:`Batch` over a split's readable-looking images; ``loader.batch_sampler``
     is its :class:`EpochBatches`. With workers, a batch that takes over ``timeout`` seconds
     (a stuck worker) raises instead of waiting forever."""
-    workers = dict(persistent_workers=True, prefetch_factor=4, timeout=timeout) if num_workers else {}
-    return DataLoader(
+    loader = DataLoader(
         ImageDataset(split.samples, transform),
         batch_sampler=EpochBatches(len(split.samples), batch_size, shuffle, seed, seeded, stream, rank, world_size),
         num_workers=num_workers,
@@ -372,8 +384,13 @@ def make_loader(
         # Workers draw nothing from their own RNG (every image has its seed); a fixed
         # generator keeps their creation from consuming the job's global RNG.
         generator=torch.Generator().manual_seed(seed),
-        **workers,
+        # With workers only (DataLoader's defaults without): keep them across epochs, and a timeout.
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers else None,
+        timeout=timeout if num_workers else 0,
     )
+    # DataLoader types batch_sampler as any sampler; this one's is the EpochBatches given above.
+    return cast(BatchLoader, loader)
 
 
 def loader_failure(exc: BaseException) -> TrainingError | None:

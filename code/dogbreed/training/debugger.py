@@ -30,7 +30,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -65,6 +65,30 @@ RULE_COLLECTIONS = (
     RuleCollection("gradients", ("std",), ("mean",)),
     RuleCollection("relu_input", ("variance",), ("mean",), include_regex=RELU_INPUT_REGEX),
 )
+
+
+class DebugHook(Protocol):
+    """What the passes, the checkpoints and the job use of a hook: :class:`NoHook` or :class:`SmdebugHook`."""
+
+    @property
+    def recording(self) -> bool:
+        """Whether values given to :meth:`save_scalar` are kept (skip computing them if not)."""
+        ...
+
+    @property
+    def out_dir(self) -> Path | None:
+        """Where the trial is written (None: no trial)."""
+        ...
+
+    def set_mode(self, mode: str) -> None: ...
+
+    def save_scalar(self, name: str, value: float) -> None: ...
+
+    def close(self) -> None: ...
+
+    def steps(self) -> dict[str, int]: ...
+
+    def restore_steps(self, steps: Mapping[str, int]) -> None: ...
 
 
 class NoHook:
@@ -139,7 +163,7 @@ def create_hook(
     criterion: nn.Module,
     resume_steps: Mapping[str, int] | None = None,
     tensorboard_dir: str | None = None,
-):
+) -> DebugHook:
     """A hook registered on ``model`` and ``criterion``, or :class:`NoHook`.
 
     SageMaker's ``debughookconfig.json`` (written when the estimator has a
@@ -207,7 +231,7 @@ def _prepare_local_dir(local_dir: Path, resuming: bool) -> None:
 
 def _add_rule_collections(hook: Any, smd: Any) -> list[str]:
     """Include the collections the rules read, where the hook's config does not name them."""
-    from smdebug.core.save_config import SaveConfigMode  # noqa: PLC0415
+    from smdebug.core.save_config import SaveConfigMode  # noqa: PLC0415 - smdebug only when debugging is on
 
     never = SaveConfigMode(save_steps=[], start_step=0, end_step=0)
     detail = SaveConfigMode(save_interval=DETAIL_INTERVAL, save_steps=list(range(DETAIL_STEPS)))

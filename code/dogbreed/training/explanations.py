@@ -27,13 +27,13 @@ from PIL import Image
 from torch import nn
 
 from dogbreed.architectures import Architecture
-from dogbreed.explain import Explanation, Head, explain, overlay
+from dogbreed.explain import Explanation, explain, overlay
 from dogbreed.images import open_image
 from dogbreed.job_outputs import EXPLANATIONS_DIR, EXPLANATIONS_INDEX_FILE
 from dogbreed.preprocessing import Preprocessing
 from dogbreed.training.data import EvalTransform, Normalize, Split
 from dogbreed.training.loop import Predictions
-from dogbreed.training.model import forward_with_feature_map, head_of
+from dogbreed.training.model import forward_with_feature_map, head_weights
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ def choose(predictions: Predictions, max_mistakes: int = MAX_MISTAKES, max_class
             predictions.labels.tolist(),
             predictions.predicted.tolist(),
             predictions.probability.tolist(),
+            strict=True,
         )
     ]
     confident_first = sorted(rows, key=lambda r: (-r.probability, r.index))
@@ -143,10 +144,10 @@ def render(directory: Path, explainer: Explainer, split: Split, picks: list[Pick
     if not opened:
         return []
     probabilities, feature_maps = run_network(explainer, [pixels for _, _, pixels in opened])
-    layer = head_of(explainer.network, explainer.arch)
-    head = Head(layer.weight.detach().float().cpu().numpy(), layer.bias.detach().float().cpu().numpy())
-    entries, numbers = [], Counter()
-    for (pick, photo, _), probability, feature_map in zip(opened, probabilities, feature_maps):
+    head = head_weights(explainer.network, explainer.arch)
+    entries: list[dict[str, Any]] = []
+    numbers: Counter[str] = Counter()
+    for (pick, photo, _), probability, feature_map in zip(opened, probabilities, feature_maps, strict=True):
         numbers[pick.kind] += 1
         stem = f"{pick.kind}_{numbers[pick.kind]:02d}"
         # A mistake: the map of the wrong answer, then the map of the class it should have found.

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -21,9 +22,8 @@ from dogbreed.artifacts import (
     CamExport,
     ModelMetadata,
 )
-from dogbreed.explain import Head
 from dogbreed.training.failure import TrainingError
-from dogbreed.training.model import WithFeatureMap, build_network, head_of
+from dogbreed.training.model import WithFeatureMap, build_network, head_of, head_weights
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,6 @@ def export_onnx(model: nn.Module, arch: Architecture, path: Path, crop_size: int
 def onnx_max_abs_diff(model: nn.Module, onnx_path: Path, batch: torch.Tensor) -> tuple[float, float]:
     """Max abs difference of the logits of ONNX Runtime (CPU) and PyTorch (CPU, float32) on ``batch``,
     and the largest abs logit."""
-    import onnxruntime as ort  # noqa: PLC0415
-
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = model.eval()(batch.float().cpu()).numpy()
@@ -90,8 +88,7 @@ def export_model_dir(
     clean = _cpu_copy(model, arch)
     torch.save(clean.state_dict(), model_dir / TORCH_FILE)
     grid = export_onnx(clean, arch, model_dir / ONNX_FILE, metadata.preprocessing.crop_size)
-    head = head_of(clean, arch)
-    Head(head.weight.detach().numpy(), head.bias.detach().numpy()).save(model_dir / HEAD_FILE)
+    head_weights(clean, arch).save(model_dir / HEAD_FILE)
     metadata.explain = CamExport(feature_map=ONNX_FEATURE_MAP, head_file=HEAD_FILE, grid=grid)
     metadata.save(model_dir)
     if sample_batch is None:

@@ -8,6 +8,7 @@ exactly what the checkpoint saves and what a resumed pass continues from.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sys
@@ -18,13 +19,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dogbreed.architectures import Architecture
 from dogbreed.job_outputs import STEP_ACCURACY_SCALAR
 from dogbreed.profile_format import StepTiming
-from dogbreed.training.data import Batch, Split
+from dogbreed.training.data import Batch, BatchLoader, EpochBatches, Split
+from dogbreed.training.debugger import DebugHook
 from dogbreed.training.distributed import SINGLE, Distributed, all_reduce_sum
 from dogbreed.training.failure import TrainingError
 from dogbreed.training.metrics import confusion_matrix
@@ -70,25 +71,26 @@ class GracefulStop:
             raise StopRequested()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Learner:
-    """The network and everything that trains it, as the passes use them."""
+    """The network and everything that trains it, as the passes use them (a stage that changes one
+    of them builds a new Learner; the modules' weights and the optimizer's state change in place)."""
 
-    model: nn.Module  # what the passes run: the network, or its head alone on cached features
-    network: nn.Module  # the whole network, which is exported (the same object as model without features)
+    trained: nn.Module  # what the passes run and train: full_network, or its head alone on cached features
+    full_network: nn.Module  # the whole bare network, which is exported (trained itself without features)
     normalize: Callable[[torch.Tensor], torch.Tensor]  # a batch's images -> the model's input (Normalize)
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: Any  # a torch LR scheduler, or None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
     scaler: torch.amp.GradScaler
     device: torch.device
     amp: bool  # float16 autocast (CUDA only)
     arch: Architecture  # the network's stages (what freeze keeps fixed) and head
     freeze: str
-    hook: Any  # dogbreed.training.debugger's hook: the smdebug trial, or NoHook
+    hook: DebugHook  # the smdebug trial, or NoHook
     profiler: JobProfiler  # step timings and top operators (records nothing with profile=off)
     distributed: Distributed = SINGLE
-    ddp: nn.Module | None = None  # model wrapped in DistributedDataParallel, with several processes
+    ddp: nn.Module | None = None  # trained wrapped in DistributedDataParallel, with several processes
 
 
 @dataclass
@@ -151,7 +153,7 @@ class Predictions:
     probability: torch.Tensor
 
 
-@dataclass
+@dataclass(frozen=True)
 class Evaluation:
     """Loss, accuracy and confusion matrix of the model on one split."""
 
@@ -170,7 +172,7 @@ def note_unreadable(split: Split, bad: list[tuple[int, str]]) -> None:
             log.warning("%s: skipping unreadable image %s: %s", split.name, path, reason)
 
 
-def batches(loader: DataLoader, split: Split, stop: GracefulStop, desc: str) -> Iterator[Batch]:
+def batches(loader: BatchLoader, split: Split, stop: GracefulStop, desc: str) -> Iterator[Batch]:
     """The loader's batches, SIGTERM checked before each and unreadable images recorded."""
     # A bar for people at a terminal; CloudWatch gets the epoch lines only.
     for batch in tqdm(loader, desc=desc, leave=False, disable=not sys.stderr.isatty()):
@@ -184,13 +186,13 @@ def forward(learner: Learner, batch: Batch) -> tuple[torch.Tensor, torch.Tensor,
     images = learner.normalize(batch.images.to(learner.device, non_blocking=True))
     labels = batch.labels.to(learner.device, non_blocking=True)
     with torch.autocast(learner.device.type, dtype=torch.float16, enabled=learner.amp):
-        logits = (learner.ddp or learner.model)(images)
+        logits = (learner.ddp or learner.trained)(images)
         loss = learner.criterion(logits, labels)
     return labels, logits, loss
 
 
 def train_pass(
-    learner: Learner, loader: DataLoader, split: Split, stop: GracefulStop, totals: PassTotals, epoch: int
+    learner: Learner, loader: BatchLoader, split: Split, stop: GracefulStop, totals: PassTotals, epoch: int
 ) -> None:
     """Train on the rest of an epoch, adding to ``totals`` batch by batch.
 
@@ -199,7 +201,7 @@ def train_pass(
     into waiting for data, forward/backward and optimizer for the profile, and its loss
     and batch accuracy go to the smdebug trial.
     """
-    set_train_mode(learner.model, learner.arch, learner.freeze)
+    set_train_mode(learner.trained, learner.arch, learner.freeze)
     learner.hook.set_mode("train")
     sampler = loader.batch_sampler
     clock, step, start = PhaseClock(learner.device), 0, time.perf_counter()
@@ -243,7 +245,7 @@ def train_pass(
         raise TrainingError("the train split has no readable images")
 
 
-def share_of_step(learner: Learner, batch: Batch, sampler, position: int) -> float:
+def share_of_step(learner: Learner, batch: Batch, sampler: EpochBatches, position: int) -> float:
     """What this process's mean loss weighs in the step: DDP averages the processes'
     gradients, so a process with a smaller slice (the short final step) counts for less.
     Exactly 1 with one process."""
@@ -257,7 +259,7 @@ def share_of_step(learner: Learner, batch: Batch, sampler, position: int) -> flo
 @torch.no_grad()
 def evaluate(
     learner: Learner,
-    loader: DataLoader,
+    loader: BatchLoader,
     split: Split,
     stop: GracefulStop,
     num_classes: int,
@@ -268,12 +270,15 @@ def evaluate(
 
     ``keep_predictions``: also return each image's prediction (the report's explanations pick from them).
     """
-    learner.model.eval()
+    learner.trained.eval()
     learner.hook.set_mode("eval")
     loss_sum = torch.zeros((), device=learner.device)
-    all_labels, all_preds, all_indices, all_probabilities = [], [], [], []
-    clock, step = PhaseClock(learner.device), 0
-    for batch in batches(loader, split, stop, split.name):
+    all_labels: list[torch.Tensor] = []
+    all_preds: list[torch.Tensor] = []
+    all_indices: list[torch.Tensor] = []
+    all_probabilities: list[torch.Tensor] = []
+    clock = PhaseClock(learner.device)
+    for step, batch in enumerate(batches(loader, split, stop, split.name)):
         data_seconds = clock.lap()
         if len(batch):
             labels, logits, loss = forward(learner, batch)
@@ -281,10 +286,11 @@ def evaluate(
             all_labels.append(labels)
             all_preds.append(logits.argmax(1))
             if keep_predictions:
+                if batch.indices is None:
+                    raise ValueError("keep_predictions needs the batches' sample indices")
                 all_indices.append(batch.indices)
                 all_probabilities.append(logits.detach().float().softmax(1).amax(1))
             learner.profiler.recorder.record(StepTiming(epoch, step, "eval", len(labels), data_seconds, clock.lap()))
-        step += 1
         clock.reset()
     stop.check()
     predictions = None
@@ -297,8 +303,7 @@ def evaluate(
         )
     if learner.distributed.enabled:
         evaluation = reduced_evaluation(learner, split, loss_sum, all_labels, all_preds, num_classes)
-        evaluation.predictions = predictions
-        return evaluation
+        return dataclasses.replace(evaluation, predictions=predictions)
     if not all_labels:
         raise TrainingError(f"the {split.name} split has no readable images")
     labels, preds = torch.cat(all_labels).cpu(), torch.cat(all_preds).cpu()

@@ -41,24 +41,24 @@ class EpochMetrics:
 def confusion_matrix(labels: Iterable[int], predictions: Iterable[int], num_classes: int) -> list[list[int]]:
     """``matrix[true][predicted]`` counts, as plain lists (they go into checkpoints and JSON)."""
     matrix = [[0] * num_classes for _ in range(num_classes)]
-    for true, predicted in zip(labels, predictions):
+    for true, predicted in zip(labels, predictions, strict=True):
         matrix[int(true)][int(predicted)] += 1
     return matrix
 
 
-def write_reports(output_dir: Path, split: str, counts: Sequence[Sequence[int]], classes: Sequence[str]) -> None:
+def write_confusion_csvs(output_dir: Path, split: str, counts: Sequence[Sequence[int]], classes: Sequence[str]) -> None:
     """``<output_dir>/<split>/confusion_matrix.csv`` and ``per_class_accuracy.csv``."""
     directory = Path(output_dir) / split
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / CONFUSION_MATRIX_FILE, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *classes])
-        for name, row in zip(classes, counts):
+        for name, row in zip(classes, counts, strict=True):
             writer.writerow([name, *row])
     with open(directory / "per_class_accuracy.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["class", "images", "correct", "accuracy"])
-        for i, (name, row) in enumerate(zip(classes, counts)):
+        for i, (name, row) in enumerate(zip(classes, counts, strict=True)):
             total = sum(row)
             writer.writerow([name, total, row[i], f"{row[i] / total:.4f}" if total else ""])
 

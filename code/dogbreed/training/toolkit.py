@@ -21,11 +21,15 @@ so a failed job leaves with its own status here, after its failure file is writt
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
+
+import psutil
+from sagemaker_training import entry_point, environment, runner
 
 from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.failure import EXIT_SIGTERM
@@ -54,8 +58,6 @@ logging.getLogger(TOOLKIT_LOGGER).addFilter(drop_not_json_note)
 
 def main() -> None:
     """Run what the toolkit's Environment asks for; return only on success."""
-    from sagemaker_training import entry_point, environment, runner
-
     env = environment.Environment()
     if len(env.hosts) == 1:
         # The runner first waits (up to 15 minutes, silently) until every host's name resolves,
@@ -84,18 +86,13 @@ def main() -> None:
 
 def run_process(env=None) -> int:
     """The training job in this process, with the toolkit's environment; its exit status."""
-    from sagemaker_training import environment
-
-    from dogbreed.training.job import main as run_job
+    from dogbreed.training.job import main as run_job  # noqa: PLC0415 - torch only where the job runs (not script mode, torchrun's parent)
 
     return run_job([], TrainingEnvironment.from_toolkit(env or environment.Environment()))
 
 
 def run_distributed(env, processes: int) -> None:
     """torchrun over every host and GPU; SIGTERM goes on to it (and on to the processes)."""
-    import psutil
-    from sagemaker_training import entry_point, runner
-
     stopped = []
 
     def pass_on(signum, frame):
@@ -105,10 +102,8 @@ def run_distributed(env, processes: int) -> None:
         descendants = psutil.Process().children(recursive=True)
         torchruns = [p for p in descendants if any(arg.endswith("torchrun") for arg in _cmdline(p)[:2])]
         for process in torchruns or descendants:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(signal.SIGTERM)
-            except psutil.NoSuchProcess:
-                pass
 
     signal.signal(signal.SIGTERM, pass_on)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -24,26 +24,25 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
 import torch
 from torch import nn
 
 from dogbreed.architectures import Architecture
-from dogbreed.training import job
-from dogbreed.training.checkpoints import JobIdentity, TrainingState
+from dogbreed.training import job, stages
+from dogbreed.training.checkpoints import TrainingState
 from dogbreed.training.config import OPTIMIZERS, JobPaths, TrainConfig, load_config
-from dogbreed.training.debugger import NoHook
 from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError
-from dogbreed.training.features import FeatureLoader, SplitFeatures
-from dogbreed.training.loop import GracefulStop, Learner, StopRequested
+from dogbreed.training.feature_cache import SplitFeatures
+from dogbreed.training.loop import GracefulStop, StopRequested
 from dogbreed.training.metrics import EpochMetrics
 from dogbreed.training.model import head_of
-from dogbreed.training.profiler import JobProfiler
 from dogbreed.tune.page import write_results
 
 log = logging.getLogger("dogbreed.tune")
@@ -71,7 +70,7 @@ class SearchSpace:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ConfigError(f"--batch-sizes must be positive integers, got {self.batch_sizes}")
 
-    def suggest(self, trial) -> dict[str, Any]:
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """One trial's hyperparameters."""
         params: dict[str, Any] = {}
         if "lr" in self.names:
@@ -87,78 +86,51 @@ class SearchSpace:
         return params
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prepared:
     """What every trial shares: the data with its cached features, the network and its initial head."""
 
     config: TrainConfig
     paths: JobPaths
-    data: job.Data
-    network: nn.Module
+    data: stages.Data
+    network: nn.Module  # the whole network; the trials train its head
     arch: Architecture
-    features: dict[str, SplitFeatures]
+    features: Mapping[str, SplitFeatures]
     initial_head: dict[str, torch.Tensor]
     device: torch.device
 
 
 def prepare(config: TrainConfig, paths: JobPaths, env: TrainingEnvironment, stop: GracefulStop) -> Prepared:
     """The training job's first stages, once: data, network (seeded as the job seeds it), feature caches."""
-    job.seed_everything(config.seed)
-    device = job.pick_device(config.device)
-    data = job.load_data(config, paths, device)
-    learner = job.build_learner(config, paths, env, data, device)
-    features = job.use_cached_features(config, paths, data, learner, stop)
-    initial_head = copy.deepcopy(head_of(learner.network, learner.arch).state_dict())
-    return Prepared(config, paths, data, learner.network, learner.arch, features, initial_head, device)
+    stages.seed_everything(config.seed)
+    device = stages.pick_device(config.device)
+    data = stages.load_data(config, paths, device)
+    learner = stages.build_learner(config, paths, env, data, device)
+    cached = stages.use_cached_features(config, paths, data, learner, stop)
+    network, arch = cached.learner.full_network, cached.learner.arch
+    initial_head = copy.deepcopy(head_of(network, arch).state_dict())
+    return Prepared(config, paths, cached.data, network, arch, cached.features, initial_head, device)
 
 
-def run_trial(prepared: Prepared, config: TrainConfig, stop: GracefulStop, report_epoch) -> TrainingState:
+def run_trial(
+    prepared: Prepared, config: TrainConfig, stop: GracefulStop, report_epoch: Callable[[EpochMetrics], None]
+) -> TrainingState:
     """Train the head with ``config`` exactly as the training job would (same initial head, order, seeds)."""
-    job.seed_everything(config.seed)
-    head = head_of(prepared.network, prepared.arch)
-    head.load_state_dict(prepared.initial_head)
-    optimizer = job.make_optimizer(config, head.parameters())
-    learner = Learner(
-        model=head,
-        network=prepared.network,
-        normalize=nn.Identity(),
-        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
-        optimizer=optimizer,
-        scheduler=job.make_scheduler(config, optimizer),
-        scaler=torch.amp.GradScaler(enabled=False),
-        device=prepared.device,
-        amp=False,
-        arch=prepared.arch,
-        freeze="none",
-        hook=NoHook(),
-        profiler=JobProfiler.off(prepared.device),
-    )
-    loaders = {
-        name: FeatureLoader(
-            cached, config.batch_size, shuffle=name == "train", seed=config.seed, device=prepared.device
-        )
-        for name, cached in prepared.features.items()
-    }
-    data = dataclasses.replace(
-        prepared.data, train_loader=loaders["train"], valid_loader=loaders["valid"], test_loader=loaders.get("test")
-    )
-    state = TrainingState(
-        JobIdentity(
-            config.arch, tuple(data.train.class_dirs), config.freeze, config.optimizer, config.lr_scheduler, True
-        )
-    )
+    stages.seed_everything(config.seed)
+    head_of(prepared.network, prepared.arch).load_state_dict(prepared.initial_head)
+    learner = stages.head_learner(config, prepared.network, prepared.arch, prepared.device, amp=False)
+    data = stages.feature_data(config, prepared.data, prepared.features, prepared.device)
+    state = TrainingState(stages.job_identity(config, data))
     with tempfile.TemporaryDirectory(prefix="dogbreed-trial-") as checkpoints:
         paths = dataclasses.replace(prepared.paths, checkpoint_dir=Path(checkpoints))
-        job.train_epochs(config, paths, data, learner, state, stop, after_epoch=report_epoch)
+        stages.train_epochs(config, paths, data, learner, state, stop, after_epoch=report_epoch)
     return state
 
 
 def search(
     prepared: Prepared, space: SearchSpace, trials: int, timeout: float | None, out_dir: Path, stop: GracefulStop
-):
+) -> optuna.Study:
     """Run (or continue) the study in ``out_dir/study.db`` until it has ``trials`` finished trials."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out_dir.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
@@ -173,7 +145,7 @@ def search(
     if done:
         log.info("continuing the study in %s: %d trials already finished", out_dir / "study.db", done)
 
-    def objective(trial) -> float:
+    def objective(trial: optuna.Trial) -> float:
         stop.check()
         params = space.suggest(trial)
         config = dataclasses.replace(prepared.config, **params)

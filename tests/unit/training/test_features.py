@@ -14,7 +14,7 @@ from dogbreed.preprocessing import Preprocessing
 from dogbreed.training.config import TrainConfig
 from dogbreed.training.data import EvalTransform, make_loader, scan_split
 from dogbreed.architectures import architecture
-from dogbreed.training.features import FeatureLoader, SplitFeatures, extract, feature_key, trunk_checksum
+from dogbreed.training.feature_cache import FeatureLoader, SplitFeatures, extract, feature_key, trunk_checksum
 from dogbreed.training.job import main
 from dogbreed.training.failure import ConfigError
 from dogbreed.training.loop import GracefulStop

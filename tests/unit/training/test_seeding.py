@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from dogbreed.training.job import seed_everything
+from dogbreed.training.stages import seed_everything
 
 
 def draws() -> tuple[float, float, float]:

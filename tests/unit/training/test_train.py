@@ -119,12 +119,12 @@ def test_no_weights_fails(opt_ml, tmp_path, monkeypatch, capsys):
 
 
 def test_unexpected_exception_writes_type_and_message(opt_ml, monkeypatch, capsys):
-    import dogbreed.training.job
+    import dogbreed.training.stages
 
     def boom(*args, **kwargs):
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(dogbreed.training.job, "build_model", boom)
+    monkeypatch.setattr(dogbreed.training.stages, "build_model", boom)
     assert main(fast_args()) == 1
     assert (opt_ml / "output" / "failure").read_text() == "RuntimeError: CUDA out of memory\n"
     assert "Traceback" in capsys.readouterr().out

@@ -108,8 +108,8 @@ def files_checksum(split: Split) -> tuple[str, int]:
     """SHA-256 over every image file of the split (readable or not): relative path, size, content."""
     paths = sorted({str(p) for p, _ in split.samples} | set(split.unreadable))
     digest = hashlib.sha256()
-    for path in paths:
-        path = Path(path)
+    for name in paths:
+        path = Path(name)
         with open(path, "rb") as f:
             content = hashlib.file_digest(f, "sha256").hexdigest()
         digest.update(f"{path.relative_to(split.root)}\0{path.stat().st_size}\0{content}\n".encode())
@@ -149,13 +149,13 @@ class FeatureStore:
         found = sorted(self.cache_dir.glob("*.pt")) if self.cache_dir.is_dir() else []
         if self.channel is not None:
             found += sorted(p for p in self.channel.rglob("*.pt") if p.is_file())
-            found += sorted(self._unpack_archives())
+            found += sorted(self._unpack_archives(self.channel))
         return [p for p in found if _CACHE_NAME.match(p.name)]
 
-    def _unpack_archives(self) -> list[Path]:
+    def _unpack_archives(self, channel: Path) -> list[Path]:
         if self._unpacked is None:
             self._unpacked = Path(tempfile.mkdtemp(prefix="dogbreed-features-"))
-            for archive in sorted(self.channel.rglob("*.tar.gz")):
+            for archive in sorted(channel.rglob("*.tar.gz")):
                 with tarfile.open(archive) as tar:
                     members = [m for m in tar.getmembers() if m.isfile() and _CACHE_NAME.match(Path(m.name).name)]
                     for member in members:
@@ -168,7 +168,8 @@ class FeatureStore:
         """The cache whose key is ``key``; a same-split cache with another key is logged, with what differs."""
         stale = []
         for path in self.candidates():
-            if _CACHE_NAME.match(path.name)["split"] != key.split:
+            name = _CACHE_NAME.match(path.name)  # candidates() keeps the names that match
+            if name is None or name["split"] != key.split:
                 continue
             try:
                 cached = SplitFeatures.from_dict(torch.load(path, map_location="cpu", weights_only=True))
