@@ -12,14 +12,12 @@ A few dozen photos at most: seconds, even on a CPU. Nothing here may fail the jo
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +27,7 @@ from torch import nn
 from dogbreed.architectures import Architecture
 from dogbreed.explain import Explanation, explain, overlay
 from dogbreed.images import open_image
-from dogbreed.job_outputs import EXPLANATIONS_DIR, EXPLANATIONS_INDEX_FILE
+from dogbreed.job_outputs import CORRECT, EXPLANATIONS_DIR, MISTAKE, ClassMap, ExplainedPhoto, ExplanationsIndex
 from dogbreed.preprocessing import Preprocessing
 from dogbreed.training.data import EvalTransform, Normalize, Split
 from dogbreed.training.loop import Predictions
@@ -47,7 +45,7 @@ BATCH = 16
 
 @dataclass(frozen=True)
 class Pick:
-    """One photo to explain: a ``"mistake"`` or a ``"correct"`` answer of the test evaluation."""
+    """One photo to explain: a :data:`MISTAKE` or a :data:`CORRECT` answer of the test evaluation."""
 
     kind: str
     index: int  # the image's sample index in its split
@@ -77,7 +75,7 @@ def choose(predictions: Predictions, max_mistakes: int = MAX_MISTAKES, max_class
     reason where it is weakest?). Ties go to the earlier sample or class.
     """
     rows = [
-        Pick("mistake" if t != p else "correct", i, t, p, q)
+        Pick(MISTAKE if t != p else CORRECT, i, t, p, q)
         for i, t, p, q in zip(
             predictions.indices.tolist(),
             predictions.labels.tolist(),
@@ -87,12 +85,12 @@ def choose(predictions: Predictions, max_mistakes: int = MAX_MISTAKES, max_class
         )
     ]
     confident_first = sorted(rows, key=lambda r: (-r.probability, r.index))
-    mistakes = [r for r in confident_first if r.kind == "mistake"][:max_mistakes]
+    mistakes = [r for r in confident_first if r.kind == MISTAKE][:max_mistakes]
     best: dict[int, Pick] = {}
     for row in confident_first:
-        if row.kind == "correct":
+        if row.kind == CORRECT:
             best.setdefault(row.true, row)
-    images, right = Counter(r.true for r in rows), Counter(r.true for r in rows if r.kind == "correct")
+    images, right = Counter(r.true for r in rows), Counter(r.true for r in rows if r.kind == CORRECT)
     weakest = sorted(best, key=lambda c: (right[c] / images[c], c))[:max_classes]
     return mistakes + [best[c] for c in weakest]
 
@@ -126,32 +124,26 @@ def open_picks(explainer: Explainer, split: Split, picks: list[Pick]) -> list[tu
     return opened
 
 
-def save_overlay(directory: Path, name: str, photo: Image.Image, explanation: Explanation) -> dict[str, Any]:
+def save_overlay(directory: Path, name: str, photo: Image.Image, explanation: Explanation) -> ClassMap:
     """Write one map's overlay as ``name``; its entry in the index."""
     overlay(photo, explanation, max_side=OVERLAY_SIDE).save(directory / name, "JPEG", quality=JPEG_QUALITY)
-    return {
-        "class": explanation.class_index,
-        "label": explanation.label,
-        "file": name,
-        "box": [round(v, 1) for v in explanation.box],
-        "logit": round(explanation.logit, 4),
-    }
+    return ClassMap(explanation.class_index, explanation.label, name, explanation.box, explanation.logit)
 
 
-def render(directory: Path, explainer: Explainer, split: Split, picks: list[Pick]) -> list[dict[str, Any]]:
+def render(directory: Path, explainer: Explainer, split: Split, picks: list[Pick]) -> list[ExplainedPhoto]:
     """Overlays of every pick that decodes, into ``directory``; the index's entries."""
     opened = open_picks(explainer, split, picks)
     if not opened:
         return []
     probabilities, feature_maps = run_network(explainer, [pixels for _, _, pixels in opened])
     head = head_weights(explainer.network, explainer.arch)
-    entries: list[dict[str, Any]] = []
+    entries: list[ExplainedPhoto] = []
     numbers: Counter[str] = Counter()
     for (pick, photo, _), probability, feature_map in zip(opened, probabilities, feature_maps, strict=True):
         numbers[pick.kind] += 1
         stem = f"{pick.kind}_{numbers[pick.kind]:02d}"
         # A mistake: the map of the wrong answer, then the map of the class it should have found.
-        shown = [(pick.predicted, "predicted")] + ([(pick.true, "true")] if pick.kind == "mistake" else [])
+        shown = [(pick.predicted, "predicted")] + ([(pick.true, "true")] if pick.kind == MISTAKE else [])
         maps = [
             save_overlay(
                 directory,
@@ -163,17 +155,17 @@ def render(directory: Path, explainer: Explainer, split: Split, picks: list[Pick
         ]
         path = split.samples[pick.index][0]
         entries.append(
-            {
-                "kind": pick.kind,
-                "image": str(path.relative_to(split.root)) if path.is_relative_to(split.root) else path.name,
-                "true": pick.true,
-                "true_label": explainer.classes[pick.true],
-                "predicted": pick.predicted,
-                "predicted_label": explainer.classes[pick.predicted],
-                "probability": round(float(probability[pick.predicted]), 4),
-                "true_probability": round(float(probability[pick.true]), 4),
-                "maps": maps,
-            }
+            ExplainedPhoto(
+                kind=pick.kind,
+                image=str(path.relative_to(split.root)) if path.is_relative_to(split.root) else path.name,
+                true=pick.true,
+                true_label=explainer.classes[pick.true],
+                predicted=pick.predicted,
+                predicted_label=explainer.classes[pick.predicted],
+                probability=float(probability[pick.predicted]),
+                true_probability=float(probability[pick.true]),
+                maps=tuple(maps),
+            )
         )
     return entries
 
@@ -192,15 +184,14 @@ def write_explanations(
         directory.mkdir(parents=True)
         picks = choose(predictions)
         entries = render(directory, explainer, split, picks)
-        index = {
-            "split": split.name,
-            "images": len(predictions.indices),
-            "classes_with_correct": len(set(predictions.labels[predictions.labels == predictions.predicted].tolist())),
-            "max_mistakes": MAX_MISTAKES,
-            "max_classes": MAX_CLASSES,
-            "photos": entries,
-        }
-        (directory / EXPLANATIONS_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        ExplanationsIndex(
+            split=split.name,
+            images=len(predictions.indices),
+            classes_with_correct=len(set(predictions.labels[predictions.labels == predictions.predicted].tolist())),
+            max_mistakes=MAX_MISTAKES,
+            max_classes=MAX_CLASSES,
+            photos=tuple(entries),
+        ).write(directory)
     except Exception as exc:  # noqa: BLE001 - the model is what the job is for; these only illustrate it
         log.warning("explanations could not be written (%s: %s); the model is unaffected", type(exc).__name__, exc)
         shutil.rmtree(directory, ignore_errors=True)

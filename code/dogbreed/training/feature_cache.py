@@ -38,7 +38,6 @@ from dogbreed.training.model import is_head_key, replace_head
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-CACHE_DIR = "features"  # beside metrics.json
 VIEW_STREAM = 1  # the augmented views' seeds are a sequence of their own (see EpochBatches)
 _CACHE_NAME = re.compile(r"^(?P<split>[a-z]+)-(?P<digest>[0-9a-f]{16})\.pt$")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from dogbreed.job_outputs import FEATURES_DIR
 from dogbreed.training import stages
 from dogbreed.training.checkpoints import TrainingState
 from dogbreed.training.config import JobPaths, TrainConfig, load_config
@@ -28,7 +29,6 @@ from dogbreed.training.distributed import Distributed, init_distributed
 from dogbreed.training.distributed import close as close_distributed
 from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError, failure_reason, write_failure
-from dogbreed.training.feature_cache import CACHE_DIR
 from dogbreed.training.loop import GracefulStop, StopRequested
 
 log = logging.getLogger("dogbreed.training")
@@ -129,7 +129,7 @@ def train(
             log.info(
                 "features_only: feature caches written to %s; pass that folder, or this job's "
                 "output.tar.gz, as the 'features' channel",
-                paths.output_data_dir / CACHE_DIR,
+                paths.output_data_dir / FEATURES_DIR,
             )
             return 0
     state = stages.restore(config, paths, data, learner)

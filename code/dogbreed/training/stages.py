@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dogbreed.architectures import Architecture, architecture
 from dogbreed.artifacts import INT8_ONNX_FILE, ModelMetadata
 from dogbreed.images import ImageDecodeError, open_image
-from dogbreed.job_outputs import EPOCH_SCALAR_PREFIX, EPOCH_SCALARS, PROFILE_DIR, TRIAL_DIR
+from dogbreed.job_outputs import EPOCH_SCALAR_PREFIX, EPOCH_SCALARS, FEATURES_DIR, PROFILE_DIR, TRIAL_DIR
 from dogbreed.metric_lines import format_metrics
 from dogbreed.preprocessing import Preprocessing
 from dogbreed.report.page import build_report
@@ -68,7 +68,6 @@ from dogbreed.training.explanations import Explainer, write_explanations
 from dogbreed.training.export import export_model_dir
 from dogbreed.training.failure import ConfigError
 from dogbreed.training.feature_cache import (
-    CACHE_DIR,
     FeatureLoader,
     FeatureStore,
     SplitFeatures,
@@ -322,7 +321,7 @@ def use_cached_features(
     """
     features: dict[str, SplitFeatures] = {}
     sources: dict[str, FeatureSource] = {}
-    store = FeatureStore(paths.output_data_dir / CACHE_DIR, paths.features)
+    store = FeatureStore(paths.output_data_dir / FEATURES_DIR, paths.features)
     weights = trunk_checksum(learner.full_network, learner.arch)
     for split in data.splits:
         is_train = split is data.train

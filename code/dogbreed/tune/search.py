@@ -34,6 +34,8 @@ import torch
 from torch import nn
 
 from dogbreed.architectures import Architecture
+from dogbreed.hyperparameters import AssignmentError, parse_assignments
+from dogbreed.job_outputs import SEARCH_DIR
 from dogbreed.training import job, stages
 from dogbreed.training.checkpoints import TrainingState
 from dogbreed.training.config import OPTIMIZERS, JobPaths, TrainConfig, load_config
@@ -48,7 +50,6 @@ from dogbreed.tune.page import write_results
 log = logging.getLogger("dogbreed.tune")
 
 SEARCHABLE = ("lr", "batch_size", "weight_decay", "label_smoothing", "optimizer")
-TUNE_DIR = "tune"
 
 
 @dataclass(frozen=True)
@@ -236,11 +237,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, SearchSp
     parser = build_parser()
     parser.__class__ = _Parser
     args, job_argv = parser.parse_known_args(argv)
-    for pair in args.hp:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--hp {pair!r} is not NAME=VALUE")
-        job_argv += [f"--{name.strip()}", value.strip()]
+    try:
+        fixed = parse_assignments(args.hp)
+    except AssignmentError as exc:
+        raise ConfigError(str(exc)) from None
+    for name, value in fixed.items():
+        job_argv += [f"--{name}", value]
     try:
         batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
     except ValueError:
@@ -265,7 +267,7 @@ def tune(argv: Sequence[str] | None, env: TrainingEnvironment, stop: GracefulSto
             f"the search trains the head on cached features: it needs freeze=all and features "
             f"auto or on (now freeze={config.freeze}, features={config.features})"
         )
-    out_dir = paths.output_data_dir / TUNE_DIR
+    out_dir = paths.output_data_dir / SEARCH_DIR
     log.info(
         "search: %d trials over %s; fixed: %s",
         args.trials,
