@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dogbreed.hyperparameters import AssignmentError, parse_assignments
 from dogbreed.job_outputs import FEATURES_DIR
 from dogbreed.launcher import (
+    container_settings,
     explanations,
     feature_jobs,
     hosting,
@@ -547,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-payload-mb",
         type=int,
-        default=transform.DEFAULT_MAX_PAYLOAD_MB,
+        default=container_settings.DEFAULT_MAX_PAYLOAD_MB,
         help="the largest image, in MB: the job's MaxPayloadInMB and the container's limit "
         f"(default %(default)s, at most {transform.MAX_PAYLOAD_LIMIT_MB})",
     )
