@@ -204,23 +204,22 @@ def container_environment(spec: DeploySpec) -> dict[str, str]:
     return {}
 
 
-def production_variant(spec: DeploySpec) -> shapes.ProductionVariant:
-    """The one ``AllTraffic`` variant: instances, or a ``ServerlessConfig`` instead."""
+def production_variant(spec: DeploySpec) -> dict[str, Any]:
+    """The one ``AllTraffic`` variant, as the request has it: instances, or a ``ServerlessConfig`` instead."""
     if spec.serverless:
-        return shapes.ProductionVariant(
+        # By hand: the SDK's serialize() spells shapes.ProductionVariantServerlessConfig's
+        # memory_size_in_mb "MemorySizeInMb", which the API refuses.
+        serverless = {"MemorySizeInMB": spec.serverless.memory_mb, "MaxConcurrency": spec.serverless.max_concurrency}
+        if spec.serverless.provisioned_concurrency is not None:
+            serverless["ProvisionedConcurrency"] = spec.serverless.provisioned_concurrency
+        return {"VariantName": VARIANT, "ModelName": spec.name, "ServerlessConfig": serverless}
+    return serialize(
+        shapes.ProductionVariant(
             variant_name=VARIANT,
             model_name=spec.name,
-            serverless_config=shapes.ProductionVariantServerlessConfig(
-                memory_size_in_mb=spec.serverless.memory_mb,
-                max_concurrency=spec.serverless.max_concurrency,
-                provisioned_concurrency=spec.serverless.provisioned_concurrency,
-            ),
+            initial_instance_count=spec.instance_count,
+            instance_type=spec.instance_type,
         )
-    return shapes.ProductionVariant(
-        variant_name=VARIANT,
-        model_name=spec.name,
-        initial_instance_count=spec.instance_count,
-        instance_type=spec.instance_type,
     )
 
 
