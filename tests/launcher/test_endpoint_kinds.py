@@ -9,7 +9,6 @@ what moto cannot do (an answer that never comes) the RecordingSession answers in
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import boto3
 import pytest
@@ -20,7 +19,7 @@ require_launcher_venv()
 
 from dogbreed import images  # noqa: E402
 from dogbreed.launcher import async_predict, cli, container_settings, hosting  # noqa: E402
-from tests.launcher.aws import RecordingSession  # noqa: E402
+from tests.launcher.aws import RecordingSession, moto_async_results  # noqa: E402
 from tests.launcher.cli_args import ROLE, SERVE, assert_names_real_flags  # noqa: E402
 from tests.launcher.conftest import ACCOUNT, REGION  # noqa: E402
 
@@ -117,7 +116,7 @@ def test_deploy_async_with_topics_then_predict_then_delete(aws, photo, capsys, m
                    "predict: python -m dogbreed.launcher predict dogbreed-as IMAGE --async\n")
 
     boto3.client("s3", region_name=REGION).create_bucket(Bucket="dogbreed-async")
-    moto_answers(moto_endpoint, {"data": json.dumps(ANSWER)})
+    moto_async_results(moto_endpoint, {"data": json.dumps(ANSWER)})
     aws.calls.clear()
     assert run(aws, "predict", "dogbreed-as", str(photo), "--async") == 0
     captured = capsys.readouterr()
@@ -132,13 +131,6 @@ def test_deploy_async_with_topics_then_predict_then_delete(aws, photo, capsys, m
 
     assert run(aws, "delete", "dogbreed-as") == 0
     assert "deleted endpoint dogbreed-as\n" in capsys.readouterr().out
-
-
-def moto_answers(moto_endpoint: str, *results: dict) -> None:
-    """What moto's InvokeEndpointAsync writes for the next requests (each: ``data``, ``is_failure``)."""
-    request = urllib.request.Request(f"{moto_endpoint}/moto-api/static/sagemaker/async-endpoint-results",
-                                     data=json.dumps({"results": list(results)}).encode(), method="POST")
-    urllib.request.urlopen(request, timeout=30).close()
 
 
 @pytest.fixture
@@ -160,7 +152,7 @@ def test_deploy_async_defaults(async_endpoint):
 
 def test_predict_async_json_with_its_own_input_prefix(aws, async_endpoint, photo, capsys, moto_endpoint):
     body = '{"top_k":[{"label":"Löwchen","probability":0.9100}],\n "predicted_label" : "Löwchen"}'
-    moto_answers(moto_endpoint, {"data": body})
+    moto_async_results(moto_endpoint, {"data": body})
     code = run(aws, "predict", async_endpoint, str(photo), "--async", "--json", "--input", "s3://dogbreed-async/in/")
     assert code == 0
     assert capsys.readouterr().out == body + "\n"  # the body as the endpoint wrote it
@@ -168,7 +160,7 @@ def test_predict_async_json_with_its_own_input_prefix(aws, async_endpoint, photo
 
 
 def test_predict_async_failure_is_a_one_line_endpoint_error(aws, async_endpoint, photo, capsys, moto_endpoint):
-    moto_answers(moto_endpoint, {"is_failure": True, "data": json.dumps({"error": "not an image:\n cannot identify"})})
+    moto_async_results(moto_endpoint, {"is_failure": True, "data": json.dumps({"error": "not an image:\n cannot identify"})})
     assert run(aws, "predict", async_endpoint, str(photo), "--async") == 1
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -177,7 +169,7 @@ def test_predict_async_failure_is_a_one_line_endpoint_error(aws, async_endpoint,
 
 
 def test_predict_async_explain_sends_the_custom_attribute(aws, async_endpoint, photo, moto_endpoint, tmp_path):
-    moto_answers(moto_endpoint, {"data": json.dumps(ANSWER)})  # without a map: an error after the request
+    moto_async_results(moto_endpoint, {"data": json.dumps(ANSWER)})  # without a map: an error after the request
     assert run(aws, "predict", async_endpoint, str(photo), "--async", "--explain", str(tmp_path / "cam.png")) == 1
     assert aws.params("InvokeEndpointAsync")["CustomAttributes"] == "explain=cam"
 
