@@ -150,13 +150,17 @@ def test_deploy_async_defaults(async_endpoint):
         "OutputConfig": {"S3OutputPath": ASYNC_OUT, "S3FailurePath": f"{ASYNC_OUT}/failures"}}
 
 
-def test_predict_async_json_with_its_own_input_prefix(aws, async_endpoint, photo, capsys, moto_endpoint):
+def test_predict_async_json_with_its_own_input_prefix(aws, async_endpoint, tmp_path, capsys, moto_endpoint):
+    photo = tmp_path / "my dog (1).PNG"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     body = '{"top_k":[{"label":"Löwchen","probability":0.9100}],\n "predicted_label" : "Löwchen"}'
     moto_async_results(moto_endpoint, {"data": body})
     code = run(aws, "predict", async_endpoint, str(photo), "--async", "--json", "--input", "s3://dogbreed-async/in/")
     assert code == 0
     assert capsys.readouterr().out == body + "\n"  # the body as the endpoint wrote it
-    assert aws.params("PutObject")["Key"] == f"in/{aws.params('InvokeEndpointAsync')['InferenceId']}/dog.jpg"
+    invoke = aws.params("InvokeEndpointAsync")
+    assert aws.params("PutObject")["Key"] == f"in/{invoke['InferenceId']}/my_dog_1_.PNG"
+    assert invoke["ContentType"] == "image/png"
 
 
 def test_predict_async_failure_is_a_one_line_endpoint_error(aws, async_endpoint, photo, capsys, moto_endpoint):

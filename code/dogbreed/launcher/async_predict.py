@@ -1,8 +1,8 @@
 """``predict --async``: an image through an asynchronous endpoint, by way of S3.
 
-An asynchronous endpoint takes no body: the image is uploaded to S3 (by default under
-``<the endpoint's S3OutputPath>/input/<inference id>/``, so one prefix holds all of an
-endpoint's traffic), ``InvokeEndpointAsync`` queues it, and the endpoint writes its answer to
+An asynchronous endpoint takes no body: the image is uploaded to S3 (by default to
+``<the endpoint's S3OutputPath>/input/<inference id>/<file name>``, so one prefix holds all of
+an endpoint's traffic), ``InvokeEndpointAsync`` queues it, and the endpoint writes its answer to
 the ``OutputLocation`` it names, or its error answer to the ``FailureLocation``. :func:`invoke`
 polls both until one appears and returns the answer as :func:`dogbreed.launcher.hosting.invoke`
 returns a real-time one; an error answer, or none before the timeout, is an :class:`EndpointError`.
@@ -11,6 +11,7 @@ The uploaded image stays (an S3 lifecycle rule on the prefix expires old ones).
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +28,8 @@ INPUT_FOLDER = "input"
 DEFAULT_TIMEOUT_S = 900  # InvokeEndpointAsync's default InvocationTimeoutSeconds
 POLL_SECONDS = 2.0
 ACCEPT = "application/json"
+# What an uploaded file's name keeps: characters that need no escaping in an S3 URI.
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def output_path(endpoint: str, sagemaker_client) -> str:
@@ -61,7 +64,8 @@ def invoke(
     prefix = input_prefix or f"{output_path(endpoint, boto_session.client('sagemaker'))}/{INPUT_FOLDER}"
     inference_id = uuid.uuid4().hex
     bucket, key_prefix = split_s3(prefix)
-    key = f"{key_prefix}/{inference_id}/{Path(image).name}".lstrip("/")
+    name = _UNSAFE.sub("_", Path(image).name)
+    key = f"{key_prefix}/{inference_id}/{name}".lstrip("/")
     s3 = boto_session.client("s3")
     s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
     request = {
