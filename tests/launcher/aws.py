@@ -11,6 +11,8 @@ InvokeEndpoint's ``ModelError`` for a container's 4xx).
 from __future__ import annotations
 
 import io
+import json
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,3 +64,14 @@ class RecordingSession:
         matches = [c.params for c in self.calls if c.operation == operation]
         assert len(matches) == 1, (operation, self.operations())
         return matches[0]
+
+
+def moto_async_results(moto_endpoint: str, *results: dict[str, Any]) -> None:
+    """What moto's InvokeEndpointAsync writes to S3 for the next requests, in order: each a dict with
+    ``data`` (the object's text) and ``is_failure`` (written to the FailureLocation instead)."""
+    request = urllib.request.Request(
+        f"{moto_endpoint}/moto-api/static/sagemaker/async-endpoint-results",
+        data=json.dumps({"results": list(results)}).encode(),
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=30).close()

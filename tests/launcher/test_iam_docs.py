@@ -23,7 +23,7 @@ from tests.launcher.conftest import require_launcher_venv
 require_launcher_venv()
 
 from dogbreed.launcher import cli, reports  # noqa: E402
-from tests.launcher.aws import RecordingSession  # noqa: E402
+from tests.launcher.aws import RecordingSession, moto_async_results  # noqa: E402
 from tests.launcher.conftest import REGION, REPO  # noqa: E402
 from tests.launcher.cli_args import OUT, ROLE, SERVE, TRAIN_ARGS  # noqa: E402
 
@@ -175,6 +175,27 @@ def test_deploy_from_a_job_with_autoscaling_then_predict_then_delete(aws_env, tm
     run(delete, "delete", "dogbreed-iam-ep")
     assert "DeregisterScalableTarget" in delete.operations()
     check("delete", delete)
+
+
+def test_deploy_serverless_and_async_then_predict_async(aws_env, moto_endpoint, tmp_path):
+    model = f"{OUT}/dogbreed-iam-model/output/model.tar.gz"
+    serverless = RecordingSession(REGION)
+    run(serverless, "deploy", "--image", SERVE, "--role", ROLE, "--model", model, "--name", "dogbreed-iam-sl",
+        "--serverless")
+    check("deploy", serverless)
+    asynchronous = RecordingSession(REGION)
+    run(asynchronous, "deploy", "--image", SERVE, "--role", ROLE, "--model", model, "--name", "dogbreed-iam-as",
+        "--async", "--output", "s3://dogbreed-iam-async/answers")
+    check("deploy", asynchronous)
+
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="dogbreed-iam-async")
+    photo = tmp_path / "dog.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    moto_async_results(moto_endpoint, {"data": '{"predicted_label": "Beagle"}'})
+    predict = RecordingSession(REGION)
+    run(predict, "predict", "dogbreed-iam-as", str(photo), "--async")
+    assert {"DescribeEndpointConfig", "PutObject", "InvokeEndpointAsync", "GetObject"} <= set(predict.operations())
+    check("predict", predict)
 
 
 def test_transform_from_a_job_then_attach(aws_env):

@@ -22,7 +22,7 @@ from tests.launcher.conftest import require_launcher_venv
 require_launcher_venv()
 
 from dogbreed import explain  # noqa: E402
-from dogbreed.launcher import cli, explanations, predictions, transform  # noqa: E402
+from dogbreed.launcher import cli, container_settings, explanations, predictions, transform  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.launcher.aws import RecordingSession  # noqa: E402
 from tests.launcher.conftest import REGION, REPO, run_in_training_venv  # noqa: E402
@@ -253,9 +253,9 @@ def test_the_launcher_sets_what_the_serving_image_reads():
     """Environment names, the default payload limit and the Content-Types are the serving image's."""
     from dogbreed.serving import environment
 
-    assert transform.MAX_PAYLOAD_ENV == environment.MAX_PAYLOAD_ENV
-    assert transform.WORKERS_ENV == environment.WORKERS_ENV
-    assert transform.DEFAULT_MAX_PAYLOAD_MB == environment.DEFAULT_MAX_PAYLOAD_MB
+    assert container_settings.MAX_PAYLOAD_ENV == environment.MAX_PAYLOAD_ENV
+    assert container_settings.WORKERS_ENV == environment.WORKERS_ENV
+    assert container_settings.DEFAULT_MAX_PAYLOAD_MB == environment.DEFAULT_MAX_PAYLOAD_MB
     assert explanations.ENV == environment.EXPLAIN_ENV and explanations.METHOD in explain.METHODS
     # content_types and request need the inference toolkit, which lives in the training venv.
     script = ("import sys; from dogbreed.serving import content_types, request; "

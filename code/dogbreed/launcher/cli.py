@@ -23,6 +23,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dogbreed.hyperparameters import AssignmentError, parse_assignments
 from dogbreed.job_outputs import FEATURES_DIR
 from dogbreed.launcher import (
+    async_predict,
+    container_settings,
     explanations,
     feature_jobs,
     hosting,
@@ -238,20 +240,54 @@ def cmd_best(args, session_factory: SessionFactory) -> int:
     return 0
 
 
+# The flags of each kind of endpoint, with the kind's own flag.
+SERVERLESS_FLAGS = ("memory_mb", "max_concurrency", "provisioned_concurrency")
+ASYNC_FLAGS = ("output", "failure_output", "success_topic", "error_topic", "max_concurrent_invocations")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _given_without(args, names: Sequence[str], kind: str, flag: str) -> None:
+    """Refuse a kind's flags without the kind: they would be ignored."""
+    given = [_flag(name) for name in names if getattr(args, name) is not None]
+    if given and not getattr(args, kind):
+        raise LauncherError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for {flag}")
+
+
 def _deploy_spec(args) -> hosting.DeploySpec:
     if not args.image:
         raise LauncherError("no serving image: pass --image or set SERVE_IMAGE_URI")
+    _given_without(args, SERVERLESS_FLAGS, "serverless", "--serverless")
+    _given_without(args, ASYNC_FLAGS, "asynchronous", "--async")
     scaling = None
     if args.max_instances is not None:
         scaling = hosting.Autoscaling(args.min_instances, args.max_instances, args.invocations_per_instance)
+    serverless = asynchronous = None
+    if args.serverless:
+        given = {name: getattr(args, name) for name in SERVERLESS_FLAGS if getattr(args, name) is not None}
+        serverless = hosting.Serverless(**given)
+    if args.asynchronous:
+        if not args.output:
+            raise LauncherError("--async needs --output s3://bucket/prefix (where the answers go)")
+        asynchronous = hosting.AsyncInference(
+            output=args.output,
+            failure_output=args.failure_output,
+            success_topic=args.success_topic,
+            error_topic=args.error_topic,
+            max_concurrent_invocations=args.max_concurrent_invocations,
+        )
     return hosting.DeploySpec(
         image=args.image,
         model_data=args.model,
         role=args.role,
         name=args.name,
-        instance_type=args.instance_type or ("local" if args.local else hosting.DEFAULT_INSTANCE_TYPE),
+        instance_type=args.instance_type,
         instance_count=args.instance_count,
         autoscaling=scaling,
+        serverless=serverless,
+        asynchronous=asynchronous,
         local=args.local,
     )
 
@@ -284,6 +320,9 @@ def cmd_deploy(args, session_factory: SessionFactory) -> int:
         return 0
     hosting.deploy(spec, session_factory(), wait=args.wait)
     print(f"endpoint {spec.name}")
+    if spec.asynchronous:
+        print(f"answers: {spec.asynchronous.output}/, errors: {spec.asynchronous.failure_output}/")
+        print(f"predict: python -m dogbreed.launcher predict {spec.name} IMAGE --async")
     return 0
 
 
@@ -299,10 +338,34 @@ def _serve_until_interrupted() -> None:
 def cmd_predict(args, session_factory: SessionFactory) -> int:
     hosting.read_image(args.image)  # a missing file fails before any client exists
     overlay = explanations.overlay_path(args.explain) if args.explain else None
-    runtime = session_factory().client("sagemaker-runtime")
-    text = hosting.invoke(args.endpoint, args.image, runtime, explanations.CUSTOM_ATTRIBUTES if overlay else None)
+    attributes = explanations.CUSTOM_ATTRIBUTES if overlay else None
+    if args.asynchronous:
+        text = _predict_async(args, session_factory, attributes)
+    else:
+        if args.input is not None or args.timeout is not None:
+            raise LauncherError("--input and --timeout are for predict --async")
+        runtime = session_factory().client("sagemaker-runtime")
+        text = hosting.invoke(args.endpoint, args.image, runtime, attributes)
     _print_prediction(args.endpoint, args.image, text, overlay, as_json=args.json)
     return 0
+
+
+def _predict_async(args, session_factory: SessionFactory, custom_attributes: str | None) -> str:
+    """Upload, queue, wait: the answer's body. Progress goes to stderr; stdout is the answer's alone."""
+    validation.resource_name(args.endpoint, "endpoint name")
+    input_prefix = validation.s3_uri(args.input, "--input") if args.input is not None else None
+    timeout = async_predict.DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
+    if timeout <= 0:
+        raise LauncherError(f"--timeout must be a positive number of seconds, not {timeout:g}")
+    return async_predict.invoke(
+        args.endpoint,
+        args.image,
+        session_factory(),
+        input_prefix=input_prefix,
+        timeout_s=timeout,
+        custom_attributes=custom_attributes,
+        echo=lambda line: print(line, file=sys.stderr, flush=True),
+    )
 
 
 def _print_prediction(endpoint: str, image: str, text: str, overlay: Path | None, as_json: bool = False) -> None:
@@ -485,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--instance-type", default=None, help=f"default {hosting.DEFAULT_INSTANCE_TYPE} ('local' with --local)"
     )
-    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--instance-count", type=int, help="default 1")
     p.add_argument("--max-instances", type=int, help="enable autoscaling up to this many instances")
     p.add_argument("--min-instances", type=int, default=1)
     p.add_argument(
@@ -493,6 +556,50 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=100.0,
         help="autoscaling target: invocations per instance per minute",
+    )
+    p.add_argument(
+        "--serverless",
+        action="store_true",
+        help="a serverless endpoint: no instances, billed per request; one worker, requests up to "
+        f"{container_settings.SERVERLESS_MAX_PAYLOAD_MB} MB",
+    )
+    p.add_argument(
+        "--memory-mb",
+        type=int,
+        help=f"--serverless: memory per instance, one of {', '.join(map(str, hosting.SERVERLESS_MEMORY_MB))} "
+        f"(default {hosting.DEFAULT_SERVERLESS_MEMORY_MB})",
+    )
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        help=f"--serverless: requests at once, 1-{hosting.SERVERLESS_MAX_CONCURRENCY} "
+        f"(default {hosting.DEFAULT_SERVERLESS_MAX_CONCURRENCY})",
+    )
+    p.add_argument(
+        "--provisioned-concurrency",
+        type=int,
+        help="--serverless: requests kept warm (no cold start; billed while idle), at most --max-concurrency",
+    )
+    p.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="an asynchronous endpoint: requests and answers through S3 (predict --async), "
+        f"{container_settings.ASYNC_TIMEOUT_S // 60} minutes and {container_settings.ASYNC_MAX_PAYLOAD_MB} MB "
+        "per request at most",
+    )
+    p.add_argument("--output", help="--async: s3:// prefix for the answers (<output>/<inference id>.out)")
+    p.add_argument(
+        "--failure-output",
+        help=f"--async: s3:// prefix for the error answers (default <output>/{hosting.ASYNC_FAILURES_FOLDER})",
+    )
+    p.add_argument("--success-topic", metavar="ARN", help="--async: SNS topic told of each answer")
+    p.add_argument("--error-topic", metavar="ARN", help="--async: SNS topic told of each error")
+    p.add_argument(
+        "--max-concurrent-invocations",
+        type=int,
+        help=f"--async: requests in flight per instance, 1-{hosting.ASYNC_MAX_CONCURRENT_INVOCATIONS} "
+        "(default: SageMaker chooses)",
     )
     p.add_argument("--no-wait", dest="wait", action="store_false", help="return before the endpoint is InService")
     p.add_argument("--local", action="store_true", help="serve in Docker on this machine (LocalSession)")
@@ -519,6 +626,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PNG",
         help="also ask for the top class's activation map (custom attribute explain=cam): print its box "
         "and save the image with the map drawn over it to this .png file",
+    )
+    p.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="an asynchronous endpoint (deploy --async): upload the image to S3, queue it, wait for the answer",
+    )
+    p.add_argument(
+        "--input",
+        help="--async: s3:// prefix for the upload "
+        f"(default: {async_predict.INPUT_FOLDER}/ in the endpoint's output prefix)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"--async: how long to wait for the answer (default {async_predict.DEFAULT_TIMEOUT_S})",
     )
     p.set_defaults(run=cmd_predict)
 
@@ -547,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-payload-mb",
         type=int,
-        default=transform.DEFAULT_MAX_PAYLOAD_MB,
+        default=container_settings.DEFAULT_MAX_PAYLOAD_MB,
         help="the largest image, in MB: the job's MaxPayloadInMB and the container's limit "
         f"(default %(default)s, at most {transform.MAX_PAYLOAD_LIMIT_MB})",
     )

@@ -1,8 +1,16 @@
-"""Real-time endpoints: deploy a trained model with the serving image, predict, delete.
+"""Endpoints: deploy a trained model with the serving image, predict, delete.
 
 :func:`deploy` creates a SageMaker Model (serving image + ``model.tar.gz``), an endpoint
-config with one ``AllTraffic`` variant and an endpoint, and with :class:`Autoscaling`
-target-tracking autoscaling on invocations per instance (:func:`enable_autoscaling`).
+config with one ``AllTraffic`` variant and an endpoint, of one of three kinds:
+
+* real-time on instances (the default), with :class:`Autoscaling` target-tracking autoscaling
+  on invocations per instance (:func:`enable_autoscaling`);
+* :class:`Serverless`: the variant's ``ServerlessConfig`` instead of instances, the container
+  with one worker and serverless' 4 MB payload limit;
+* :class:`AsyncInference`: the config's ``AsyncInferenceConfig`` (answers go to S3), the
+  container with async's 60-minute timeout and a payload limit that fits any image it decodes
+  (:mod:`dogbreed.launcher.container_settings`); :mod:`dogbreed.launcher.async_predict` sends it images.
+
 :func:`invoke` and :func:`predict` send an image to an endpoint (an error answer becomes
 :class:`EndpointError`), :func:`delete` removes it all. :class:`LocalEndpoint` serves the same
 model with the serving image on this machine, through the SDK's ``LocalSession`` (no
@@ -22,7 +30,7 @@ from sagemaker.core import shapes
 from sagemaker.core.local import LocalSession
 from sagemaker.core.utils.utils import serialize
 
-from dogbreed.launcher import sagemaker_conventions, validation
+from dogbreed.launcher import container_settings, sagemaker_conventions, validation
 from dogbreed.launcher.validation import LauncherError
 
 VARIANT = "AllTraffic"
@@ -30,6 +38,15 @@ DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 # What the serving image accepts (docker/serve, dogbreed.serving.content_types).
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+# ProductionVariantServerlessConfig's allowed values.
+SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
+SERVERLESS_MAX_CONCURRENCY = 200
+# The SDK's ServerlessInferenceConfig defaults.
+DEFAULT_SERVERLESS_MEMORY_MB = 2048
+DEFAULT_SERVERLESS_MAX_CONCURRENCY = 5
+ASYNC_MAX_CONCURRENT_INVOCATIONS = 1000  # AsyncInferenceClientConfig's maximum
+# Where an async endpoint's error answers go unless --failure-output says: inside its output prefix.
+ASYNC_FAILURES_FOLDER = "failures"
 
 
 class EndpointError(RuntimeError):
@@ -55,22 +72,86 @@ class Autoscaling:
 
 
 @dataclass
+class Serverless:
+    """A serverless variant: ``memory_mb`` per instance, at most ``max_concurrency`` requests at once,
+    ``provisioned_concurrency`` of them kept warm (no cold start for those, billed while idle)."""
+
+    memory_mb: int = DEFAULT_SERVERLESS_MEMORY_MB
+    max_concurrency: int = DEFAULT_SERVERLESS_MAX_CONCURRENCY
+    provisioned_concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.memory_mb not in SERVERLESS_MEMORY_MB:
+            sizes = ", ".join(str(size) for size in SERVERLESS_MEMORY_MB)
+            raise LauncherError(f"--memory-mb must be one of {sizes}, not {self.memory_mb}")
+        if not 1 <= self.max_concurrency <= SERVERLESS_MAX_CONCURRENCY:
+            raise LauncherError(
+                f"--max-concurrency must be between 1 and {SERVERLESS_MAX_CONCURRENCY}, not {self.max_concurrency}"
+            )
+        if self.provisioned_concurrency is not None and not 1 <= self.provisioned_concurrency <= self.max_concurrency:
+            raise LauncherError(
+                f"--provisioned-concurrency must be between 1 and --max-concurrency ({self.max_concurrency}), "
+                f"not {self.provisioned_concurrency}"
+            )
+
+
+@dataclass
+class AsyncInference:
+    """An asynchronous endpoint: answers to ``output`` (``<output>/<inference id>.out``), error answers
+    to ``failure_output`` (default ``<output>/failures``), optional SNS topics told of each."""
+
+    output: str
+    failure_output: str | None = None
+    success_topic: str | None = None
+    error_topic: str | None = None
+    max_concurrent_invocations: int | None = None  # per instance; None: SageMaker chooses
+
+    def __post_init__(self) -> None:
+        self.output = validation.s3_uri(self.output, "--output")
+        self.failure_output = (
+            validation.s3_uri(self.failure_output, "--failure-output")
+            if self.failure_output
+            else f"{self.output}/{ASYNC_FAILURES_FOLDER}"
+        )
+        if self.success_topic is not None:
+            validation.sns_topic(self.success_topic, "--success-topic")
+        if self.error_topic is not None:
+            validation.sns_topic(self.error_topic, "--error-topic")
+        limit = ASYNC_MAX_CONCURRENT_INVOCATIONS
+        if self.max_concurrent_invocations is not None and not 1 <= self.max_concurrent_invocations <= limit:
+            raise LauncherError(
+                f"--max-concurrent-invocations must be between 1 and {limit}, not {self.max_concurrent_invocations}"
+            )
+
+
+@dataclass
 class DeploySpec:
     """An endpoint for one model. ``model_data`` (``--model``) is ``s3://.../model.tar.gz`` or a training
-    job name; with ``local`` a local ``model.tar.gz`` file."""
+    job name; with ``local`` a local ``model.tar.gz`` file.
+
+    ``instance_type`` and ``instance_count`` default to :data:`DEFAULT_INSTANCE_TYPE` (``local``
+    with ``local``) and 1; a serverless endpoint has neither, and refuses them.
+    """
 
     image: str
     model_data: str
     role: str | None = None
     name: str = ""  # empty: a unique one is made
-    instance_type: str = DEFAULT_INSTANCE_TYPE
-    instance_count: int = 1
+    instance_type: str | None = None
+    instance_count: int | None = None
     autoscaling: Autoscaling | None = None
+    serverless: Serverless | None = None
+    asynchronous: AsyncInference | None = None
     local: bool = False
 
     def __post_init__(self) -> None:
-        self.instance_type = validation.instance_type(self.instance_type, local=self.local)
-        validation.count(self.instance_count, "--instance-count")
+        self._check_kind()
+        if self.serverless is None:
+            default_type = "local" if self.local else DEFAULT_INSTANCE_TYPE
+            self.instance_type = validation.instance_type(self.instance_type or default_type, local=self.local)
+            self.instance_count = validation.count(
+                1 if self.instance_count is None else self.instance_count, "--instance-count"
+            )
         self.name = validation.resource_name(
             self.name or sagemaker_conventions.unique_name("dogbreed"), "--name (the endpoint's name)"
         )
@@ -82,8 +163,86 @@ class DeploySpec:
         self.image = validation.ecr_image(self.image, "serving image")
         self.role = validation.role_arn(self.role)
         self.model_data = validation.model_data(self.model_data)
-        if self.autoscaling and self.autoscaling.min_instances > self.instance_count:
+        if self.autoscaling and self.autoscaling.min_instances > (self.instance_count or 0):
             raise LauncherError("--instance-count must be at least --min-instances")
+
+    def _check_kind(self) -> None:
+        """Serverless and asynchronous endpoints: one kind at a time, on SageMaker, without instance flags."""
+        if self.serverless and self.asynchronous:
+            raise LauncherError("--serverless and --async are two kinds of endpoint: choose one")
+        kind = "--serverless" if self.serverless else "--async" if self.asynchronous else None
+        if kind and self.local:
+            raise LauncherError(f"{kind} needs a SageMaker endpoint, not --local")
+        if self.serverless:
+            given = [
+                flag
+                for flag, value in (
+                    ("--instance-type", self.instance_type),
+                    ("--instance-count", self.instance_count is not None),
+                    ("--max-instances", self.autoscaling),
+                )
+                if value
+            ]
+            if given:
+                raise LauncherError(f"--serverless picks and scales its own capacity: drop {', '.join(given)}")
+
+
+def container_environment(spec: DeploySpec) -> dict[str, str]:
+    """The model container's ``Environment``: the serving image's limits made to fit the endpoint's kind
+    (none for a real-time endpoint: the image's defaults are real-time's)."""
+    settings = container_settings
+    if spec.serverless:
+        return {
+            settings.WORKERS_ENV: str(settings.SERVERLESS_WORKERS),
+            settings.MAX_PAYLOAD_ENV: str(settings.SERVERLESS_MAX_PAYLOAD_MB),
+        }
+    if spec.asynchronous:
+        return {
+            settings.TIMEOUT_ENV: str(settings.ASYNC_TIMEOUT_S),
+            settings.MAX_PAYLOAD_ENV: str(settings.ASYNC_MAX_PAYLOAD_MB),
+        }
+    return {}
+
+
+def production_variant(spec: DeploySpec) -> dict[str, Any]:
+    """The one ``AllTraffic`` variant, as the request has it: instances, or a ``ServerlessConfig`` instead."""
+    if spec.serverless:
+        # By hand: the SDK's serialize() spells shapes.ProductionVariantServerlessConfig's
+        # memory_size_in_mb "MemorySizeInMb", which the API refuses.
+        serverless = {"MemorySizeInMB": spec.serverless.memory_mb, "MaxConcurrency": spec.serverless.max_concurrency}
+        if spec.serverless.provisioned_concurrency is not None:
+            serverless["ProvisionedConcurrency"] = spec.serverless.provisioned_concurrency
+        return {"VariantName": VARIANT, "ModelName": spec.name, "ServerlessConfig": serverless}
+    return serialize(
+        shapes.ProductionVariant(
+            variant_name=VARIANT,
+            model_name=spec.name,
+            initial_instance_count=spec.instance_count,
+            instance_type=spec.instance_type,
+        )
+    )
+
+
+def async_inference_config(config: AsyncInference) -> shapes.AsyncInferenceConfig:
+    """``CreateEndpointConfig``'s ``AsyncInferenceConfig``."""
+    notification = None
+    if config.success_topic or config.error_topic:
+        notification = shapes.AsyncInferenceNotificationConfig(
+            success_topic=config.success_topic, error_topic=config.error_topic
+        )
+    client = None
+    if config.max_concurrent_invocations is not None:
+        client = shapes.AsyncInferenceClientConfig(
+            max_concurrent_invocations_per_instance=config.max_concurrent_invocations
+        )
+    return shapes.AsyncInferenceConfig(
+        output_config=shapes.AsyncInferenceOutputConfig(
+            s3_output_path=config.output,
+            s3_failure_path=config.failure_output,
+            notification_config=notification,
+        ),
+        client_config=client,
+    )
 
 
 def model_artifacts(model_data: str, boto_session) -> str:
@@ -109,30 +268,16 @@ def deploy(spec: DeploySpec, boto_session, wait: bool = True) -> str:
     """
     client = boto_session.client("sagemaker")
     model_data = model_artifacts(spec.model_data, boto_session)
+    container = shapes.ContainerDefinition(
+        image=spec.image, model_data_url=model_data, environment=container_environment(spec) or None
+    )
     client.create_model(
-        **serialize(
-            {
-                "ModelName": spec.name,
-                "PrimaryContainer": shapes.ContainerDefinition(image=spec.image, model_data_url=model_data),
-                "ExecutionRoleArn": spec.role,
-            }
-        )
+        **serialize({"ModelName": spec.name, "PrimaryContainer": container, "ExecutionRoleArn": spec.role})
     )
-    client.create_endpoint_config(
-        **serialize(
-            {
-                "EndpointConfigName": spec.name,
-                "ProductionVariants": [
-                    shapes.ProductionVariant(
-                        variant_name=VARIANT,
-                        model_name=spec.name,
-                        initial_instance_count=spec.instance_count,
-                        instance_type=spec.instance_type,
-                    )
-                ],
-            }
-        )
-    )
+    config: dict[str, Any] = {"EndpointConfigName": spec.name, "ProductionVariants": [production_variant(spec)]}
+    if spec.asynchronous:
+        config["AsyncInferenceConfig"] = async_inference_config(spec.asynchronous)
+    client.create_endpoint_config(**serialize(config))
     client.create_endpoint(EndpointName=spec.name, EndpointConfigName=spec.name)
     # A scalable target can only be registered for a variant that exists, i.e. InService.
     if wait or spec.autoscaling:
@@ -206,12 +351,17 @@ def invoke(endpoint: str, image: str, runtime_client, custom_attributes: str | N
         if error.get("Code") != "ModelError":
             raise
         answer = exc.response.get("OriginalMessage") or error.get("Message", "")
-        raise EndpointError(_error_answer(endpoint, exc.response.get("OriginalStatusCode"), answer)) from exc
+        raise EndpointError(error_answer(endpoint, exc.response.get("OriginalStatusCode"), answer)) from exc
     payload = response["Body"].read()
     # The SDK's local mode hands an error answer back as if it were one: its status tells.
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 200
     if status >= 400:
-        raise EndpointError(_error_answer(endpoint, status, payload.decode("utf-8", "replace")))
+        raise EndpointError(error_answer(endpoint, status, payload.decode("utf-8", "replace")))
+    return json_answer(endpoint, payload)
+
+
+def json_answer(endpoint: str, payload: bytes) -> str:
+    """An answer's body decoded as UTF-8, untouched; :class:`LauncherError` unless it is JSON."""
     try:
         text = payload.decode("utf-8")
         json.loads(text)
@@ -220,7 +370,7 @@ def invoke(endpoint: str, image: str, runtime_client, custom_attributes: str | N
     return text
 
 
-def _error_answer(endpoint: str, status: int | None, body: str) -> str:
+def error_answer(endpoint: str, status: int | None, body: str) -> str:
     """One line: the status and the reason the serving image gives (its JSON ``error``), else the body's start."""
     try:
         reason = json.loads(body)["error"]

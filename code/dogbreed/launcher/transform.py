@@ -33,6 +33,7 @@ from sagemaker.core import shapes
 from sagemaker.core.utils.utils import serialize
 
 from dogbreed.launcher import explanations, hosting, predictions, sagemaker_conventions, validation
+from dogbreed.launcher.container_settings import DEFAULT_MAX_PAYLOAD_MB, MAX_PAYLOAD_ENV, WORKERS_ENV
 from dogbreed.launcher.validation import LauncherError
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
@@ -42,10 +43,6 @@ BASE_NAME = "dogbreed-transform"
 # SageMaker's built-in image algorithms use, says "an image" without naming one.
 CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
 ACCEPT = "application/json"
-# The serving container's settings (dogbreed.serving.environment; a test keeps them equal).
-MAX_PAYLOAD_ENV = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
-WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
-DEFAULT_MAX_PAYLOAD_MB = 6
 MAX_PAYLOAD_LIMIT_MB = 100  # CreateTransformJob's maximum MaxPayloadInMB
 BATCH_STRATEGY = "SingleRecord"  # what /execution-parameters calls SINGLE_RECORD
 ENDED = ("Completed", "Failed", "Stopped")

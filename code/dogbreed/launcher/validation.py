@@ -127,3 +127,13 @@ def count(value: int, what: str) -> int:
     if value < 1:
         raise LauncherError(f"{what} must be at least 1, not {value}")
     return value
+
+
+_SNS_TOPIC = re.compile(r"^arn:aws(-[a-z]+)*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+
+
+def sns_topic(value: str, what: str) -> str:
+    """An SNS topic ARN: ``arn:aws:sns:<region>:<account>:<name>``."""
+    if not _SNS_TOPIC.match(value or ""):
+        raise LauncherError(f"{what} {value!r} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)")
+    return value
