@@ -193,8 +193,16 @@ def search(
     return study
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is a ConfigError, which the guarded run turns into the failure file and exit 2."""
+
+    def error(self, message):
+        raise ConfigError(f"command line: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The tuner's own flags; any other is the training job's."""
+    parser = _Parser(
         prog="python -m dogbreed.tune",
         description=__doc__.split("\n\n")[0],
         allow_abbrev=False,
@@ -227,16 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise ConfigError(f"command line: {message}")
-
-
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, SearchSpace, list[str]]:
     """The tuner's own flags, its search space, and the rest: the training job's flags."""
-    parser = build_parser()
-    parser.__class__ = _Parser
-    args, job_argv = parser.parse_known_args(argv)
+    args, job_argv = build_parser().parse_known_args(argv)
     try:
         fixed = parse_assignments(args.hp)
     except AssignmentError as exc:
