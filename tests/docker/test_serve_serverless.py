@@ -72,7 +72,8 @@ def test_a_body_over_4_mb_is_refused_with_json_413(serverless):
 def test_code_requirements_on_a_read_only_root_say_why_in_one_line(serve_image, trained_model_dir, tmp_path):
     # pip cannot install into the image's /opt/venv there: /ping and /invocations say so (503),
     # before pip runs, so the package need not exist.
-    model = model_with_code(Path(trained_model_dir), tmp_path / "model", {"requirements.txt": "breednote\n"}, link=False)
+    model = model_with_code(Path(trained_model_dir), tmp_path / "model", {"requirements.txt": "breednote\n"},
+                            link=False)
     container = Container(serve_image, model, SERVERLESS_ENV, docker_args=SERVERLESS_DOCKER_ARGS)
     try:
         response = container.wait_for_ping(want=(503,))
