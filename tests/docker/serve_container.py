@@ -15,15 +15,23 @@ from tests.conftest import free_port
 from tests.docker.conftest import docker
 
 
-class Container:
-    """One `docker run -d` of the serving image on a free loopback port."""
+# What SageMaker Serverless Inference allows a container (docs/serving.md, "Serverless"): a
+# read-only root filesystem with only /tmp writable, a memory limit (1-6 GB), a CPU's worth;
+# and what an endpoint there is asked to serve: one worker, at most 4 MB a request.
+SERVERLESS_DOCKER_ARGS = ("--read-only", "--tmpfs", "/tmp", "--memory", "2g", "--cpus", "1")
+SERVERLESS_ENV = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "4"}
 
-    def __init__(self, image: str, model_dir: Path, env: dict[str, str] | None = None, container_port: int = 8080):
+
+class Container:
+    """One `docker run -d` of the serving image on a free loopback port; ``docker_args`` go before the image."""
+
+    def __init__(self, image: str, model_dir: Path, env: dict[str, str] | None = None, container_port: int = 8080,
+                 docker_args: tuple[str, ...] = ()):
         self.name = f"dogbreed-serve-test-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = ["run", "-d", "--name", self.name, "-p", f"127.0.0.1:{self.port}:{container_port}",
-                "-v", f"{model_dir}:/opt/ml/model:ro"]
+                "-v", f"{model_dir}:/opt/ml/model:ro", *docker_args]
         for key, value in (env or {}).items():
             args += ["-e", f"{key}={value}"]
         docker(*args, image, "serve", timeout=120)
@@ -34,8 +42,8 @@ class Container:
         except requests.RequestException:
             return None
 
-    def wait_for_ping(self, want=(200,), limit_s: float = 180) -> requests.Response:
-        """Poll /ping until its status is in ``want``; fail with the logs after ``limit_s``."""
+    def wait_for_ping(self, want=(200,), limit_s: float = 180, every_s: float = 0.5) -> requests.Response:
+        """Poll /ping every ``every_s`` until its status is in ``want``; fail with the logs after ``limit_s``."""
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline:
             response = self.ping()
@@ -43,7 +51,7 @@ class Container:
                 return response
             if not self.running():
                 pytest.fail(f"container exited while starting:\n{self.logs()}")
-            time.sleep(0.5)
+            time.sleep(every_s)
         pytest.fail(f"/ping never answered {want} within {limit_s} s:\n{self.logs()[-5000:]}")
 
     def state(self) -> dict:
@@ -52,8 +60,9 @@ class Container:
     def running(self) -> bool:
         return bool(self.state().get("Running"))
 
-    def logs(self) -> str:
-        proc = docker("logs", self.name, check=False)
+    def logs(self, since: float | None = None) -> str:
+        """stdout then stderr, the lines after ``since`` (a ``time.time()``) when given."""
+        proc = docker("logs", *(["--since", f"{since:.3f}"] if since is not None else []), self.name, check=False)
         return proc.stdout + proc.stderr
 
     def invoke(self, body: bytes, content_type: str | None = "image/jpeg", headers=None, timeout: float = 60):
@@ -70,3 +79,21 @@ class Container:
 
     def remove(self) -> None:
         docker("rm", "-f", self.name, check=False, timeout=60)
+
+
+def start_to_first_answer(image: str, model_dir: Path, body: bytes, env: dict[str, str] | None = None,
+                          docker_args: tuple[str, ...] = ()) -> tuple[Container, float, requests.Response]:
+    """Start a container and invoke it with ``body`` once /ping says it is ready, as SageMaker does.
+
+    Returns the running container, the seconds from `docker run` to that first answer (the
+    cold start, /ping polled every 0.1 s) and the answer. The caller removes the container.
+    """
+    started = time.monotonic()
+    container = Container(image, model_dir, env, docker_args=docker_args)
+    try:
+        container.wait_for_ping(every_s=0.1)
+        response = container.invoke(body)
+    except BaseException:
+        container.remove()
+        raise
+    return container, time.monotonic() - started, response

@@ -10,6 +10,7 @@ request without one, default ``application/json``).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -43,6 +44,11 @@ BATCH_ENV = "SAGEMAKER_BATCH"
 BATCH_STRATEGY_ENV = "SAGEMAKER_BATCH_STRATEGY"
 MAX_CONCURRENT_TRANSFORMS_ENV = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"
 BATCH_STRATEGIES = ("SINGLE_RECORD", "MULTI_RECORD")
+# The container's log level: the inference toolkit's name for it (sagemaker_inference.parameters),
+# which the SageMaker Python SDK's framework models set from container_log_level as a Python
+# logging number ("20"); a level's name works too. It also governs the per-request lines.
+LOG_LEVEL_ENV = "SAGEMAKER_CONTAINER_LOG_LEVEL"
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_PORT = 8080
@@ -105,6 +111,8 @@ class ServingEnvironment:
     int8_max_loss: float = DEFAULT_INT8_MAX_LOSS
     explain: str = NO_MAP
     default_accept: str = "application/json"
+    # A Python logging level, one of LOG_LEVELS' values.
+    log_level: int = logging.INFO
 
     @property
     def mms_max_request_size(self) -> int:
@@ -148,6 +156,7 @@ class ServingEnvironment:
             int8_max_loss=_float(env, INT8_MAX_LOSS_ENV, DEFAULT_INT8_MAX_LOSS),
             explain=_choice(env, EXPLAIN_ENV, EXPLAIN_CHOICES) or NO_MAP,
             default_accept=env.get(DEFAULT_ACCEPT_ENV, "").strip() or "application/json",
+            log_level=_log_level(env),
         )
 
 
@@ -187,6 +196,20 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str 
     if raw and raw not in choices:
         raise ConfigurationError(f"{name}={raw!r} is not one of {', '.join(choices)}")
     return raw or None
+
+
+def _log_level(env: Mapping[str, str]) -> int:
+    """LOG_LEVEL_ENV as a Python logging level: a name of LOG_LEVELS (any case) or its number."""
+    raw = env.get(LOG_LEVEL_ENV, "").strip()
+    if not raw:
+        return logging.INFO
+    level = LOG_LEVELS.get(raw.lower())
+    if level is None and raw.isdigit() and int(raw) in LOG_LEVELS.values():
+        level = int(raw)
+    if level is None:
+        choices = ", ".join(f"{name} ({number})" for name, number in LOG_LEVELS.items())
+        raise ConfigurationError(f"{LOG_LEVEL_ENV}={raw!r} is not one of {choices}")
+    return level
 
 
 def _loopback_ports(env: Mapping[str, str], port: int) -> tuple[int, int]:

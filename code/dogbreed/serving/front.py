@@ -20,6 +20,7 @@ example puts nginx in front of gunicorn, nginx owns the public port
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,15 @@ def _string(value: object) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def access_log(env: ServingEnvironment) -> str:
+    """nginx's ``access_log``: a line per request, /ping included, to stdout only at debug.
+
+    At info each invocation already has MMS's "Backend response time" line, and SageMaker's
+    health checks would add a /ping line every few seconds.
+    """
+    return "access_log /dev/stdout" if env.log_level <= logging.DEBUG else "access_log off"
+
+
 def nginx_config(env: ServingEnvironment, files: FrontFiles, user: str | None = None) -> str:
     """The nginx.conf text for ``env``; ``user`` is the workers' user when started as root."""
     temp_paths = "\n".join(f'    {name}_temp_path "{files.nginx_dir / name}";' for name in TEMP_PATHS)
@@ -122,14 +132,14 @@ def nginx_config(env: ServingEnvironment, files: FrontFiles, user: str | None = 
 worker_processes 1;
 daemon off;
 pid "{files.nginx_dir / "nginx.pid"}";
-error_log stderr warn;
+error_log stderr {"error" if env.log_level >= logging.ERROR else "warn"};
 
 events {{
     worker_connections 1024;
 }}
 
 http {{
-    access_log off;
+    {access_log(env)};
     server_tokens off;
     default_type application/json;
     # Pass every header on as MMS received it before.

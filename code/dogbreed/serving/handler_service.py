@@ -18,6 +18,7 @@ once (:func:`dogbreed.serving.serve.check_model`), so it is not a repeating one.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sagemaker_inference.default_handler_service import DefaultHandlerService
@@ -33,7 +34,8 @@ class HandlerService(DefaultHandlerService):
     """The toolkit's handler service with the dogbreed defaults and transformer."""
 
     def __init__(self, settings: ServingEnvironment | None = None):
-        super().__init__(transformer=Transformer(default_inference_handler=InferenceHandler(settings)))
+        self._defaults = InferenceHandler(settings)
+        super().__init__(transformer=Transformer(default_inference_handler=self._defaults))
 
     def initialize(self, context: Any) -> None:
         """Make ``code/`` importable, then let the toolkit pick the functions and load the model.
@@ -42,6 +44,11 @@ class HandlerService(DefaultHandlerService):
         """
         make_importable(context.system_properties["model_dir"])
         super().initialize(context)
+
+    @property
+    def settings(self) -> ServingEnvironment:
+        """The serving settings of the default functions (read from the environment on first use)."""
+        return self._defaults.settings
 
     @property
     def transformer(self) -> Transformer:
@@ -56,9 +63,11 @@ def handle(data: list | None, context: Any) -> list | None:
     """The function MMS calls: ``data`` None loads the model, else one body per request.
 
     Once the model is loaded the worker says so, for ``serve``'s ``/ping``
-    (:mod:`dogbreed.serving.readiness`).
+    (:mod:`dogbreed.serving.readiness`). MMS's worker logs from INFO up (its
+    ``basicConfig``); before loading, the level becomes SAGEMAKER_CONTAINER_LOG_LEVEL's.
     """
     if data is None:
+        logging.getLogger().setLevel(_service.settings.log_level)
         _service.initialize(context)
         mark_loaded()
         return None

@@ -70,6 +70,7 @@ class InferenceHandler(DefaultInferenceHandler):
             default_top_k=s.top_k,
             precision=s.precision,
             int8_max_loss=s.int8_max_loss,
+            log_level=s.log_level,
         )
         logger.info(
             "model loaded from %s: %s, %d classes, %s, %d ORT thread(s), %s",

@@ -33,6 +33,10 @@ from dogbreed.serving.errors import BadRequestError, NotExplainableError, Payloa
 
 logger = logging.getLogger(__name__)
 
+# ONNX Runtime's log severities (onnxruntime.capi OrtLoggingLevel): 0 verbose ... 4 fatal.
+ORT_INFO = 1
+ORT_ERROR = 3
+
 DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 # The warm-up checks that the head on the mean of the feature map gives the logits, within
 # this much per unit of the largest logit (at least 1): float32 sums in another order.
@@ -67,11 +71,20 @@ def choose_precision(metadata: ModelMetadata, requested: str, max_loss_points: f
     return "fp32", f"int8 loses too much: {figures}"
 
 
-def make_session_options(threads: int):
+def ort_log_severity(log_level: int) -> int:
+    """ONNX Runtime's log severity for a Python logging level: its info lines at debug, else errors only.
+
+    Its warnings are about graph rewrites, nothing a user of the endpoint can act on.
+    """
+    return ORT_INFO if log_level <= logging.DEBUG else ORT_ERROR
+
+
+def make_session_options(threads: int, log_level: int = logging.INFO):
     """ONNX Runtime options for one worker: ``threads`` intra-op threads, full graph optimisation.
 
     Inter-op parallelism stays at 1 (a ResNet is one chain of ops) and spinning is off
-    so idle threads do not burn the cores another worker is using.
+    so idle threads do not burn the cores another worker is using. ``log_level`` is the
+    container's (SAGEMAKER_CONTAINER_LOG_LEVEL), see :func:`ort_log_severity`.
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, int(threads))
@@ -79,7 +92,7 @@ def make_session_options(threads: int):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3  # errors only
+    options.log_severity_level = ort_log_severity(log_level)
     return options
 
 
@@ -143,6 +156,7 @@ class Predictor:
         default_top_k: int = 5,
         precision: str = "auto",
         int8_max_loss: float = DEFAULT_INT8_MAX_LOSS,
+        log_level: int = logging.INFO,
     ):
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
@@ -159,7 +173,7 @@ class Predictor:
         if self.precision == "int8":
             assert self.metadata.int8 is not None, "choose_precision picks int8 only for a model with an int8 export"
             onnx_file = self.metadata.int8.file
-        self.session = self._load_session(self.model_dir / onnx_file, threads)
+        self.session = self._load_session(self.model_dir / onnx_file, threads, log_level)
         self._warm_up()
         # The head for class activation maps; None for a model exported before them.
         self.head = self._load_head(onnx_file)
@@ -167,13 +181,13 @@ class Predictor:
             self._check_feature_map(self.head)
         logger.info("serving %s (%s): %s", self.precision, onnx_file, self.precision_reason)
 
-    def _load_session(self, path: Path, threads: int):
+    def _load_session(self, path: Path, threads: int, log_level: int):
         if not path.is_file():
             hint = f" (or set {PRECISION_ENV}=fp32 to serve {ONNX_FILE})" if self.precision == "int8" else ""
             raise ModelLoadError(f"{path} is missing; the training job should have exported it{hint}")
         try:
             session = ort.InferenceSession(
-                str(path), sess_options=make_session_options(threads), providers=["CPUExecutionProvider"]
+                str(path), sess_options=make_session_options(threads, log_level), providers=["CPUExecutionProvider"]
             )
         except Exception as exc:
             raise ModelLoadError(f"{path} is not a loadable ONNX model: {exc}") from exc

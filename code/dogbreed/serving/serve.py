@@ -48,7 +48,10 @@ logger = logging.getLogger("dogbreed.serve")
 
 HANDLER = "dogbreed.serving.handler_service:handle"
 MODEL_NAME = "model"
-LOG_CONFIG = Path(__file__).with_name("log4j2.xml")
+# MMS's log4j2 configuration, with a placeholder for each level (see mms_log_config).
+LOG_CONFIG_TEMPLATE = Path(__file__).with_name("log4j2.xml")
+# log4j's names for the Python logging levels SAGEMAKER_CONTAINER_LOG_LEVEL allows.
+LOG4J_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn", logging.ERROR: "error"}
 # SIGTERM -> SIGKILL escalation; SageMaker and `docker stop` allow 30 s / 10 s.
 STOP_GRACE_S = 8.0
 # What MMS may send back: SageMaker's real-time limit. JSON answers are a few kB, but an
@@ -122,7 +125,21 @@ def mms_config(env: ServingEnvironment) -> str:
     return "".join(f"{key}={value}\n" for key, value in properties.items())
 
 
-def mms_command(env: ServingEnvironment, config_path: str) -> list[str]:
+def mms_log_config(env: ServingEnvironment) -> str:
+    """MMS's log4j2.xml for ``env.log_level``.
+
+    MMS's own lines and the workers' follow the level; its access lines (ACCESS_LOG, one per
+    request) only at debug, since at info each request already has its "Backend response
+    time" line; warnings of other libraries always, errors only at error.
+    """
+    return LOG_CONFIG_TEMPLATE.read_text().format(
+        mms=LOG4J_LEVELS[env.log_level],
+        access="info" if env.log_level <= logging.DEBUG else "warn",
+        root="error" if env.log_level >= logging.ERROR else "warn",
+    )
+
+
+def mms_command(env: ServingEnvironment, config_path: str, log_config_path: str) -> list[str]:
     """The multi-model-server command line (foreground, so we can wait on it)."""
     return [
         "multi-model-server",
@@ -131,7 +148,7 @@ def mms_command(env: ServingEnvironment, config_path: str) -> list[str]:
         "--mms-config",
         config_path,
         "--log-config",
-        str(LOG_CONFIG),
+        log_config_path,
         "--model-store",
         str(Path(env.model_dir).parent),
         # MMS resolves the model's location relative to the model store.
@@ -172,15 +189,17 @@ def log_settings(env: ServingEnvironment) -> None:
 
 
 def start_mms(env: ServingEnvironment, files: front.FrontFiles) -> tuple[Child, OutputRelay]:
-    """Write MMS's config and start it, its output relayed through ours."""
+    """Write MMS's configuration and start it, its output relayed through ours."""
     config_path = files.workdir / "config.properties"
     config_path.write_text(mms_config(env))
+    log_config_path = files.workdir / "log4j2.xml"
+    log_config_path.write_text(mms_log_config(env))
     # MMS refuses to start if its pid file names a live process; after a container
     # restart the stale file can name an unrelated pid (even ours).
     Path(tempfile.gettempdir(), ".model_server.pid").unlink(missing_ok=True)
     child = Child.start(
         "MMS",
-        mms_command(env, str(config_path)),
+        mms_command(env, str(config_path), str(log_config_path)),
         cwd=files.workdir,
         env={**os.environ, LOADED_DIR_ENV: str(files.loaded_dir)},
         stdout=subprocess.PIPE,
@@ -232,6 +251,11 @@ def run_server(env: ServingEnvironment) -> int:
     return code if code and code > 0 else 1
 
 
+def configure_logging(level: int) -> None:
+    """This process's log lines, from ``level`` up, to stderr."""
+    logging.basicConfig(level=level, format="%(asctime)s [%(levelname)s] %(name)s - %(message)s")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``serve``; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="serve", description=__doc__.split("\n\n")[0])
@@ -241,12 +265,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only install code/requirements.txt and load the model; exit 0 if that works",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(levelname)s] %(name)s - %(message)s")
-
     try:
         env = ServingEnvironment.from_env()
     except ConfigurationError as exc:
+        configure_logging(logging.INFO)
         return 2 if args.check else run_unhealthy(port_from_env(), f"bad configuration: {exc}")
+    configure_logging(env.log_level)
     reason = prepare(env)
     if args.check:
         if reason:

@@ -56,6 +56,12 @@ def install_requirements(model_dir: str | os.PathLike, python: str = sys.executa
     requirements = directory / REQUIREMENTS_FILE
     if not requirements.is_file():
         return False
+    environment = Path(python).parent.parent  # bin/python's environment, /opt/venv in the image
+    if _read_only(environment):
+        raise RequirementsError(
+            f"cannot install {requirements}: {environment} is on a read-only filesystem (as under "
+            f"SageMaker Serverless Inference); build those packages into the image instead"
+        )
     command = [
         python,
         "-m",
@@ -94,3 +100,11 @@ def install_requirements(model_dir: str | os.PathLike, python: str = sys.executa
         )
     logger.info("installed %s", requirements)
     return True
+
+
+def _read_only(path: Path) -> bool:
+    """Whether ``path`` is on a filesystem mounted read-only; False where it cannot be told (pip will say)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

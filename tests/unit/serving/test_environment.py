@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 
 from dogbreed.images import DEFAULT_MAX_PIXELS
@@ -66,3 +68,19 @@ def test_bad_values_name_the_variable(name, value):
 def test_port_survives_other_errors():
     assert port_from_env({"SAGEMAKER_BIND_TO_PORT": "9000", "DOGBREED_TOP_K": "x"}) == 9000
     assert port_from_env({"SAGEMAKER_BIND_TO_PORT": "bad"}) == 8080
+
+
+@pytest.mark.parametrize(
+    "raw, level",
+    [("", logging.INFO), ("debug", logging.DEBUG), ("INFO", logging.INFO), (" warning ", logging.WARNING),
+     ("error", logging.ERROR), ("20", logging.INFO), ("30", logging.WARNING), ("10", logging.DEBUG)],
+)
+def test_log_level_takes_a_name_or_the_sdks_number(raw, level):
+    # The SageMaker Python SDK sets SAGEMAKER_CONTAINER_LOG_LEVEL=str(logging.INFO) from container_log_level.
+    assert ServingEnvironment.from_env({"SAGEMAKER_CONTAINER_LOG_LEVEL": raw}, cpus=2).log_level == level
+
+
+@pytest.mark.parametrize("raw", ["verbose", "warn", "25", "-10", "critical"])
+def test_a_bad_log_level_names_the_variable_and_the_choices(raw):
+    with pytest.raises(ConfigurationError, match=r"SAGEMAKER_CONTAINER_LOG_LEVEL=.*debug \(10\), info \(20\)"):
+        ServingEnvironment.from_env({"SAGEMAKER_CONTAINER_LOG_LEVEL": raw}, cpus=2)

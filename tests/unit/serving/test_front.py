@@ -140,3 +140,14 @@ def test_bad_batch_values_name_the_variable(name, value):
     with pytest.raises(ConfigurationError, match=name):
         environment(**{name: value})
 
+
+
+@pytest.mark.parametrize(
+    "level, access, errors",
+    [("debug", "access_log /dev/stdout;", "warn"), ("info", "access_log off;", "warn"),
+     ("warning", "access_log off;", "warn"), ("error", "access_log off;", "error")],
+)
+def test_the_log_level_sets_nginxs_access_and_error_logs(files, level, access, errors):
+    config = front.nginx_config(environment(SAGEMAKER_CONTAINER_LOG_LEVEL=level), files)
+    assert re.findall(r"^\s*access_log .*$", config, re.M) == [f"    {access}"]
+    assert re.findall(r"^error_log .*$", config, re.M) == [f"error_log stderr {errors};"]

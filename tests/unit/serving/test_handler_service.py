@@ -1,5 +1,7 @@
 """The MMS entry point with the default functions, driven with a stand-in for MMS's ``Context``."""
 
+import logging
+
 import pytest
 from sagemaker_inference.default_handler_service import DefaultHandlerService
 from sagemaker_inference.default_inference_handler import DefaultInferenceHandler
@@ -145,7 +147,24 @@ def test_requested_top_k(headers, expected):
     assert requested_top_k(headers) == expected
 
 
-def test_module_entry_point_loads_then_answers(model_dir, real_photos):
+@pytest.fixture
+def root_level():
+    """Put the root logger's level back after a test that loads through the entry point (it sets it)."""
+    level = logging.getLogger().level
+    yield
+    logging.getLogger().setLevel(level)
+
+
+def test_module_entry_point_loads_then_answers(model_dir, real_photos, root_level):
     assert handler_service.handle(None, Context(model_dir)) is None  # MMS's load call
     [(status, _, body)] = call(handler_service.handle, model_dir, [(JPEG, real_photos[0].read_bytes())])
     assert status == 200 and body["predicted_label"] in {"Beagle", "Siberian husky", "Toy poodle"}
+
+
+def test_the_entry_point_sets_the_workers_log_level_before_loading(model_dir, monkeypatch, root_level):
+    # MMS's worker logs from INFO up; SAGEMAKER_CONTAINER_LOG_LEVEL=warning quiets the worker's own lines.
+    settings = ServingEnvironment.from_env({"SAGEMAKER_CONTAINER_LOG_LEVEL": "warning"}, cpus=1)
+    monkeypatch.setattr(handler_service, "_service", HandlerService(settings))
+    logging.getLogger().setLevel(logging.INFO)
+    assert handler_service.handle(None, Context(model_dir)) is None
+    assert logging.getLogger().level == logging.WARNING

@@ -1,11 +1,13 @@
 
+import logging
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from dogbreed.artifacts import ModelLoadError
 from dogbreed.serving.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
-from dogbreed.serving.predictor import Predictor
+from dogbreed.serving.predictor import Predictor, make_session_options
 
 from .images import encode, half_and_half
 
@@ -171,3 +173,9 @@ def test_classify_takes_an_image_or_its_preprocessed_array(predictor, real_photo
     expected = predictor.predict(data, "image/jpeg", 2)
     assert predictor.classify(predictor.decode(data), 2) == expected
     assert predictor.classify(predictor.preprocess(data), 2) == expected
+
+
+@pytest.mark.parametrize("level, severity", [(logging.DEBUG, 1), (logging.INFO, 3), (logging.WARNING, 3), (logging.ERROR, 3)])
+def test_onnx_runtime_logs_its_info_only_at_debug(level, severity):
+    # SAGEMAKER_CONTAINER_LOG_LEVEL's level; ORT's severities run 0 (verbose) to 4 (fatal).
+    assert make_session_options(1, level).log_severity_level == severity

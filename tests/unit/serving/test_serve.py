@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 from http.server import ThreadingHTTPServer
+from xml.etree import ElementTree
 
 import pytest
 import requests
@@ -44,11 +45,40 @@ def test_mms_config_follows_the_environment():
 
 def test_mms_command_points_at_the_model():
     env = ServingEnvironment.from_env({}, cpus=2)
-    command = serve.mms_command(env, "/tmp/c.properties")
+    command = serve.mms_command(env, "/tmp/c.properties", "/tmp/log4j2.xml")
     assert command[:3] == ["multi-model-server", "--start", "--foreground"]
     assert command[command.index("--model-store") + 1] == "/opt/ml"
     assert command[command.index("--models") + 1] == "model=model"
-    assert serve.LOG_CONFIG.is_file()
+    assert command[command.index("--log-config") + 1] == "/tmp/log4j2.xml"
+
+
+def logger_levels(xml: str) -> dict[str, str]:
+    """Each logger's level in a log4j2.xml, the root one as ``Root``."""
+    root = ElementTree.fromstring(xml)
+    levels = {logger.get("name"): logger.get("level") for logger in root.iter("Logger")}
+    levels["Root"] = root.find("Loggers/Root").get("level")
+    return levels
+
+
+@pytest.mark.parametrize(
+    "level, mms, access, other",
+    [("debug", "debug", "info", "warn"), ("", "info", "warn", "warn"),
+     ("warning", "warn", "warn", "warn"), ("error", "error", "warn", "error")],
+)
+def test_mms_log_config_follows_the_log_level(level, mms, access, other):
+    env = ServingEnvironment.from_env({"SAGEMAKER_CONTAINER_LOG_LEVEL": level}, cpus=2)
+    levels = logger_levels(serve.mms_log_config(env))
+    # MMS's own lines (each request's "Backend response time" at info) and the workers' follow the level;
+    # its access lines, logged at info, show only at debug.
+    assert (levels["com.amazonaws.ml.mms"], levels["MODEL_LOG"]) == (mms, mms)
+    assert levels["ACCESS_LOG"] == access
+    assert levels["Root"] == other
+    assert levels["MMS_METRICS"] == levels["MODEL_METRICS"] == "off"
+
+
+def test_the_default_mms_log_config_keeps_its_pattern():
+    xml = serve.mms_log_config(ServingEnvironment.from_env({}, cpus=2))
+    assert 'pattern="%d{ISO8601} [%-5p] %c{1} - %m%n"' in xml
 
 
 def test_check_model(model_dir, tmp_path):
@@ -132,7 +162,7 @@ def wait_for_file(path, limit_s=30):
 
 def test_when_nginx_exits_on_its_own_mms_is_stopped_and_serve_fails(fake_children, monkeypatch, tmp_path, caplog):
     script, pids = fake_children
-    monkeypatch.setattr(serve, "mms_command", lambda env, config: script("mms", "exec sleep 120"))
+    monkeypatch.setattr(serve, "mms_command", lambda env, config, log_config: script("mms", "exec sleep 120"))
     monkeypatch.setattr(serve.front, "nginx_command", lambda files: script("nginx", "sleep 1; exit 3"))
     code = serve.run_server(ServingEnvironment.from_env({"DOGBREED_MODEL_DIR": str(tmp_path)}, cpus=1))
     assert code == 3
@@ -144,7 +174,7 @@ def test_sigterm_lets_nginx_finish_then_stops_both(fake_children, monkeypatch, t
     caplog.set_level(logging.INFO, "dogbreed.serve")
     script, pids = fake_children
     log = tmp_path / "signals"
-    monkeypatch.setattr(serve, "mms_command", lambda env, config: script(
+    monkeypatch.setattr(serve, "mms_command", lambda env, config, log_config: script(
         "mms", f"trap 'echo mms TERM >> {log}; exit 0' TERM; while :; do sleep 0.05; done"))
     monkeypatch.setattr(serve.front, "nginx_command", lambda files: script(
         "nginx", f"trap 'echo nginx QUIT >> {log}; exit 0' QUIT; while :; do sleep 0.05; done"))

@@ -4,9 +4,11 @@ pip runs for real, offline, into a throwaway virtual environment (never this one
 package directory inside ``code/`` named by a relative path.
 """
 
+import os
 import subprocess
 import sys
 import venv
+from types import SimpleNamespace
 
 import pytest
 
@@ -62,6 +64,17 @@ def test_pip_that_cannot_run_is_an_error(tmp_path):
     write_breednote(tmp_path / "code")
     with pytest.raises(RequirementsError, match="could not run pip"):
         install_requirements(tmp_path, python=str(tmp_path / "no-python"))
+
+
+def test_a_read_only_environment_is_refused_in_one_line_before_pip_runs(tmp_path, python, monkeypatch):
+    # As under SageMaker Serverless Inference: the root filesystem, /opt/venv included, is read-only.
+    write_breednote(tmp_path / "code")
+    read_only = os.statvfs(tmp_path)
+    monkeypatch.setattr(user_code.os, "statvfs", lambda path: SimpleNamespace(f_flag=read_only.f_flag | os.ST_RDONLY))
+    monkeypatch.setattr(subprocess, "Popen", lambda *args, **kwargs: pytest.fail("pip must not run"))
+    with pytest.raises(RequirementsError, match=r"requirements.txt: .*venv\d* is on a read-only filesystem") as info:
+        install_requirements(tmp_path, python=python)
+    assert "\n" not in str(info.value)
 
 
 def test_make_importable_puts_code_first_once(tmp_path):
