@@ -1,4 +1,5 @@
-"""usable_cpus: the affinity mask, capped by a cgroup v2 quota read from a cpu.max file."""
+"""usable_cpus: the affinity mask, capped by a cgroup v2 quota read from a cpu.max file, or by a
+cgroup v1 CFS quota where there is no cpu.max."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 
 import pytest
 
-from dogbreed.cpus import cgroup_cpu_quota, usable_cpus
+from dogbreed.cpus import cgroup_cpu_quota, cgroup_v1_cpu_quota, usable_cpus
 
 
 @pytest.mark.parametrize("text, cpus", [
@@ -45,17 +46,46 @@ def test_the_quota_caps_the_affinity_mask(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     cpu_max = tmp_path / "cpu.max"
     cpu_max.write_text("150000 100000\n")
-    assert usable_cpus(cpu_max) == 2
+    assert usable_cpus(cpu_max, tmp_path / "no-v1") == 2
     cpu_max.write_text("800000 100000\n")  # a quota above the CPU set does not add CPUs
-    assert usable_cpus(cpu_max) == 4
+    assert usable_cpus(cpu_max, tmp_path / "no-v1") == 4
     cpu_max.write_text("max 100000\n")
-    assert usable_cpus(cpu_max) == 4
-    assert usable_cpus(tmp_path / "absent") == 4
+    assert usable_cpus(cpu_max, tmp_path / "no-v1") == 4
+    assert usable_cpus(tmp_path / "absent", tmp_path / "no-v1") == 4
 
 
 def test_without_an_affinity_mask_the_host_count(tmp_path, monkeypatch):
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
-    assert usable_cpus(tmp_path / "absent") == 3
+    assert usable_cpus(tmp_path / "absent", tmp_path / "no-v1") == 3
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # "undeterminable"
-    assert usable_cpus(tmp_path / "absent") == 1
+    assert usable_cpus(tmp_path / "absent", tmp_path / "no-v1") == 1
+
+
+def v1_dir(tmp_path, quota: str, period: str = "100000"):
+    directory = tmp_path / "cpu"
+    directory.mkdir(exist_ok=True)
+    (directory / "cpu.cfs_quota_us").write_text(quota + "\n")
+    (directory / "cpu.cfs_period_us").write_text(period + "\n")
+    return directory
+
+
+@pytest.mark.parametrize("quota, cpus", [("-1", None), ("100000", 1), ("150000", 2), ("400000", 4)])
+def test_a_cgroup_v1_quota_in_whole_cpus(tmp_path, quota, cpus):
+    assert cgroup_v1_cpu_quota(v1_dir(tmp_path, quota)) == cpus
+
+
+def test_a_garbled_cgroup_v1_quota_is_logged_and_ignored(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="dogbreed.cpus"):
+        assert cgroup_v1_cpu_quota(v1_dir(tmp_path, "lots")) is None
+    assert "ignoring the CPU quota" in caplog.text and "cpu" in caplog.text
+    assert cgroup_v1_cpu_quota(tmp_path / "absent") is None
+
+
+def test_without_cpu_max_the_cgroup_v1_quota_caps_the_mask(tmp_path, monkeypatch):
+    """docker run --cpus 1 on a cgroup v1 host: no cpu.max, a CFS quota of one CPU."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert usable_cpus(tmp_path / "absent", v1_dir(tmp_path, "100000")) == 1
+    cpu_max = tmp_path / "cpu.max"  # where both exist, cgroup v2's file is the one in force
+    cpu_max.write_text("300000 100000\n")
+    assert usable_cpus(cpu_max, v1_dir(tmp_path, "100000")) == 3
