@@ -44,10 +44,12 @@ def test_the_first_signal_goes_first_and_a_stubborn_child_is_killed(tmp_path):
     while (not log.exists() or log.read_text().count("up") < 2) and time.monotonic() < deadline:
         time.sleep(0.05)
     start = time.monotonic()
-    stop_children([front, stubborn], {"front": signal.SIGQUIT}, grace_s=2)
+    # front gets half the grace for SIGQUIT: 5 s, which a loaded machine needs (1 s was seen to pass
+    # before its shell ran the trap); the stubborn child is killed once the grace is over.
+    stop_children([front, stubborn], {"front": signal.SIGQUIT}, grace_s=10)
     assert "quit" in log.read_text() and front.exit_code() == 0
     assert stubborn.exit_code() == -signal.SIGKILL
-    assert time.monotonic() - start < 20
+    assert time.monotonic() - start < 30
 
 
 def test_a_child_already_gone_is_fine():
