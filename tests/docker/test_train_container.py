@@ -119,6 +119,15 @@ def test_json_encoded_hyperparameters_as_newer_sdks_send_them(train_image, dogs3
     assert run.returncode == 0, run.log[-3000:]
 
 
+def test_a_tree_without_resourceconfig_trains_as_one_host(train_image, dogs3, fake_resnet18_weights, tmp_path):
+    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", dict(QUICK_HYPERPARAMETERS, epochs="1"), fake_resnet18_weights)
+    (opt_ml / "input" / "config" / "resourceconfig.json").unlink()
+    run = run_training(train_image, opt_ml)
+    assert run.returncode == 0, run.log[-3000:]
+    assert run.log.count("one host, algo-1: /opt/ml/input/config/resourceconfig.json is missing") == 1, run.log[-3000:]
+    assert (opt_ml / "model" / "model.onnx").exists()
+
+
 @pytest.mark.parametrize(
     "case, change, reason",
     [
@@ -127,6 +136,7 @@ def test_json_encoded_hyperparameters_as_newer_sdks_send_them(train_image, dogs3
         ("bad hyperparameter value", "bad_value", r"lr"),
         ("empty class folder", "empty_class", r"002\.Siberian_husky|Siberian"),
         ("no pretrained weights", "no_weights", r"weights"),
+        ("malformed hyperparameters.json", "bad_hp_file", r"hyperparameters\.json is not valid JSON"),
     ],
 )
 def test_failures_write_a_one_line_reason_and_exit_non_zero(
@@ -143,6 +153,8 @@ def test_failures_write_a_one_line_reason_and_exit_non_zero(
         weights = None
     opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps, weights)
     data = opt_ml / "input" / "data"
+    if change == "bad_hp_file":
+        (opt_ml / "input" / "config" / "hyperparameters.json").write_text("{not json")
     if change == "no_valid":
         subprocess.run(["rm", "-rf", str(data / "valid")], check=True)
     if change == "empty_class":

@@ -6,6 +6,9 @@ hosts, the GPUs, the paths) and :meth:`TrainingEnvironment.from_toolkit` takes i
 ``Environment`` as it is. ``python -m dogbreed.training`` run by hand or by the tests,
 outside the toolkit, reads a local ``/opt/ml``-shaped tree (``DOGBREED_OPT_ML``) with
 :meth:`TrainingEnvironment.from_env`: one host, its hyperparameters file and channels.
+
+:func:`check_config_files` checks the contract's config files before the toolkit reads them,
+so that a tree made by hand fails with one line naming the file, not the toolkit's traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from typing import Any
 from dogbreed.training.failure import ConfigError
 
 CHANNELS = ("train", "valid", "test", "pretrained", "features")
+HYPERPARAMETERS_FILE = "hyperparameters.json"
+INPUT_DATA_CONFIG_FILE = "inputdataconfig.json"
+RESOURCE_CONFIG_FILE = "resourceconfig.json"
+LONE_HOST = "algo-1"  # the name SageMaker gives the only host of a job
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,8 @@ class TrainingEnvironment:
         """As SageMaker sent them: the toolkit's parse, or the local tree's file (``{}`` if absent)."""
         if self.parsed_hyperparameters is not None:
             return dict(self.parsed_hyperparameters)
-        return _read_json(Path(self.hyperparameters_source), "hyperparameters")
+        path = Path(self.hyperparameters_source)
+        return read_config_file(path) if path.exists() else {}
 
     @classmethod
     def from_toolkit(cls, toolkit_env: Any, environ: Mapping[str, str] | None = None) -> TrainingEnvironment:
@@ -58,7 +66,7 @@ class TrainingEnvironment:
         return cls(
             root=root,
             parsed_hyperparameters=dict(toolkit_env.hyperparameters),
-            hyperparameters_source=str(Path(toolkit_env.input_config_dir) / "hyperparameters.json"),
+            hyperparameters_source=str(Path(toolkit_env.input_config_dir) / HYPERPARAMETERS_FILE),
             debughook_config_path=Path(toolkit_env.input_config_dir) / "debughookconfig.json",
             channels=channels,
             model_dir=Path(toolkit_env.model_dir),
@@ -88,7 +96,7 @@ class TrainingEnvironment:
         channels = {
             name: Path(env.get(f"SM_CHANNEL_{name.upper()}", root / "input" / "data" / name)) for name in CHANNELS
         }
-        hyperparameters_path = config / "hyperparameters.json"
+        hyperparameters_path = config / HYPERPARAMETERS_FILE
         return cls(
             root=root,
             hyperparameters_source=str(hyperparameters_path),
@@ -107,13 +115,51 @@ class TrainingEnvironment:
         return self.debughook_config_path.is_file()
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def check_config_files(config_dir: Path) -> None:
+    """Check the contract's config files in ``config_dir`` as sagemaker-training will read them.
+
+    ``hyperparameters.json`` and ``inputdataconfig.json`` must each hold a JSON object (``{}``
+    for none). ``resourceconfig.json`` may be missing, which means one host
+    (:func:`one_host_resource_config`); where it is there it must name the hosts and the current
+    one among them. Raises :class:`ConfigError` naming the file and what is wrong with it.
+    """
+    read_config_file(config_dir / HYPERPARAMETERS_FILE)
+    read_config_file(config_dir / INPUT_DATA_CONFIG_FILE)
+    resource_config_path = config_dir / RESOURCE_CONFIG_FILE
+    if resource_config_path.exists():
+        _check_hosts(read_config_file(resource_config_path), resource_config_path)
+
+
+def one_host_resource_config() -> dict[str, Any]:
+    """What a missing ``resourceconfig.json`` stands for: a job on one host, named as SageMaker names it."""
+    return {"current_host": LONE_HOST, "hosts": [LONE_HOST]}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The JSON object in config file ``path``; :class:`ConfigError` if it is missing, unreadable,
+    not JSON or not an object."""
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the {what} file {path}: {exc}") from exc
+        text = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} is missing") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"the {what} file {path} must hold a JSON object, not {type(data).__name__}")
+        raise ConfigError(f"config file {path} must hold a JSON object, not {type(data).__name__}")
     return data
+
+
+def _check_hosts(resource_config: dict[str, Any], path: Path) -> None:
+    """``hosts`` a non-empty list of names, ``current_host`` one of them: all the toolkit needs of the file."""
+    hosts = resource_config.get("hosts")
+    if not isinstance(hosts, list) or not hosts or not all(isinstance(host, str) and host for host in hosts):
+        raise ConfigError(f"config file {path}: hosts must be a non-empty list of host names, not {json.dumps(hosts)}")
+    current_host = resource_config.get("current_host")
+    if current_host not in hosts:
+        raise ConfigError(
+            f"config file {path}: current_host must be one of hosts {json.dumps(hosts)}, not {json.dumps(current_host)}"
+        )

@@ -1,8 +1,10 @@
 """The image's ``train``: sagemaker-training's entry point, with this module as its training module.
 
+The image's ``train`` runs :func:`train`, which checks the contract's config files (a bad one
+ends the job with one line naming it, exit 2) and hands over to the toolkit's own ``train``.
 The image sets ``SAGEMAKER_TRAINING_MODULE=dogbreed.training.toolkit:main``, so the
-toolkit's ``train`` parses the SageMaker contract into its ``Environment`` and calls
-:func:`main`, which runs one of:
+toolkit parses the SageMaker contract into its ``Environment`` and calls :func:`main`,
+which runs one of:
 
 - **the user's own script** (script mode: the ``sagemaker_program`` and
   ``sagemaker_submit_directory`` hyperparameters), through the toolkit's runner, as
@@ -27,16 +29,23 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
-from sagemaker_training import entry_point, environment, runner
+from sagemaker_training import entry_point, environment, runner, trainer
 
-from dogbreed.training.environment import TrainingEnvironment
-from dogbreed.training.failure import EXIT_SIGTERM
+from dogbreed.training.environment import (
+    LONE_HOST,
+    TrainingEnvironment,
+    check_config_files,
+    one_host_resource_config,
+)
+from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, failure_reason, write_failure
 
 TORCHRUN_SCRIPT = Path(__file__).parent / "torchrun" / "dogbreed_train.py"
 
 log = logging.getLogger("dogbreed.training")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # The toolkit logs "Failed to parse hyperparameter arch value resnet18 to Json. Returning the
 # value itself" for every plain-string hyperparameter, each time it reads them; the job decodes
@@ -55,9 +64,50 @@ def drop_not_json_note(record: logging.LogRecord) -> bool:
 
 logging.getLogger(TOOLKIT_LOGGER).addFilter(drop_not_json_note)
 
+# SageMaker always writes resourceconfig.json; a tree made by hand may leave it out, which means
+# one host. The toolkit reads the file each time it builds its Environment, in every process (its
+# trainer and runners, main here, each of torchrun's), so its reader is replaced, from the import
+# of this module on, by one that answers one host where the file is missing; main logs it once.
+_read_resource_config = environment.read_resource_config
+
+
+def resource_config_exists() -> bool:
+    """Whether the tree has a ``resourceconfig.json`` (SageMaker's always does)."""
+    return Path(environment.resource_config_file_dir).exists()
+
+
+def resource_config_or_one_host() -> dict[str, Any]:
+    """``resourceconfig.json`` as the toolkit reads it, or one host where the file is missing."""
+    if not resource_config_exists():
+        return one_host_resource_config()
+    return _read_resource_config()
+
+
+environment.read_resource_config = resource_config_or_one_host
+
+
+def train() -> None:
+    """The image's ``train``: the contract's config files checked, then the toolkit's ``train``.
+
+    The toolkit reads them before it imports this module, and a missing or malformed one would
+    end the job in its traceback; here it ends in one line naming the file (exit 2, as a bad
+    hyperparameter does). Never returns.
+    """
+    try:
+        check_config_files(Path(environment.input_config_dir))
+    except ConfigError as exc:
+        reason = failure_reason(exc)
+        write_failure(Path(environment.output_dir) / "failure", reason)
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+        log.error("training failed: %s", reason)
+        sys.exit(exc.exit_code)
+    trainer.train()
+
 
 def main() -> None:
     """Run what the toolkit's Environment asks for; return only on success."""
+    if not resource_config_exists():
+        log.info("one host, %s: %s is missing (a tree made by hand)", LONE_HOST, environment.resource_config_file_dir)
     env = environment.Environment()
     if len(env.hosts) == 1:
         # The runner first waits (up to 15 minutes, silently) until every host's name resolves,
@@ -106,7 +156,7 @@ def run_distributed(env, processes: int) -> None:
                 process.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, pass_on)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     log.info(
         "distributed: %d processes on %d host(s) (%s), master %s",
         processes,
