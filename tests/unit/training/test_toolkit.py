@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,11 +66,14 @@ def hand_made_tree(tmp_path: Path, **changes: str | None) -> Path:
 
 
 def test_the_images_train_is_this_one_ahead_of_the_toolkits():
-    """SageMaker runs `train` by name: ours must come before sagemaker-training's on the image's PATH."""
+    """SageMaker runs `train` by name: ours must come before sagemaker-training's on the image's PATH
+    (the PATH its ENV lines leave, each expanding the one before)."""
     dockerfile = (REPO / "docker" / "train" / "Dockerfile").read_text()
     assert "COPY docker/train/train /opt/dogbreed/bin/train\n" in dockerfile
-    path = next(line for line in dockerfile.splitlines() if line.strip().startswith("PATH="))
-    folders = path.strip().removeprefix("PATH=").split()[0].split(":")
+    path = "BASE"
+    for assignment in re.findall(r"\bPATH=(\S+)", dockerfile):
+        path = assignment.replace("$PATH", path)
+    folders = path.split(":")
     assert folders.index("/opt/dogbreed/bin") < folders.index("/opt/venv/bin"), path
     assert os.access(TRAIN, os.X_OK)
 
