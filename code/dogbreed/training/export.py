@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,18 +70,26 @@ def onnx_max_abs_diff(model: nn.Module, onnx_path: Path, batch: torch.Tensor) ->
     return float(np.max(np.abs(got - expected))), float(np.max(np.abs(expected)))
 
 
+@dataclass(frozen=True)
+class ExportedModel:
+    """What :func:`export_model_dir` wrote: ``model.json``'s metadata, and the ONNX parity figure."""
+
+    metadata: ModelMetadata  # the caller's, with the class activation maps' export (``explain``)
+    onnx_max_abs_diff: float | None  # None where no sample batch was checked
+
+
 def export_model_dir(
     model: nn.Module,
     metadata: ModelMetadata,
     model_dir: str | os.PathLike,
     sample_batch: torch.Tensor | None = None,
-) -> float | None:
+) -> ExportedModel:
     """Write ``model.pt``, ``model.onnx``, ``head.npz`` and ``model.json`` into ``model_dir``.
 
-    ``model`` is exported from a CPU copy; ``metadata.explain`` is set to the class
-    activation maps the export gives. With ``sample_batch`` (N, 3, H, W), the ONNX
-    model is checked against PyTorch on it and :class:`TrainingError` raised when the
-    logits differ by more than ``ONNX_TOLERANCE``; returns that difference (None unchecked).
+    ``model`` is exported from a CPU copy; ``model.json`` holds ``metadata`` with the class
+    activation maps the export gives. With ``sample_batch`` (N, 3, H, W), the ONNX model is
+    checked against PyTorch on it and :class:`TrainingError` raised when the logits differ by
+    more than ``ONNX_TOLERANCE``.
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -89,10 +99,12 @@ def export_model_dir(
     torch.save(clean.state_dict(), model_dir / TORCH_FILE)
     grid = export_onnx(clean, arch, model_dir / ONNX_FILE, metadata.preprocessing.crop_size)
     head_weights(clean, arch).save(model_dir / HEAD_FILE)
-    metadata.explain = CamExport(feature_map=ONNX_FEATURE_MAP, head_file=HEAD_FILE, grid=grid)
-    metadata.save(model_dir)
+    written = dataclasses.replace(
+        metadata, explain=CamExport(feature_map=ONNX_FEATURE_MAP, head_file=HEAD_FILE, grid=grid)
+    )
+    written.save(model_dir)
     if sample_batch is None:
-        return None
+        return ExportedModel(written, None)
     diff, largest = onnx_max_abs_diff(clean, model_dir / ONNX_FILE, sample_batch)
     tolerance = ONNX_TOLERANCE * max(1.0, largest)
     log.info("onnx_max_abs_diff=%.3g on %d images (tolerance %.3g)", diff, len(sample_batch), tolerance)
@@ -100,7 +112,7 @@ def export_model_dir(
         raise TrainingError(
             f"the exported ONNX model disagrees with PyTorch: max abs logit difference {diff:.3g} > {tolerance:.3g}"
         )
-    return diff
+    return ExportedModel(written, diff)
 
 
 def _cpu_copy(model: nn.Module, arch: Architecture) -> nn.Module:

@@ -634,9 +634,8 @@ def export(config: TrainConfig, paths: JobPaths, data: Data, learner: Learner, f
         hyperparameters=config.to_dict(),
     )
     sample = sample_batch(data.valid, data.preprocessing)
-    # export_model_dir records the class activation maps' export in the metadata it writes.
-    diff = export_model_dir(learner.full_network, metadata, paths.model_dir, sample)
-    return Exported(metadata, dataclasses.replace(figures, onnx_max_abs_diff=diff))
+    written = export_model_dir(learner.full_network, metadata, paths.model_dir, sample)
+    return Exported(written.metadata, dataclasses.replace(figures, onnx_max_abs_diff=written.onnx_max_abs_diff))
 
 
 def sample_batch(split: Split, preprocessing: Preprocessing, n: int = ONNX_CHECK_IMAGES) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -110,11 +111,11 @@ def int8_model(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = torchvision.models.get_model("resnet18", weights=None, num_classes=len(BREEDS)).eval()
     meta = ModelMetadata(arch="resnet18", classes=list(BREEDS), preprocessing=Preprocessing(72, 64))
-    export_model_dir(model, meta, root / "model")
+    meta = export_model_dir(model, meta, root / "model").metadata
     train = scan_split("train", make_split(root / "train", per_class=4, seed=1))
     valid = scan_split("valid", make_split(root / "valid", per_class=2, seed=2), train.class_dirs)
-    meta.int8 = export_int8(root / "model", meta.preprocessing, train, valid, 8, True, 0, GracefulStop())
-    meta.save(root / "model")
+    int8 = export_int8(root / "model", meta.preprocessing, train, valid, 8, True, 0, GracefulStop())
+    dataclasses.replace(meta, int8=int8).save(root / "model")
     return root / "model"
 
 
