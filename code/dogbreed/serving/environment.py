@@ -43,6 +43,9 @@ BATCH_ENV = "SAGEMAKER_BATCH"
 BATCH_STRATEGY_ENV = "SAGEMAKER_BATCH_STRATEGY"
 MAX_CONCURRENT_TRANSFORMS_ENV = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"
 BATCH_STRATEGIES = ("SINGLE_RECORD", "MULTI_RECORD")
+# Set on a multi-model endpoint (the model's container Mode=MultiModel): SageMaker loads and
+# unloads models through POST /models, DELETE /models/<name> (dogbreed.serving.front).
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_PORT = 8080
@@ -105,6 +108,7 @@ class ServingEnvironment:
     int8_max_loss: float = DEFAULT_INT8_MAX_LOSS
     explain: str = NO_MAP
     default_accept: str = "application/json"
+    multi_model: bool = False
 
     @property
     def mms_max_request_size(self) -> int:
@@ -148,6 +152,7 @@ class ServingEnvironment:
             int8_max_loss=_float(env, INT8_MAX_LOSS_ENV, DEFAULT_INT8_MAX_LOSS),
             explain=_choice(env, EXPLAIN_ENV, EXPLAIN_CHOICES) or NO_MAP,
             default_accept=env.get(DEFAULT_ACCEPT_ENV, "").strip() or "application/json",
+            multi_model=_bool(env, MULTI_MODEL_ENV),
         )
 
 
