@@ -159,6 +159,21 @@ def single_model_routes(env: ServingEnvironment, files: FrontFiles) -> str:
         }}"""
 
 
+def multi_model_upstreams(env: ServingEnvironment, files: FrontFiles) -> str:
+    """MMS's management API, and the relay in ``serve`` that loads through it."""
+    return f"""
+    upstream mms_management {{
+        server 127.0.0.1:{env.management_port};
+        keepalive 2;
+    }}
+
+    upstream load_relay {{
+        server unix:{files.relay_socket};
+        keepalive 2;
+    }}
+"""
+
+
 def multi_model_routes(env: ServingEnvironment, files: FrontFiles) -> str:
     """SageMaker's multi-model contract, each path to the MMS API that implements it.
 
@@ -226,17 +241,7 @@ http {{
         server 127.0.0.1:{env.mms_port};
         keepalive {max(8, 2 * env.workers)};
     }}
-
-    upstream mms_management {{
-        server 127.0.0.1:{env.management_port};
-        keepalive 2;
-    }}
-
-    upstream load_relay {{
-        server unix:{files.relay_socket};
-        keepalive 2;
-    }}
-
+{multi_model_upstreams(env, files) if env.multi_model else ""}
     server {{
         listen {env.port} default_server;
         client_max_body_size {env.mms_max_request_size};

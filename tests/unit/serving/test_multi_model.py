@@ -55,6 +55,7 @@ def test_nginx_routes_the_contract_to_mms(tmp_path):
 def test_single_model_config_has_no_multi_model_route(tmp_path):
     config = front.nginx_config(ServingEnvironment.from_env({}, cpus=2), front.FrontFiles(tmp_path))
     assert "location = /models" not in config and "invoke" not in config
+    assert "mms_management" not in config and "load_relay" not in config
 
 
 def test_mms_starts_with_no_model_and_the_root_as_store():
