@@ -26,12 +26,12 @@ class Container:
     """One `docker run -d` of the serving image on a free loopback port; ``docker_args`` go before the image."""
 
     def __init__(self, image: str, model_dir: Path, env: dict[str, str] | None = None, container_port: int = 8080,
-                 docker_args: tuple[str, ...] = ()):
+                 docker_args: tuple[str, ...] = (), mount_at: str = "/opt/ml/model"):
         self.name = f"dogbreed-serve-test-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = ["run", "-d", "--name", self.name, "-p", f"127.0.0.1:{self.port}:{container_port}",
-                "-v", f"{model_dir}:/opt/ml/model:ro", *docker_args]
+                "-v", f"{model_dir}:{mount_at}:ro", *docker_args]
         for key, value in (env or {}).items():
             args += ["-e", f"{key}={value}"]
         docker(*args, image, "serve", timeout=120)

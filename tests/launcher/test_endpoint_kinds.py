@@ -1,4 +1,5 @@
-"""Serverless and asynchronous endpoints against moto: deploy's requests, predict --async, bad input.
+"""Serverless, asynchronous and multi-model endpoints against moto: deploy's requests, predict --async and
+--target-model, bad input.
 
 Requests pass botocore's validation against the service models, then moto, which keeps the
 endpoint configs (ServerlessConfig, AsyncInferenceConfig) and plays InvokeEndpointAsync: it
@@ -24,6 +25,7 @@ from tests.launcher.cli_args import ROLE, SERVE, assert_names_real_flags  # noqa
 from tests.launcher.conftest import ACCOUNT, REGION  # noqa: E402
 
 MODEL = "s3://dogbreed-out/jobs/dogbreed-test-1/output/model.tar.gz"
+MODELS = "s3://dogbreed-out/models/"
 DEPLOY = ["deploy", "--image", SERVE, "--role", ROLE, "--model", MODEL]
 ASYNC_OUT = "s3://dogbreed-async/answers"
 TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT}:dogbreed"
@@ -56,6 +58,9 @@ def test_the_launcher_sets_what_the_serving_image_reads():
     assert container_settings.WORKERS_ENV == environment.WORKERS_ENV
     assert container_settings.TIMEOUT_ENV == environment.TIMEOUT_ENV
     assert container_settings.MAX_PAYLOAD_ENV == environment.MAX_PAYLOAD_ENV
+    assert container_settings.MULTI_MODEL_ENV == environment.MULTI_MODEL_ENV
+    multi = hosting.DeploySpec(SERVE, MODELS, ROLE, multi_model=True)
+    assert environment.ServingEnvironment.from_env(hosting.container_environment(multi), cpus=4).multi_model
     serverless = hosting.DeploySpec(SERVE, MODEL, ROLE, serverless=hosting.Serverless())
     settings = environment.ServingEnvironment.from_env(hosting.container_environment(serverless), cpus=4)
     assert settings.workers == 1 and settings.max_payload_bytes == 4 * 2**20
@@ -205,6 +210,37 @@ def test_async_output_helper_reads_the_config(async_endpoint):
     assert async_predict.output_path(async_endpoint, client) == ASYNC_OUT
 
 
+def test_deploy_multi_model_then_predict_each_model_then_delete(aws, photo, capsys):
+    code = run(aws, "deploy", "--image", SERVE, "--role", ROLE, "--multi-model", "s3://dogbreed-out/models",
+               "--name", "dogbreed-mm", "--instance-type", "ml.m5.xlarge")
+    assert code == 0
+    # The prefix keeps its slash: SageMaker joins each TargetModel to it.
+    assert aws.params("CreateModel")["PrimaryContainer"] == {
+        "Image": SERVE, "Mode": "MultiModel", "ModelDataUrl": MODELS, "Environment": {"SAGEMAKER_MULTI_MODEL": "true"}}
+    assert aws.params("CreateEndpointConfig")["ProductionVariants"] == [{
+        "VariantName": "AllTraffic", "ModelName": "dogbreed-mm", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.xlarge"}]
+    assert "DescribeTrainingJob" not in aws.operations()
+    described = aws.session.client("sagemaker").describe_model(ModelName="dogbreed-mm")
+    assert described["PrimaryContainer"]["ModelDataUrl"] == MODELS
+    assert capsys.readouterr().out == "endpoint dogbreed-mm\n"
+
+    for target in ("breeds-a.tar.gz", "team/breeds-b.tar.gz"):
+        aws.calls.clear()
+        aws.canned[("runtime.sagemaker", "InvokeEndpoint")] = {"Body": json.dumps(ANSWER).encode(),
+                                                               "ContentType": "application/json"}
+        assert run(aws, "predict", "dogbreed-mm", str(photo), "--target-model", target) == 0
+        assert capsys.readouterr().out.splitlines() == PRINTED
+        invoke = aws.params("InvokeEndpoint")
+        assert invoke["TargetModel"] == target and invoke["EndpointName"] == "dogbreed-mm"
+    aws.calls.clear()
+    assert run(aws, "predict", "dogbreed-mm", str(photo)) == 0
+    assert "TargetModel" not in aws.params("InvokeEndpoint")
+
+    assert run(aws, "delete", "dogbreed-mm") == 0
+    assert "deleted model dogbreed-mm\n" in capsys.readouterr().out
+
+
 BAD_INPUT = [
     ("memory not a size", [*DEPLOY, "--serverless", "--memory-mb", "1000"],
      "--memory-mb must be one of 1024, 2048, 3072, 4096, 5120, 6144, not 1000"),
@@ -240,6 +276,24 @@ BAD_INPUT = [
     ("no time to wait", ["predict", "dogbreed-ep", "{photo}", "--async", "--timeout", "0"],
      "--timeout must be a positive number of seconds, not 0"),
     ("async image missing", ["predict", "dogbreed-ep", "/nonexistent/dog.jpg", "--async"], "no such file"),
+    ("model and models", [*DEPLOY, "--multi-model", MODELS], "--model (one model) or --multi-model"),
+    ("no model at all", ["deploy", "--image", SERVE, "--role", ROLE], "--model (one model) or --multi-model"),
+    ("models not S3", ["deploy", "--image", SERVE, "--role", ROLE, "--multi-model", "models/"],
+     "--multi-model 'models/' is not an S3 URI"),
+    ("models one archive", ["deploy", "--image", SERVE, "--role", ROLE, "--multi-model", MODEL],
+     "is one model.tar.gz; name the S3 prefix"),
+    ("models serverless", ["deploy", "--image", SERVE, "--role", ROLE, "--multi-model", MODELS, "--serverless"],
+     "--multi-model is a real-time endpoint on instances: drop --serverless"),
+    ("models async", ["deploy", "--image", SERVE, "--role", ROLE, "--multi-model", MODELS, "--async", "--output",
+                      ASYNC_OUT], "drop --async"),
+    ("models locally", ["deploy", "--local", "--image", "dogbreed-serve:latest", "--multi-model", MODELS],
+     "drop --local"),
+    ("target not an archive", ["predict", "dogbreed-ep", "{photo}", "--target-model", "breeds-a"],
+     "--target-model 'breeds-a' must be a model.tar.gz's key"),
+    ("target a full URI", ["predict", "dogbreed-ep", "{photo}", "--target-model", "s3://b/m.tar.gz"],
+     "--target-model"),
+    ("target async", ["predict", "dogbreed-ep", "{photo}", "--async", "--target-model", "a.tar.gz"],
+     "--target-model is for a multi-model endpoint, which is real-time: drop --async"),
 ]
 
 

@@ -198,6 +198,20 @@ def test_deploy_serverless_and_async_then_predict_async(aws_env, moto_endpoint, 
     check("predict", predict)
 
 
+def test_deploy_multi_model_then_predict_a_target(aws_env, tmp_path):
+    deploy = RecordingSession(REGION)
+    run(deploy, "deploy", "--image", SERVE, "--role", ROLE, "--multi-model", f"{OUT}/models/", "--name",
+        "dogbreed-iam-mm", "--no-wait")
+    assert "CreateModel" in deploy.operations()
+    check("deploy", deploy)
+    photo = tmp_path / "dog.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    predict = RecordingSession(REGION)
+    predict.canned[("runtime.sagemaker", "InvokeEndpoint")] = {"Body": b'{"predicted_label": "Beagle"}'}
+    run(predict, "predict", "dogbreed-iam-mm", str(photo), "--target-model", "breeds-a.tar.gz")
+    check("predict", predict)
+
+
 def test_transform_from_a_job_then_attach(aws_env):
     setup_run("train", *TRAIN_ARGS, "--job-name", "dogbreed-iam-tmodel")
     s3 = boto3.client("s3", region_name=REGION)

@@ -278,9 +278,12 @@ def _deploy_spec(args) -> hosting.DeploySpec:
             error_topic=args.error_topic,
             max_concurrent_invocations=args.max_concurrent_invocations,
         )
+    if (args.model is None) == (args.multi_model is None):
+        raise LauncherError("deploy needs --model (one model) or --multi-model s3://bucket/prefix/ (many), not both")
     return hosting.DeploySpec(
         image=args.image,
-        model_data=args.model,
+        model_data=args.model or args.multi_model,
+        multi_model=args.multi_model is not None,
         role=args.role,
         name=args.name,
         instance_type=args.instance_type,
@@ -339,13 +342,17 @@ def cmd_predict(args, session_factory: SessionFactory) -> int:
     hosting.read_image(args.image)  # a missing file fails before any client exists
     overlay = explanations.overlay_path(args.explain) if args.explain else None
     attributes = explanations.CUSTOM_ATTRIBUTES if overlay else None
+    if args.target_model is not None:
+        validation.target_model(args.target_model)  # before any client exists
     if args.asynchronous:
+        if args.target_model is not None:
+            raise LauncherError("--target-model is for a multi-model endpoint, which is real-time: drop --async")
         text = _predict_async(args, session_factory, attributes)
     else:
         if args.input is not None or args.timeout is not None:
             raise LauncherError("--input and --timeout are for predict --async")
         runtime = session_factory().client("sagemaker-runtime")
-        text = hosting.invoke(args.endpoint, args.image, runtime, attributes)
+        text = hosting.invoke(args.endpoint, args.image, runtime, attributes, args.target_model)
     _print_prediction(args.endpoint, args.image, text, overlay, as_json=args.json)
     return 0
 
@@ -541,8 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("SERVE_IMAGE_URI"),
         help="serving image: ECR URI (default: $SERVE_IMAGE_URI); with --local a local tag",
     )
+    p.add_argument("--model", help="training job name or s3://.../model.tar.gz (with --local a model.tar.gz file)")
     p.add_argument(
-        "--model", required=True, help="training job name or s3://.../model.tar.gz (with --local a model.tar.gz file)"
+        "--multi-model",
+        metavar="S3_PREFIX",
+        help="instead of --model: a multi-model endpoint serving every model.tar.gz under this s3:// prefix "
+        "(predict --target-model KEY picks one)",
     )
     p.add_argument("--name", help="endpoint (and model, config) name; default dogbreed-<timestamp>-<random>")
     p.add_argument(
@@ -632,6 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="asynchronous",
         action="store_true",
         help="an asynchronous endpoint (deploy --async): upload the image to S3, queue it, wait for the answer",
+    )
+    p.add_argument(
+        "--target-model",
+        metavar="KEY",
+        help="a multi-model endpoint (deploy --multi-model): the model.tar.gz to answer, by its key under "
+        "the endpoint's prefix, e.g. breeds-a.tar.gz",
     )
     p.add_argument(
         "--input",

@@ -13,6 +13,8 @@ from dogbreed.images import DEFAULT_MAX_PIXELS
 WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
 TIMEOUT_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
 MAX_PAYLOAD_ENV = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
+# A multi-model endpoint's container: SageMaker loads models through POST /models.
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
 # The container's own default: SageMaker real-time endpoints accept at most 6 MB per request.
 DEFAULT_MAX_PAYLOAD_MB = 6
 

@@ -11,6 +11,10 @@ config with one ``AllTraffic`` variant and an endpoint, of one of three kinds:
   container with async's 60-minute timeout and a payload limit that fits any image it decodes
   (:mod:`dogbreed.launcher.container_settings`); :mod:`dogbreed.launcher.async_predict` sends it images.
 
+A real-time endpoint may be multi-model (``multi_model``): the container in ``Mode=MultiModel``
+over an S3 prefix of model.tar.gz files, ``SAGEMAKER_MULTI_MODEL=true`` in its environment; each
+request names its model (:func:`invoke`'s ``target_model``, InvokeEndpoint's ``TargetModel``).
+
 :func:`invoke` and :func:`predict` send an image to an endpoint (an error answer becomes
 :class:`EndpointError`), :func:`delete` removes it all. :class:`LocalEndpoint` serves the same
 model with the serving image on this machine, through the SDK's ``LocalSession`` (no
@@ -142,6 +146,8 @@ class DeploySpec:
     autoscaling: Autoscaling | None = None
     serverless: Serverless | None = None
     asynchronous: AsyncInference | None = None
+    # model_data is then the s3:// prefix of the models (deploy --multi-model), each invoked by its key.
+    multi_model: bool = False
     local: bool = False
 
     def __post_init__(self) -> None:
@@ -162,7 +168,9 @@ class DeploySpec:
             return
         self.image = validation.ecr_image(self.image, "serving image")
         self.role = validation.role_arn(self.role)
-        self.model_data = validation.model_data(self.model_data)
+        self.model_data = (
+            validation.model_prefix(self.model_data) if self.multi_model else validation.model_data(self.model_data)
+        )
         if self.autoscaling and self.autoscaling.min_instances > (self.instance_count or 0):
             raise LauncherError("--instance-count must be at least --min-instances")
 
@@ -173,6 +181,9 @@ class DeploySpec:
         kind = "--serverless" if self.serverless else "--async" if self.asynchronous else None
         if kind and self.local:
             raise LauncherError(f"{kind} needs a SageMaker endpoint, not --local")
+        if self.multi_model and (kind or self.local):
+            # SageMaker hosts multi-model endpoints on real-time instances only.
+            raise LauncherError(f"--multi-model is a real-time endpoint on instances: drop {kind or '--local'}")
         if self.serverless:
             given = [
                 flag
@@ -191,6 +202,8 @@ def container_environment(spec: DeploySpec) -> dict[str, str]:
     """The model container's ``Environment``: the serving image's limits made to fit the endpoint's kind
     (none for a real-time endpoint: the image's defaults are real-time's)."""
     settings = container_settings
+    if spec.multi_model:
+        return {settings.MULTI_MODEL_ENV: "true"}
     if spec.serverless:
         return {
             settings.WORKERS_ENV: str(settings.SERVERLESS_WORKERS),
@@ -267,9 +280,12 @@ def deploy(spec: DeploySpec, boto_session, wait: bool = True) -> str:
     SDK's ``Model.create`` re-reads the model and rejects some valid DescribeModel answers.
     """
     client = boto_session.client("sagemaker")
-    model_data = model_artifacts(spec.model_data, boto_session)
+    model_data = spec.model_data if spec.multi_model else model_artifacts(spec.model_data, boto_session)
     container = shapes.ContainerDefinition(
-        image=spec.image, model_data_url=model_data, environment=container_environment(spec) or None
+        image=spec.image,
+        model_data_url=model_data,
+        mode="MultiModel" if spec.multi_model else None,
+        environment=container_environment(spec) or None,
     )
     client.create_model(
         **serialize({"ModelName": spec.name, "PrimaryContainer": container, "ExecutionRoleArn": spec.role})
@@ -331,19 +347,28 @@ def read_image(path: str) -> tuple[bytes, str]:
     return file.read_bytes(), content_type
 
 
-def invoke(endpoint: str, image: str, runtime_client, custom_attributes: str | None = None) -> str:
+def invoke(
+    endpoint: str,
+    image: str,
+    runtime_client,
+    custom_attributes: str | None = None,
+    target_model: str | None = None,
+) -> str:
     """POST the image to ``/invocations``; the answer's body as the endpoint sent it, decoded as UTF-8.
 
     ``custom_attributes`` (e.g. ``explain=cam``) reach the container as the
     ``X-Amzn-SageMaker-Custom-Attributes`` header. The body must be JSON (else
     :class:`LauncherError`), but it is returned untouched: its formatting, key order and
     numbers as the serving image wrote them. An error answer raises :class:`EndpointError`.
+    ``target_model`` picks the model of a multi-model endpoint (its key under the endpoint's prefix).
     """
     validation.resource_name(endpoint, "endpoint name")
     body, content_type = read_image(image)
     request = {"EndpointName": endpoint, "ContentType": content_type, "Accept": "application/json", "Body": body}
     if custom_attributes is not None:
         request["CustomAttributes"] = custom_attributes
+    if target_model is not None:
+        request["TargetModel"] = validation.target_model(target_model)
     try:
         response = runtime_client.invoke_endpoint(**request)
     except ClientError as exc:  # SageMaker wraps the container's own error answer in a ModelError
@@ -380,9 +405,15 @@ def error_answer(endpoint: str, status: int | None, body: str) -> str:
     return f"endpoint {endpoint} answered {status or 'an error'}: {reason}"
 
 
-def predict(endpoint: str, image: str, runtime_client, custom_attributes: str | None = None) -> dict[str, Any]:
+def predict(
+    endpoint: str,
+    image: str,
+    runtime_client,
+    custom_attributes: str | None = None,
+    target_model: str | None = None,
+) -> dict[str, Any]:
     """:func:`invoke`'s answer, parsed."""
-    return json.loads(invoke(endpoint, image, runtime_client, custom_attributes))
+    return json.loads(invoke(endpoint, image, runtime_client, custom_attributes, target_model))
 
 
 def format_prediction(result: dict[str, Any]) -> str:

@@ -89,6 +89,27 @@ def model_data(value: str, local: bool = False) -> str:
     return resource_name(value, "--model (a training job name or s3://.../model.tar.gz)")
 
 
+def model_prefix(value: str) -> str:
+    """``--multi-model``: the ``s3://bucket/prefix/`` a multi-model endpoint's models lie under, kept with its slash."""
+    prefix = s3_uri(value, "--multi-model") + "/"
+    if prefix.endswith(".tar.gz/"):
+        raise LauncherError(
+            f"--multi-model {value!r} is one model.tar.gz; name the S3 prefix the models lie under, "
+            "like s3://my-bucket/dogbreed/models/"
+        )
+    return prefix
+
+
+def target_model(value: str) -> str:
+    """``--target-model``: a ``.tar.gz`` key relative to the endpoint's prefix, as InvokeEndpoint's TargetModel."""
+    if not value.endswith(".tar.gz") or value.startswith("/") or "s3://" in value or len(value) > 1024:
+        raise LauncherError(
+            f"--target-model {value!r} must be a model.tar.gz's key under the endpoint's S3 prefix, "
+            "like breeds-a.tar.gz"
+        )
+    return value
+
+
 def instance_type(value: str, local: bool = False) -> str:
     """``ml.<family>.<size>``, or ``local``/``local_gpu`` in local mode."""
     if local:

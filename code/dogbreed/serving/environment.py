@@ -49,6 +49,9 @@ BATCH_STRATEGIES = ("SINGLE_RECORD", "MULTI_RECORD")
 # logging number ("20"); a level's name works too. It also governs the per-request lines.
 LOG_LEVEL_ENV = "SAGEMAKER_CONTAINER_LOG_LEVEL"
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+# Set on a multi-model endpoint (the model's container Mode=MultiModel): SageMaker loads and
+# unloads models through POST /models, DELETE /models/<name> (dogbreed.serving.front).
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_PORT = 8080
@@ -113,6 +116,7 @@ class ServingEnvironment:
     default_accept: str = "application/json"
     # A Python logging level, one of LOG_LEVELS' values.
     log_level: int = logging.INFO
+    multi_model: bool = False
 
     @property
     def mms_max_request_size(self) -> int:
@@ -157,6 +161,7 @@ class ServingEnvironment:
             explain=_choice(env, EXPLAIN_ENV, EXPLAIN_CHOICES) or NO_MAP,
             default_accept=env.get(DEFAULT_ACCEPT_ENV, "").strip() or "application/json",
             log_level=_log_level(env),
+            multi_model=_bool(env, MULTI_MODEL_ENV),
         )
 
 

@@ -15,6 +15,15 @@ example puts nginx in front of gunicorn, nginx owns the public port
   answers an oversized body with its JSON 413 and nginx only refuses what MMS would
   have refused with an empty one;
 * anything else: 404 JSON; and nginx's own errors (413, 502, 504, ...) are JSON too.
+
+On a multi-model endpoint (``SAGEMAKER_MULTI_MODEL=true``) SageMaker's multi-model
+contract replaces ``/invocations``, and MMS implements it: ``GET``/``POST /models`` go to
+its management API through :class:`~dogbreed.serving.multi_model.LoadRelay` (which undoes
+a failed load), ``GET``/``DELETE /models/<name>`` straight to it, and
+``POST /models/<name>/invoke`` to its inference API. Their answers pass through as MMS
+gives them: 409 for a name already loaded, 404 for an unknown one, 507 when a worker
+could not load the model for lack of memory (:mod:`dogbreed.serving.memory`). ``/ping``
+asks MMS itself, which answers 200 once it is up: no model is loaded at start.
 """
 
 from __future__ import annotations
@@ -28,7 +37,11 @@ from pathlib import Path
 from dogbreed.serving.environment import ServingEnvironment
 
 MIB = 1024 * 1024
-NOT_FOUND = "unknown path; this endpoint serves GET /ping, POST /invocations and GET /execution-parameters"
+SINGLE_MODEL_PATHS = "this endpoint serves GET /ping, POST /invocations and GET /execution-parameters"
+MULTI_MODEL_PATHS = (
+    "this multi-model endpoint serves GET /ping, GET and POST /models, "
+    "GET and DELETE /models/<name> and POST /models/<name>/invoke"
+)
 NOT_READY = "not ready: the model server's workers are loading the model; retry shortly"
 # Internal locations answering nginx's own errors: a URI, not a named location, since a
 # request nginx could not parse has no URI to carry into a named one.
@@ -58,6 +71,11 @@ class FrontFiles:
         return self.workdir / "loaded"
 
     @property
+    def relay_socket(self) -> Path:
+        """Where :class:`~dogbreed.serving.multi_model.LoadRelay` listens (multi-model only)."""
+        return self.workdir / "models.sock"
+
+    @property
     def nginx_dir(self) -> Path:
         return self.workdir / "nginx"
 
@@ -82,10 +100,11 @@ def proxy_timeout_s(env: ServingEnvironment) -> int:
 
 def error_messages(env: ServingEnvironment) -> dict[int, str]:
     """The ``{"error": ...}`` nginx itself answers with, by status."""
+    paths = MULTI_MODEL_PATHS if env.multi_model else SINGLE_MODEL_PATHS
     return {
         400: "malformed HTTP request",
-        404: NOT_FOUND,
-        405: "method not allowed; this endpoint serves GET /ping, POST /invocations and GET /execution-parameters",
+        404: f"unknown path; {paths}",
+        405: f"method not allowed; {paths}",
         408: "the request took too long to arrive",
         413: (
             f"the request body is over {env.mms_max_request_size} bytes; this endpoint accepts images "
@@ -116,6 +135,88 @@ def access_log(env: ServingEnvironment) -> str:
     return "access_log /dev/stdout" if env.log_level <= logging.DEBUG else "access_log off"
 
 
+def _proxy(upstream: str, timeout_s: int) -> str:
+    """The directives of a location passed on to ``upstream`` over kept-alive HTTP/1.1."""
+    return f"""            proxy_pass http://{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_connect_timeout 5s;
+            proxy_send_timeout {timeout_s}s;
+            proxy_read_timeout {timeout_s}s;
+            proxy_buffer_size 16k;
+            proxy_buffers 8 16k;
+            proxy_max_temp_file_size 0;"""
+
+
+def single_model_routes(env: ServingEnvironment, files: FrontFiles) -> str:
+    """``/ping`` from the ready file, ``/execution-parameters``, ``/invocations`` to MMS."""
+    return f"""        location = /ping {{
+            if (-f "{files.ready_file}") {{
+                return 200 {_string({"status": "Healthy"})};
+            }}
+            return 503 {_string({"error": NOT_READY})};
+        }}
+
+        location = /execution-parameters {{
+            if ($request_method !~ ^(GET|HEAD)$) {{
+                return 405;
+            }}
+            return 200 {_string(execution_parameters(env))};
+        }}
+
+        location = /invocations {{
+{_proxy("mms", proxy_timeout_s(env))}
+        }}"""
+
+
+def multi_model_upstreams(env: ServingEnvironment, files: FrontFiles) -> str:
+    """MMS's management API, and the relay in ``serve`` that loads through it."""
+    return f"""
+    upstream mms_management {{
+        server 127.0.0.1:{env.management_port};
+        keepalive 2;
+    }}
+
+    upstream load_relay {{
+        server unix:{files.relay_socket};
+        keepalive 2;
+    }}
+"""
+
+
+def multi_model_routes(env: ServingEnvironment, files: FrontFiles) -> str:
+    """SageMaker's multi-model contract, each path to the MMS API that implements it.
+
+    Loading a model waits for its workers to start (``model_fn``), unloading for them to
+    stop: both get the request timeout, as an invocation does.
+    """
+    timeout = proxy_timeout_s(env)
+    return f"""        location = /ping {{
+{_proxy("mms", timeout)}
+        }}
+
+        location = /models {{
+            if ($request_method !~ ^(GET|POST)$) {{
+                return 405;
+            }}
+{_proxy("load_relay", timeout)}
+        }}
+
+        location ~ ^/models/[^/]+$ {{
+            if ($request_method !~ ^(GET|DELETE)$) {{
+                return 405;
+            }}
+{_proxy("mms_management", timeout)}
+        }}
+
+        location ~ ^/models/[^/]+/invoke$ {{
+            if ($request_method != POST) {{
+                return 405;
+            }}
+{_proxy("mms", timeout)}
+        }}"""
+
+
 def nginx_config(env: ServingEnvironment, files: FrontFiles, user: str | None = None) -> str:
     """The nginx.conf text for ``env``; ``user`` is the workers' user when started as root."""
     temp_paths = "\n".join(f'    {name}_temp_path "{files.nginx_dir / name}";' for name in TEMP_PATHS)
@@ -126,7 +227,7 @@ def nginx_config(env: ServingEnvironment, files: FrontFiles, user: str | None = 
         f"            return {400 if code == 494 else code} {_string({'error': text})};\n        }}"
         for code, text in errors.items()
     )
-    timeout = proxy_timeout_s(env)
+    routes = multi_model_routes(env, files) if env.multi_model else single_model_routes(env, files)
     return f"""# Written by dogbreed.serving.front for this run of `serve`.
 {f"user {user};" if user else "# no user directive: not started as root"}
 worker_processes 1;
@@ -150,40 +251,16 @@ http {{
         server 127.0.0.1:{env.mms_port};
         keepalive {max(8, 2 * env.workers)};
     }}
-
+{multi_model_upstreams(env, files) if env.multi_model else ""}
     server {{
         listen {env.port} default_server;
         client_max_body_size {env.mms_max_request_size};
         client_body_buffer_size {min(env.mms_max_request_size, MAX_BODY_BUFFER)};
 
-        location = /ping {{
-            if (-f "{files.ready_file}") {{
-                return 200 {_string({"status": "Healthy"})};
-            }}
-            return 503 {_string({"error": NOT_READY})};
-        }}
-
-        location = /execution-parameters {{
-            if ($request_method !~ ^(GET|HEAD)$) {{
-                return 405;
-            }}
-            return 200 {_string(execution_parameters(env))};
-        }}
-
-        location = /invocations {{
-            proxy_pass http://mms;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_connect_timeout 5s;
-            proxy_send_timeout {timeout}s;
-            proxy_read_timeout {timeout}s;
-            proxy_buffer_size 16k;
-            proxy_buffers 8 16k;
-            proxy_max_temp_file_size 0;
-        }}
+{routes}
 
         location / {{
-            return 404 {_string({"error": NOT_FOUND})};
+            return 404 {_string({"error": errors[404]})};
         }}
 
 {error_pages}

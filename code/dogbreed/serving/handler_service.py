@@ -14,6 +14,13 @@ rather than MMS's discovery of the class: MMS logs and ignores an exception from
 class's ``initialize``, leaving a worker that fails every request; from the function
 the failure stops the worker's start, and ``serve`` has already run the same start-up
 once (:func:`dogbreed.serving.serve.check_model`), so it is not a repeating one.
+
+On a multi-model endpoint each MMS worker serves one of the models SageMaker loaded, its
+directory in ``context.system_properties["model_dir"]`` as in single-model mode, so every
+model gets the same handler. Before loading, a worker checks the memory
+(:func:`~dogbreed.serving.memory.ensure_memory_for`: ``MemoryError``, which MMS answers
+with 507), and refuses a model carrying ``code/requirements.txt``: ``serve`` installs one
+only before the server starts, which a model loaded later cannot have.
 """
 
 from __future__ import annotations
@@ -23,11 +30,15 @@ from typing import Any
 
 from sagemaker_inference.default_handler_service import DefaultHandlerService
 
+from dogbreed.artifacts import ModelLoadError
 from dogbreed.serving.environment import ServingEnvironment
 from dogbreed.serving.inference_handler import InferenceHandler
+from dogbreed.serving.memory import ensure_memory_for
 from dogbreed.serving.readiness import mark_loaded
 from dogbreed.serving.transformer import Transformer
-from dogbreed.serving.user_code import make_importable
+from dogbreed.serving.user_code import REQUIREMENTS_FILE, code_dir, make_importable
+
+logger = logging.getLogger(__name__)
 
 
 class HandlerService(DefaultHandlerService):
@@ -68,7 +79,24 @@ def handle(data: list | None, context: Any) -> list | None:
     """
     if data is None:
         logging.getLogger().setLevel(_service.settings.log_level)
+        if _service.settings.multi_model:
+            check_loadable(context.system_properties["model_dir"])
         _service.initialize(context)
         mark_loaded()
         return None
     return _service.handle(data, context)
+
+
+def check_loadable(model_dir: str) -> None:
+    """On a multi-model endpoint, before loading: ``MemoryError`` (507) or ``ModelLoadError`` with the reason."""
+    try:
+        ensure_memory_for(model_dir)
+    except MemoryError as exc:
+        logger.error("%s", exc)  # MMS answers 507 without the reason
+        raise
+    requirements = code_dir(model_dir) / REQUIREMENTS_FILE
+    if requirements.is_file():
+        raise ModelLoadError(
+            f"{requirements}: a multi-model endpoint cannot install a model's requirements when it "
+            f"loads the model; put the packages in the serving image or serve this model on its own endpoint"
+        )

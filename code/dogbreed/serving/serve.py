@@ -17,6 +17,12 @@ SageMaker starts the container as ``docker run IMAGE serve``. This process:
    well inside SageMaker's 30 s. If either exits on its own, the other is stopped and
    ``serve`` exits non-zero, saying which.
 
+On a multi-model endpoint (``SAGEMAKER_MULTI_MODEL=true``) there is no model at start:
+steps 2 and 3 are skipped, MMS starts with none (its model store ``/``, since SageMaker
+names each model it loads by its absolute path) and ``/ping`` is MMS's own, 200 once it is
+up; SageMaker then loads models through nginx (:mod:`dogbreed.serving.front`) and
+:mod:`dogbreed.serving.multi_model`.
+
 Not the toolkit's ``model_server.start_model_server``: that one publishes the management
 API on the inference port, sets no request-size margin for our JSON 413, turns the JVM's
 container support off, and on SIGTERM signals the frontend only.
@@ -40,6 +46,7 @@ from dogbreed.artifacts import ModelLoadError
 from dogbreed.serving import front
 from dogbreed.serving.children import Child, OutputRelay, stop_children
 from dogbreed.serving.environment import ConfigurationError, ServingEnvironment, port_from_env
+from dogbreed.serving.multi_model import LoadRelay, Management
 from dogbreed.serving.readiness import LOADED_DIR_ENV, ReadyWatch
 from dogbreed.serving.unhealthy import run_unhealthy
 from dogbreed.serving.user_code import RequirementsError, install_requirements
@@ -52,6 +59,8 @@ MODEL_NAME = "model"
 LOG_CONFIG_TEMPLATE = Path(__file__).with_name("log4j2.xml")
 # log4j's names for the Python logging levels SAGEMAKER_CONTAINER_LOG_LEVEL allows.
 LOG4J_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn", logging.ERROR: "error"}
+# MMS joins a model's location to its store: multi-model loads name absolute paths.
+MULTI_MODEL_STORE = "/"
 # SIGTERM -> SIGKILL escalation; SageMaker and `docker stop` allow 30 s / 10 s.
 STOP_GRACE_S = 8.0
 # What MMS may send back: SageMaker's real-time limit. JSON answers are a few kB, but an
@@ -101,13 +110,18 @@ def prepare(env: ServingEnvironment) -> str | None:
     return check_model(env)
 
 
+def model_store(env: ServingEnvironment) -> str:
+    """MMS's model store: the model dir's parent, or ``/`` on a multi-model endpoint."""
+    return MULTI_MODEL_STORE if env.multi_model else str(Path(env.model_dir).parent)
+
+
 def mms_config(env: ServingEnvironment) -> str:
     """The MMS ``config.properties`` text for ``env``."""
     properties = {
         # nginx (dogbreed.serving.front) owns the public port and passes /invocations on.
         "inference_address": f"http://127.0.0.1:{env.mms_port}",
         "management_address": f"http://127.0.0.1:{env.management_port}",
-        "model_store": str(Path(env.model_dir).parent),
+        "model_store": model_store(env),
         "default_service_handler": HANDLER,
         "default_workers_per_model": env.workers,
         "default_response_timeout": env.timeout_s,
@@ -141,7 +155,7 @@ def mms_log_config(env: ServingEnvironment) -> str:
 
 def mms_command(env: ServingEnvironment, config_path: str, log_config_path: str) -> list[str]:
     """The multi-model-server command line (foreground, so we can wait on it)."""
-    return [
+    command = [
         "multi-model-server",
         "--start",
         "--foreground",
@@ -150,11 +164,12 @@ def mms_command(env: ServingEnvironment, config_path: str, log_config_path: str)
         "--log-config",
         log_config_path,
         "--model-store",
-        str(Path(env.model_dir).parent),
-        # MMS resolves the model's location relative to the model store.
-        "--models",
-        f"{MODEL_NAME}={Path(env.model_dir).name}",
+        model_store(env),
     ]
+    if env.multi_model:
+        return command
+    # MMS resolves the model's location relative to the model store.
+    return [*command, "--models", f"{MODEL_NAME}={Path(env.model_dir).name}"]
 
 
 def log_settings(env: ServingEnvironment) -> None:
@@ -201,7 +216,8 @@ def start_mms(env: ServingEnvironment, files: front.FrontFiles) -> tuple[Child, 
         "MMS",
         mms_command(env, str(config_path), str(log_config_path)),
         cwd=files.workdir,
-        env={**os.environ, LOADED_DIR_ENV: str(files.loaded_dir)},
+        # Multi-model: /ping is MMS's own, no worker counts (dogbreed.serving.front).
+        env=os.environ.copy() if env.multi_model else {**os.environ, LOADED_DIR_ENV: str(files.loaded_dir)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -225,22 +241,30 @@ def run_server(env: ServingEnvironment) -> int:
     signal.signal(signal.SIGINT, stop)
 
     mms, relay = start_mms(env, files)
+    if env.multi_model:
+        # A daemon thread: nginx is its only client, and it ends with this process.
+        LoadRelay(files.relay_socket, Management(env.management_port, front.proxy_timeout_s(env))).start()
     nginx = Child.start("nginx", front.nginx_command(files))
     children = [nginx, mms]
-    # MMS gives a worker `timeout_s` to load the model before restarting it: after two
-    # of those, something is wrong and worth saying.
-    watch = ReadyWatch(
-        files.loaded_dir, files.ready_file, env.workers, warn_after_s=2 * env.timeout_s, problems=relay.problems
-    )
     watch_stop = threading.Event()
-    threading.Thread(target=watch.run, args=(watch_stop,), name="ready-watch", daemon=True).start()
+    if env.multi_model:
+        watch = None
+    else:
+        # MMS gives a worker `timeout_s` to load the model before restarting it: after two
+        # of those, something is wrong and worth saying.
+        watch = ReadyWatch(
+            files.loaded_dir, files.ready_file, env.workers, warn_after_s=2 * env.timeout_s, problems=relay.problems
+        )
+        threading.Thread(target=watch.run, args=(watch_stop,), name="ready-watch", daemon=True).start()
 
     exited = None
     while not stopping.is_set() and exited is None:
         stopping.wait(0.5)
         exited = next((child for child in children if child.exit_code() is not None), None)
     watch_stop.set()
-    watch.withdraw()
+    if watch is not None:
+        watch.withdraw()
+
     if exited is None:
         stop_children(children, {"nginx": signal.SIGQUIT}, STOP_GRACE_S)
         logger.info("nginx and MMS stopped")
@@ -271,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(logging.INFO)
         return 2 if args.check else run_unhealthy(port_from_env(), f"bad configuration: {exc}")
     configure_logging(env.log_level)
-    reason = prepare(env)
+    # A multi-model endpoint starts with no model: each is checked as a worker loads it.
+    reason = None if env.multi_model else prepare(env)
     if args.check:
         if reason:
             logger.error("model check failed: %s", reason)
