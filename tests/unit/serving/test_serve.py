@@ -143,8 +143,9 @@ def fake_children(tmp_path, monkeypatch):
     pids = tmp_path / "pids"
     pids.mkdir()
 
-    def script(name: str, body: str) -> list[str]:
-        return ["sh", "-c", f"echo $$ > {pids / name}; {body}"]
+    def script(name: str, body: str, trap: str = "") -> list[str]:
+        """``sh -c``: ``trap`` installed, then the pid written (a test waits for it), then ``body``."""
+        return ["sh", "-c", f"{trap}\necho $$ > {pids / name}; {body}"]
 
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     yield script, pids
@@ -174,10 +175,11 @@ def test_sigterm_lets_nginx_finish_then_stops_both(fake_children, monkeypatch, t
     caplog.set_level(logging.INFO, "dogbreed.serve")
     script, pids = fake_children
     log = tmp_path / "signals"
+    # The traps come before the pid files: a signal sent once both are written finds them set.
     monkeypatch.setattr(serve, "mms_command", lambda env, config, log_config: script(
-        "mms", f"trap 'echo mms TERM >> {log}; exit 0' TERM; while :; do sleep 0.05; done"))
+        "mms", "while :; do sleep 0.05; done", trap=f"trap 'echo mms TERM >> {log}; exit 0' TERM"))
     monkeypatch.setattr(serve.front, "nginx_command", lambda files: script(
-        "nginx", f"trap 'echo nginx QUIT >> {log}; exit 0' QUIT; while :; do sleep 0.05; done"))
+        "nginx", "while :; do sleep 0.05; done", trap=f"trap 'echo nginx QUIT >> {log}; exit 0' QUIT"))
 
     def terminate_when_up():
         wait_for_file(pids / "mms")
