@@ -16,6 +16,7 @@ from dogbreed.serving.environment import ServingEnvironment
 from dogbreed.serving.readiness import process_alive
 
 from .model_code import model_with_code
+from .signal_child import recording_child
 
 
 def properties(text: str) -> dict[str, str]:
@@ -143,9 +144,8 @@ def fake_children(tmp_path, monkeypatch):
     pids = tmp_path / "pids"
     pids.mkdir()
 
-    def script(name: str, body: str, trap: str = "") -> list[str]:
-        """``sh -c``: ``trap`` installed, then the pid written (a test waits for it), then ``body``."""
-        return ["sh", "-c", f"{trap}\necho $$ > {pids / name}; {body}"]
+    def script(name: str, body: str) -> list[str]:
+        return ["sh", "-c", f"echo $$ > {pids / name}; {body}"]
 
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     yield script, pids
@@ -175,11 +175,11 @@ def test_sigterm_lets_nginx_finish_then_stops_both(fake_children, monkeypatch, t
     caplog.set_level(logging.INFO, "dogbreed.serve")
     script, pids = fake_children
     log = tmp_path / "signals"
-    # The traps come before the pid files: a signal sent once both are written finds them set.
-    monkeypatch.setattr(serve, "mms_command", lambda env, config, log_config: script(
-        "mms", "while :; do sleep 0.05; done", trap=f"trap 'echo mms TERM >> {log}; exit 0' TERM"))
-    monkeypatch.setattr(serve.front, "nginx_command", lambda files: script(
-        "nginx", "while :; do sleep 0.05; done", trap=f"trap 'echo nginx QUIT >> {log}; exit 0' QUIT"))
+    # Each writes its pid once its handler is set: the SIGTERM below finds both ready.
+    monkeypatch.setattr(serve, "mms_command", lambda env, config, log_config: recording_child(
+        log, signal.SIGTERM, "mms TERM", pids / "mms"))
+    monkeypatch.setattr(serve.front, "nginx_command", lambda files: recording_child(
+        log, signal.SIGQUIT, "nginx QUIT", pids / "nginx"))
 
     def terminate_when_up():
         wait_for_file(pids / "mms")
@@ -189,6 +189,6 @@ def test_sigterm_lets_nginx_finish_then_stops_both(fake_children, monkeypatch, t
     threading.Thread(target=terminate_when_up, daemon=True).start()
     code = serve.run_server(ServingEnvironment.from_env({"DOGBREED_MODEL_DIR": str(tmp_path)}, cpus=1))
     assert code == 0 and "received SIGTERM" in caplog.text
-    assert log.read_text().splitlines() == ["nginx QUIT", "mms TERM"]
+    assert [line for line in log.read_text().splitlines() if line != "up"] == ["nginx QUIT", "mms TERM"]
     for name in ("mms", "nginx"):
         assert not process_alive(int((pids / name).read_text()))
