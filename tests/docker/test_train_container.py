@@ -102,27 +102,16 @@ def test_onnx_model_matches_pytorch_on_real_photos(trained_run, real_photos):
     assert np.abs(got - expected).max() < 1e-4
 
 
-def test_starts_with_no_arguments_as_sdk_v3_local_mode_does(train_image, dogs3, fake_resnet18_weights, tmp_path):
-    hps = dict(QUICK_HYPERPARAMETERS, epochs="1")
-    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps, fake_resnet18_weights)
-    run = run_training(train_image, opt_ml, command=[])
-    assert run.returncode == 0, run.log[-3000:]
-    assert (opt_ml / "model" / "model.onnx").exists()
-
-
-def test_json_encoded_hyperparameters_as_newer_sdks_send_them(train_image, dogs3, fake_resnet18_weights, tmp_path):
+def test_the_least_a_tree_can_give_trains_as_one_host(train_image, dogs3, fake_resnet18_weights, tmp_path):
+    """One job for three ways a tree arrives with less than the console's: started with no arguments (SDK v3
+    local mode), hyperparameters JSON-encoded (newer SDKs, SageMaker's own keys among them), and no
+    resourceconfig.json (a tree made by hand)."""
     hps = {k: json.dumps(v) for k, v in dict(QUICK_HYPERPARAMETERS, epochs="1").items()}
     hps["batch_size"] = "16"  # a bare JSON number
     hps["sagemaker_job_name"] = json.dumps("job-1")  # SageMaker's own keys are accepted
     opt_ml = build_tree(dogs3, tmp_path / "opt_ml", hps, fake_resnet18_weights)
-    run = run_training(train_image, opt_ml)
-    assert run.returncode == 0, run.log[-3000:]
-
-
-def test_a_tree_without_resourceconfig_trains_as_one_host(train_image, dogs3, fake_resnet18_weights, tmp_path):
-    opt_ml = build_tree(dogs3, tmp_path / "opt_ml", dict(QUICK_HYPERPARAMETERS, epochs="1"), fake_resnet18_weights)
     (opt_ml / "input" / "config" / "resourceconfig.json").unlink()
-    run = run_training(train_image, opt_ml)
+    run = run_training(train_image, opt_ml, command=[])
     assert run.returncode == 0, run.log[-3000:]
     assert run.log.count("one host, algo-1: /opt/ml/input/config/resourceconfig.json is missing") == 1, run.log[-3000:]
     assert (opt_ml / "model" / "model.onnx").exists()
