@@ -291,7 +291,7 @@ class JobPaths:
 
 
 _PATH_FLAGS = {
-    "train": "the train channel: one folder per class",
+    "train": "the train channel: one folder per class, or a manifest and its images",
     "valid": "the valid channel",
     "test": "the test channel (optional; test metrics are skipped without it)",
     "model_dir": "where model.pt, model.onnx, model.int8.onnx and model.json go",
