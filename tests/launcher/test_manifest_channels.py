@@ -10,7 +10,7 @@ from tests.launcher.conftest import require_launcher_venv
 
 require_launcher_venv()
 
-from dogbreed.launcher import cli, training_jobs  # noqa: E402
+from dogbreed.launcher import cli, local_tuning, training_jobs  # noqa: E402
 from tests.launcher.aws import RecordingSession  # noqa: E402
 from tests.launcher.cli_args import IMAGE, OUT, ROLE, TRAIN_ARGS, assert_names_real_flags  # noqa: E402
 from tests.launcher.conftest import REGION  # noqa: E402
@@ -146,6 +146,9 @@ def test_a_local_manifest_file_stands_for_its_folder(tmp_path):
         channels={"train": str(tmp_path / "train" / "train.lst"), "valid": str(tmp_path / "valid"),
                   "test": str(tmp_path / "test")})
     assert spec.channels["train"] == str(tmp_path / "train")
+    tune = local_tuning.LocalTuningSpec(image="dogbreed-train:latest", output=str(tmp_path / "tuned"),
+                                        channels={**spec.channels, "train": str(tmp_path / "train" / "train.lst")})
+    assert tune.channels["train"] == str(tmp_path / "train")  # mounted as the train channel
     (tmp_path / "train" / "valid.lst").write_text("0\t0\tb.jpg\n")
     with pytest.raises(training_jobs.LauncherError, match="also holds valid.lst"):
         training_jobs.TrainingSpec(image="dogbreed-train:latest", output=str(tmp_path / "out"), local=True,

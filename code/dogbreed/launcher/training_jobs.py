@@ -91,7 +91,7 @@ class TrainingSpec:
             raise LauncherError(f"--input-mode {self.input_mode!r}: use one of {', '.join(INPUT_MODES)}")
         if self.local:
             # Local mode runs a local tag (dogbreed-train:latest) as happily as an ECR URI.
-            self.channels = {name: _local_channel(uri, _flag(name)) for name, uri in self.channels.items()}
+            self.channels = {name: local_channel(uri, _flag(name)) for name, uri in self.channels.items()}
             self.output = str(Path(self.output).expanduser().resolve())
             return
         self.image = validation.ecr_image(self.image, "training image")
@@ -140,8 +140,8 @@ def _flag(channel: str) -> str:
     return "--features-from" if channel == feature_jobs.CHANNEL else f"--{channel}"
 
 
-def _local_channel(uri: str, flag: str) -> str:
-    """A local channel's folder; a split's manifest file stands for the folder it lies in."""
+def local_channel(uri: str, flag: str) -> str:
+    """A local channel's folder (absolute); a split's manifest file stands for the folder it lies in."""
     path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
     if path.is_file() and manifest_channels.is_manifest(path.name):
         return manifest_channels.local_channel(path, flag)
