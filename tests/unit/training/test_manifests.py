@@ -9,6 +9,7 @@ from dogbreed.artifacts import ModelMetadata
 from dogbreed.manifest_format import source_prefix
 from dogbreed.training.data import scan_split
 from dogbreed.training.failure import TrainingError
+from dogbreed.training.feature_cache import files_checksum
 from dogbreed.training.job import main
 from dogbreed.training.manifests import find_manifest
 from tests.unit.training.conftest import CLASS_DIRS, fast_args, make_split
@@ -189,3 +190,12 @@ def test_a_job_trains_on_manifests_and_a_bad_record_fails_it_in_one_line(opt_ml,
     assert main(args) == 1
     failure = (opt_ml / "output" / "failure").read_text()
     assert failure.startswith(f"bad manifest record {manifest}:1: image 's3://") and failure.count("\n") == 1
+
+
+def test_relabelling_the_same_files_changes_the_feature_cache_key(tmp_path, photos):
+    channel = tmp_path / "train"
+    manifest = write_ground_truth(channel, photos)
+    before = files_checksum(scan_split("train", channel))
+    manifest.write_text(manifest.read_text().replace('"breed": 0', '"breed": 9').replace('"breed": 1', '"breed": 0')
+                        .replace('"breed": 9', '"breed": 1'))
+    assert files_checksum(scan_split("train", channel)) != before
