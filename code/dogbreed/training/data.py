@@ -117,23 +117,9 @@ def scan_split(name: str, root: Path, class_dirs: Sequence[str] | None = None, l
         if not found:
             raise TrainingError(f"the {name} channel {root} has no class folders (expected {root}/001.Breed/*.jpg)")
     if class_dirs is not None and found != list(class_dirs):
-        missing = sorted(set(class_dirs) - set(found))
-        extra = sorted(set(found) - set(class_dirs))
-        kind = "classes" if manifest is not None else "class folders"
-        raise TrainingError(
-            f"the {name} split's {kind} differ from the train split's: "
-            f"missing in {name}: {missing or 'none'}; only in {name}: {extra or 'none'}"
-            + ("" if missing or extra else f" (in another order: {found})")
-        )
+        raise _other_classes(name, found, class_dirs, "classes" if manifest is not None else "class folders")
     if manifest is None:
-        listed = []
-        for index, folder in enumerate(found):
-            files = sorted(
-                p for p in (root / folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
-            if not files:
-                raise TrainingError(f"the class folder {root / folder} in the {name} split holds no images")
-            listed += [(path, index) for path in files]
+        listed = _folder_images(name, root, found)
     samples: list[tuple[Path, int]] = []
     unreadable: dict[str, str] = {}
     for path, index in listed:
@@ -154,6 +140,28 @@ def scan_split(name: str, root: Path, class_dirs: Sequence[str] | None = None, l
     for bad, reason in list(unreadable.items())[:10]:
         log.warning("%s: skipping unreadable image %s: %s", name, bad, reason)
     return split
+
+
+def _other_classes(name: str, found: Sequence[str], expected: Sequence[str], kind: str) -> TrainingError:
+    """The error for a split whose classes are not the train split's (other names, or their order)."""
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    return TrainingError(
+        f"the {name} split's {kind} differ from the train split's: "
+        f"missing in {name}: {missing or 'none'}; only in {name}: {extra or 'none'}"
+        + ("" if missing or extra else f" (in another order: {list(found)})")
+    )
+
+
+def _folder_images(name: str, root: Path, class_dirs: Sequence[str]) -> list[tuple[Path, int]]:
+    """Every image file under each class folder, with the folder's index."""
+    listed: list[tuple[Path, int]] = []
+    for index, folder in enumerate(class_dirs):
+        files = sorted(p for p in (root / folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise TrainingError(f"the class folder {root / folder} in the {name} split holds no images")
+        listed += [(path, index) for path in files]
+    return listed
 
 
 class EvalTransform:

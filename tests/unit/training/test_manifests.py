@@ -134,6 +134,8 @@ def test_class_sets_must_agree_and_gaps_are_errors(tmp_path, photos):
     write_ground_truth(tmp_path / "valid", photos[:4])  # no German shepherd dog
     with pytest.raises(TrainingError, match="valid split's classes differ.*missing in valid: \\['German shepherd dog'\\]"):
         scan_split("valid", tmp_path / "valid", NAMES)
+    with pytest.raises(TrainingError, match="missing in valid: none; only in valid: none \\(in another order"):
+        scan_split("valid", tmp_path / "train", list(reversed(NAMES)))  # the same names, other indices
     write_ground_truth(tmp_path / "gap", [photos[0], photos[4]])  # labels 0 and 2
     with pytest.raises(TrainingError, match="names no class 1"):
         scan_split("train", tmp_path / "gap")
