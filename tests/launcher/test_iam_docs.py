@@ -138,6 +138,19 @@ def test_tune(aws):
     check("tune", aws)
 
 
+@pytest.mark.parametrize("command", ["train", "features", "tune"])
+def test_a_ground_truth_manifest_is_read_from_s3(aws, command):
+    manifest = "s3://dogbreed-iam-labels/output.manifest"
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="dogbreed-iam-labels")
+    s3.put_object(Bucket="dogbreed-iam-labels", Key="output.manifest",
+                  Body=b'{"source-ref": "s3://dogbreed-iam-labels/dogs/1.jpg", "breed": 0}\n')
+    name = ["--name", "dogbreed-iam-hpo-gt"] if command == "tune" else ["--job-name", f"dogbreed-iam-gt-{command}"]
+    run(aws, command, *TRAIN_ARGS, "--train", manifest, *name)
+    assert "GetObject" in aws.operations()
+    check(command, aws)
+
+
 def test_tune_from_a_features_job(aws):
     features_job(aws)
     run(aws, "tune", *TRAIN_ARGS, "--features-from", FEATURES_JOB, "--name", "dogbreed-iam-hpo2")

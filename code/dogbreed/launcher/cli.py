@@ -66,8 +66,17 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     )
     for channel in training_jobs.CHANNELS:
         parser.add_argument(
-            f"--{channel}", required=True, help=f"{channel} split: s3:// prefix (with --local a directory)"
+            f"--{channel}",
+            required=True,
+            help=f"{channel} split: s3:// prefix (with --local a directory), or a Ground Truth output "
+            ".manifest or a .lst (docs/training.md)",
         )
+    parser.add_argument(
+        "--input-mode",
+        choices=training_jobs.INPUT_MODES,
+        help="how the splits' images reach the job: File (downloaded first) or FastFile (read from S3 "
+        "on demand); default File, FastFile for features jobs (each image read once)",
+    )
     parser.add_argument("--pretrained", help="optional 'pretrained' channel holding torchvision's .pth weights")
     parser.add_argument(
         "--output",
@@ -105,11 +114,19 @@ def _add_features_from(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _no_input_mode_locally(args: argparse.Namespace) -> None:
+    if args.input_mode:
+        raise LauncherError("--input-mode is for SageMaker jobs: --local gives the container the folders themselves")
+
+
 def _training_spec(
-    args: argparse.Namespace, local: bool, hyperparameters: dict[str, str] | None = None
+    args: argparse.Namespace, local: bool, hyperparameters: dict[str, str] | None = None, input_mode: str = "File"
 ) -> training_jobs.TrainingSpec:
+    """``input_mode``: the image channels' mode where ``--input-mode`` is not given."""
     if not args.image:
         raise LauncherError("no training image: pass --image or set TRAIN_IMAGE_URI")
+    if local:
+        _no_input_mode_locally(args)
     return training_jobs.TrainingSpec(
         image=args.image,
         channels={c: getattr(args, c) for c in training_jobs.CHANNELS},
@@ -127,6 +144,7 @@ def _training_spec(
         job_name=args.job_name,
         local=local,
         features_from=getattr(args, "features_from", None),
+        input_mode=args.input_mode or input_mode,
     )
 
 
@@ -144,7 +162,7 @@ def cmd_train(args, session_factory: SessionFactory) -> int:
 def cmd_features(args, session_factory: SessionFactory) -> int:
     """A features job: the feature cache and nothing else, then the command that reads it."""
     hyperparameters = feature_jobs.features_job_hyperparameters(parse_assignments(args.hp))
-    spec = _training_spec(args, args.local, hyperparameters)
+    spec = _training_spec(args, args.local, hyperparameters, input_mode="FastFile")  # each image is read once
     if args.local:
         training_jobs.train_local(spec)
         cache = training_jobs.local_output_data(spec) / FEATURES_DIR
@@ -206,6 +224,7 @@ def _tune_local(args) -> int:
     """``python -m dogbreed.tune`` in the local training image; its exit status is the command's."""
     if args.instance_count != 1:
         raise LauncherError("tune --local runs one container: --instance-count must be 1")
+    _no_input_mode_locally(args)
     spec = local_tuning.LocalTuningSpec(
         image=args.image,
         channels={c: getattr(args, c) for c in training_jobs.CHANNELS},

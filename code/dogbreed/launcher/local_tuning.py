@@ -58,7 +58,7 @@ class LocalTuningSpec:
         if missing:
             raise LauncherError(f"missing data channel(s): {', '.join(missing)} (--train, --valid, --test)")
         self.channels = {
-            name: _mountable(validation.local_dir(path, f"--{name}"), f"--{name}")
+            name: _mountable(training_jobs.local_channel(path, f"--{name}"), f"--{name}")
             for name, path in self.channels.items()
         }
         if self.pretrained:

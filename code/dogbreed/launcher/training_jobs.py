@@ -4,7 +4,8 @@ A :class:`TrainingSpec` holds what the user chose, validated on construction; th
 path sends it to ``CreateTrainingJob`` through ``sagemaker.core.resources.TrainingJob``
 (so Debugger can be set), the local path runs it with ``ModelTrainer`` in
 ``Mode.LOCAL_CONTAINER``. ``features_from`` adds a ``features`` channel holding a feature
-cache (see :mod:`dogbreed.launcher.feature_jobs`).
+cache (see :mod:`dogbreed.launcher.feature_jobs`); a split given as a manifest adds its
+``<split>_manifest`` channel (:mod:`dogbreed.launcher.manifest_channels`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from sagemaker.core import shapes
 from sagemaker.core.resources import TrainingJob
 from sagemaker.core.training.configs import Compute, InputData
 
-from dogbreed.launcher import debugger_config, feature_jobs, sagemaker_conventions, validation
+from dogbreed.launcher import debugger_config, feature_jobs, manifest_channels, sagemaker_conventions, validation
 from dogbreed.launcher.validation import LauncherError
 from dogbreed.metric_lines import METRIC_DEFINITIONS
 
 CHANNELS = ("train", "valid", "test")
+# How the image channels reach the job: downloaded first (File), or mounted and read on demand
+# (FastFile, better where each image is read once). Other channels are small and always File.
+INPUT_MODES = ("File", "FastFile")
 # Where SageMaker syncs checkpoints with S3; the training code saves and resumes there.
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"  # the training job's TensorBoard folder
@@ -36,7 +40,8 @@ def metric_definitions() -> list[dict[str, str]]:
 
 @dataclass
 class TrainingSpec:
-    """One training job. Channels are ``s3://`` URIs, or local directories with ``local``.
+    """One training job. Channels are ``s3://`` URIs, or local directories with ``local``; a split
+    may be a manifest (``.manifest``, ``.lst``) instead, in S3 or with ``local`` a local file.
 
     ``instance_type`` defaults to ``local`` in local mode, to a CPU instance with
     ``features_from`` (a features job's name or an ``s3://`` URI; with ``local`` a directory),
@@ -60,6 +65,7 @@ class TrainingSpec:
     job_name: str = ""  # empty: a unique one is made
     local: bool = False
     features_from: str | None = None
+    input_mode: str = "File"  # the image channels'
 
     def __post_init__(self) -> None:
         missing = [c for c in CHANNELS if not self.channels.get(c)]
@@ -81,14 +87,19 @@ class TrainingSpec:
             if self.local or self.features_from.startswith("s3://"):
                 self.channels = {**self.channels, feature_jobs.CHANNEL: self.features_from}
             # else a job name: resolve_features adds its output.tar.gz once a session exists
+        if self.input_mode not in INPUT_MODES:
+            raise LauncherError(f"--input-mode {self.input_mode!r}: use one of {', '.join(INPUT_MODES)}")
         if self.local:
             # Local mode runs a local tag (dogbreed-train:latest) as happily as an ECR URI.
-            self.channels = {name: validation.local_dir(uri, _flag(name)) for name, uri in self.channels.items()}
+            self.channels = {name: local_channel(uri, _flag(name)) for name, uri in self.channels.items()}
             self.output = str(Path(self.output).expanduser().resolve())
             return
         self.image = validation.ecr_image(self.image, "training image")
         self.role = validation.role_arn(self.role)
         self.channels = {name: validation.s3_uri(uri, _flag(name)) for name, uri in self.channels.items()}
+        for split in CHANNELS:
+            if manifest_channels.is_manifest(self.channels[split]):
+                self.channels.update(manifest_channels.s3_channels(split, self.channels[split]))
         self.output = validation.s3_uri(self.output, "--output")
         if self.checkpoint_uri:
             self.checkpoint_uri = validation.s3_uri(self.checkpoint_uri, "--checkpoint-uri")
@@ -112,10 +123,29 @@ class TrainingSpec:
             archive = feature_jobs.job_archive(self.features_from, boto_session)
             self.channels = {**self.channels, feature_jobs.CHANNEL: archive}
 
+    def resolve_manifests(self, boto_session) -> None:
+        """Point each split given as a Ground Truth manifest at the S3 folder holding its images
+        (read from the manifest, before any job is created)."""
+        for split in CHANNELS:
+            if manifest_channels.is_manifest(self.channels[split]):
+                self.channels[split] = manifest_channels.images_prefix(self.channels[split], _flag(split), boto_session)
+
+    def channel_input_mode(self, name: str) -> str:
+        """The image channels' input mode; a manifest, weights or a feature cache is downloaded."""
+        return self.input_mode if name in CHANNELS else "File"
+
 
 def _flag(channel: str) -> str:
     """The command-line flag that names a channel, for messages."""
     return "--features-from" if channel == feature_jobs.CHANNEL else f"--{channel}"
+
+
+def local_channel(uri: str, flag: str) -> str:
+    """A local channel's folder (absolute); a split's manifest file stands for the folder it lies in."""
+    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
+    if path.is_file() and manifest_channels.is_manifest(path.name):
+        return manifest_channels.local_channel(path, flag)
+    return validation.local_dir(uri, flag)
 
 
 def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = True) -> dict[str, Any]:
@@ -123,6 +153,9 @@ def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = 
 
     ``region`` picks the Debugger rule images; ``with_debugger=False`` leaves Debugger out.
     """
+    unresolved = [name for name in CHANNELS if manifest_channels.is_manifest(spec.channels[name])]
+    if unresolved:  # a programming error: the launch resolves them first
+        raise LauncherError(f"the images of {', '.join(unresolved)} are unknown until resolve_manifests runs")
     channels = [
         shapes.Channel(
             channel_name=name,
@@ -131,7 +164,7 @@ def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = 
                     s3_data_type="S3Prefix", s3_uri=uri, s3_data_distribution_type="FullyReplicated"
                 )
             ),
-            input_mode="File",
+            input_mode=spec.channel_input_mode(name),
         )
         for name, uri in spec.channels.items()
     ]
@@ -143,7 +176,7 @@ def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = 
         "role_arn": spec.role,
         "algorithm_specification": shapes.AlgorithmSpecification(
             training_image=spec.image,
-            training_input_mode="File",
+            training_input_mode=spec.input_mode,
             metric_definitions=[
                 shapes.MetricDefinition(name=d["Name"], regex=d["Regex"]) for d in metric_definitions()
             ],
@@ -185,6 +218,7 @@ def start_training_job(spec: TrainingSpec, boto_session, wait: bool = False):
             "SageMaker needs the image in the job's region"
         )
     spec.resolve_features(boto_session)
+    spec.resolve_manifests(boto_session)
     job = TrainingJob.create(session=boto_session, region=region, **training_job_request(spec, region))
     if wait:
         job.wait(logs=True)

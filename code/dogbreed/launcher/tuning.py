@@ -69,7 +69,7 @@ def tuning_job_request(spec: TuningSpec) -> dict[str, Any]:
     definition = shapes.HyperParameterTrainingJobDefinition(
         algorithm_specification=shapes.HyperParameterAlgorithmSpecification(
             training_image=algorithm.training_image,
-            training_input_mode="File",
+            training_input_mode=job.input_mode,
             metric_definitions=algorithm.metric_definitions,
         ),
         role_arn=job.role,
@@ -113,6 +113,7 @@ def tuning_job_request(spec: TuningSpec) -> dict[str, Any]:
 def start_tuning_job(spec: TuningSpec, boto_session):
     """Create the tuning job (it runs for hours; ``best`` reads the result)."""
     spec.training.resolve_features(boto_session)  # the features channel, when from a job name
+    spec.training.resolve_manifests(boto_session)
     return HyperParameterTuningJob.create(
         session=boto_session, region=boto_session.region_name, **tuning_job_request(spec)
     )

@@ -90,6 +90,9 @@ class TrainConfig:
     )
     image_size: int = hp(224, "side of the square crop the network sees")
     resize_size: int = hp(256, "evaluation: the shorter side is resized to this before the centre crop")
+    label_attribute: str = hp(
+        "", "a Ground Truth manifest's label attribute, where its records carry several (default: the only one)"
+    )
     max_unreadable_fraction: float = hp(0.05, "fail when more than this fraction of a split's images cannot be decoded")
     num_workers: int = hp(
         help="DataLoader worker processes (0: load in the main process)", default_factory=_default_workers
@@ -288,7 +291,7 @@ class JobPaths:
 
 
 _PATH_FLAGS = {
-    "train": "the train channel: one folder per class",
+    "train": "the train channel: one folder per class, or a manifest and its images",
     "valid": "the valid channel",
     "test": "the test channel (optional; test metrics are skipped without it)",
     "model_dir": "where model.pt, model.onnx, model.int8.onnx and model.json go",

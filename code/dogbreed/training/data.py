@@ -1,4 +1,5 @@
-"""The image set: one folder per class in each split, e.g. ``train/001.Affenpinscher/*.jpg``.
+"""The image set: one folder per class in each split, e.g. ``train/001.Affenpinscher/*.jpg``, or a
+manifest that labels the split's images (:mod:`.manifests`).
 
 Unreadable files (empty, text renamed ``.jpg``, truncated JPEGs) do not stop the job:
 a cheap header check drops most of them at scan time, the rest fail to decode in the
@@ -28,6 +29,7 @@ from torchvision import transforms as T
 from dogbreed.images import ImageDecodeError, open_image
 from dogbreed.preprocessing import Preprocessing
 from dogbreed.training.failure import TrainingError
+from dogbreed.training.manifests import find_manifest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +45,19 @@ def class_name(folder: str) -> str:
 
 @dataclass
 class Split:
-    """One split: its classes (folder names, sorted) and its readable-looking images."""
+    """One split: its classes (folder names, sorted; or a manifest's class names) and its readable-looking images."""
 
     name: str
     root: Path
     class_dirs: list[str]
     samples: list[tuple[Path, int]]
     unreadable: dict[str, str] = field(default_factory=dict)  # path -> reason, scan and load time
+    manifest: Path | None = None  # the manifest that labels the split, if not class folders
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names a model answers with: a manifest's as written, folders' by :func:`class_name`."""
+        return list(self.class_dirs) if self.manifest else [class_name(d) for d in self.class_dirs]
 
     @property
     def total(self) -> int:
@@ -89,49 +97,71 @@ def _header_problem(path: Path) -> str | None:
     return None
 
 
-def scan_split(name: str, root: Path, class_dirs: Sequence[str] | None = None) -> Split:
-    """List ``root/<class>/<image>``; raise :class:`TrainingError` for a missing or malformed split.
+def scan_split(name: str, root: Path, class_dirs: Sequence[str] | None = None, label_attribute: str = "") -> Split:
+    """List ``root/<class>/<image>``, or the images a manifest labels (:func:`.manifests.find_manifest`);
+    raise :class:`TrainingError` for a missing or malformed split.
 
     ``class_dirs``, when given, is the class list of the train split: this split must have
-    exactly the same folders.
+    exactly the same folders (a manifest: the same class names, index for index).
+    ``label_attribute`` picks a Ground Truth manifest's label attribute.
     """
     root = Path(root)
+    manifest = find_manifest(root)
     if not root.is_dir():
         raise TrainingError(f"the {name} channel is missing: {root} is not a directory")
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not found:
-        raise TrainingError(f"the {name} channel {root} has no class folders (expected {root}/001.Breed/*.jpg)")
+    if manifest is not None:
+        labelled = read_manifest(manifest, root, label_attribute)
+        found, listed = labelled.classes, labelled.samples
+    else:
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not found:
+            raise TrainingError(f"the {name} channel {root} has no class folders (expected {root}/001.Breed/*.jpg)")
     if class_dirs is not None and found != list(class_dirs):
-        missing = sorted(set(class_dirs) - set(found))
-        extra = sorted(set(found) - set(class_dirs))
-        raise TrainingError(
-            f"the {name} split's class folders differ from the train split's: "
-            f"missing in {name}: {missing or 'none'}; only in {name}: {extra or 'none'}"
-        )
+        raise _other_classes(name, found, class_dirs, "classes" if manifest is not None else "class folders")
+    if manifest is None:
+        listed = _folder_images(name, root, found)
     samples: list[tuple[Path, int]] = []
     unreadable: dict[str, str] = {}
-    for index, folder in enumerate(found):
-        files = sorted(p for p in (root / folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise TrainingError(f"the class folder {root / folder} in the {name} split holds no images")
-        for path in files:
-            problem = _header_problem(path)
-            if problem:
-                unreadable[str(path)] = problem
-            else:
-                samples.append((path, index))
-    split = Split(name, root, found, samples, unreadable)
+    for path, index in listed:
+        problem = _header_problem(path)
+        if problem:
+            unreadable[str(path)] = problem
+        else:
+            samples.append((path, index))
+    split = Split(name, root, found, samples, unreadable, manifest)
     log.info(
         "%s: %d images in %d classes from %s (%d unreadable, skipped)",
         name,
         len(samples),
         len(found),
-        root,
+        manifest or root,
         len(unreadable),
     )
     for bad, reason in list(unreadable.items())[:10]:
         log.warning("%s: skipping unreadable image %s: %s", name, bad, reason)
     return split
+
+
+def _other_classes(name: str, found: Sequence[str], expected: Sequence[str], kind: str) -> TrainingError:
+    """The error for a split whose classes are not the train split's (other names, or their order)."""
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    return TrainingError(
+        f"the {name} split's {kind} differ from the train split's: "
+        f"missing in {name}: {missing or 'none'}; only in {name}: {extra or 'none'}"
+        + ("" if missing or extra else f" (in another order: {list(found)})")
+    )
+
+
+def _folder_images(name: str, root: Path, class_dirs: Sequence[str]) -> list[tuple[Path, int]]:
+    """Every image file under each class folder, with the folder's index."""
+    listed: list[tuple[Path, int]] = []
+    for index, folder in enumerate(class_dirs):
+        files = sorted(p for p in (root / folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise TrainingError(f"the class folder {root / folder} in the {name} split holds no images")
+        listed += [(path, index) for path in files]
+    return listed
 
 
 class EvalTransform:

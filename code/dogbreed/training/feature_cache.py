@@ -104,7 +104,7 @@ def trunk_checksum(model: nn.Module, arch: Architecture) -> str:
 
 
 def files_checksum(split: Split) -> tuple[str, int]:
-    """SHA-256 over every image file of the split (readable or not): relative path, size, content."""
+    """SHA-256 over every image file of the split (readable or not): relative path, size, content; and its manifest."""
     paths = sorted({str(p) for p, _ in split.samples} | set(split.unreadable))
     digest = hashlib.sha256()
     for name in paths:
@@ -112,6 +112,8 @@ def files_checksum(split: Split) -> tuple[str, int]:
         with open(path, "rb") as f:
             content = hashlib.file_digest(f, "sha256").hexdigest()
         digest.update(f"{path.relative_to(split.root)}\0{path.stat().st_size}\0{content}\n".encode())
+    if split.manifest is not None:  # its labels are in no path
+        digest.update(b"manifest\0" + split.manifest.read_bytes())
     return digest.hexdigest(), len(paths)
 
 

@@ -56,7 +56,6 @@ from dogbreed.training.data import (
     EvalTransform,
     Normalize,
     Split,
-    class_name,
     make_loader,
     scan_split,
     train_transform,
@@ -166,11 +165,11 @@ class Data:
 # Stage 1: data. Every split is checked before any weights are loaded.
 def load_data(config: TrainConfig, paths: JobPaths, device: torch.device, distributed: Distributed = SINGLE) -> Data:
     """Scan the splits (failing on a missing or malformed one) and make their loaders (this process's slices)."""
-    train = scan_split("train", paths.train)
-    valid = scan_split("valid", paths.valid, train.class_dirs)
+    train = scan_split("train", paths.train, label_attribute=config.label_attribute)
+    valid = scan_split("valid", paths.valid, train.class_dirs, config.label_attribute)
     test = None
     if paths.test.is_dir():
-        test = scan_split("test", paths.test, train.class_dirs)
+        test = scan_split("test", paths.test, train.class_dirs, config.label_attribute)
     else:
         log.info("no test channel at %s: test metrics are skipped", paths.test)
     for split in (train, valid, test):
@@ -204,7 +203,7 @@ def load_data(config: TrainConfig, paths: JobPaths, device: torch.device, distri
         train_loader=loader(train, train_transform(preprocessing, config.augment), shuffle=True),
         valid_loader=loader(valid, eval_transform, shuffle=False),
         test_loader=loader(test, eval_transform, shuffle=False) if test is not None else None,
-        classes=[class_name(d) for d in train.class_dirs],
+        classes=train.classes,
         preprocessing=preprocessing,
     )
 
