@@ -112,7 +112,7 @@ def tuning_job_request(spec: TuningSpec) -> dict[str, Any]:
 
 def start_tuning_job(spec: TuningSpec, boto_session):
     """Create the tuning job (it runs for hours; ``best`` reads the result)."""
-    spec.training.resolve_features(boto_session)  # the features channel, when from a job name
+    spec.training.resolve_inputs(boto_session)  # the features and model channels, when from a job name
     return HyperParameterTuningJob.create(
         session=boto_session, region=boto_session.region_name, **tuning_job_request(spec)
     )
