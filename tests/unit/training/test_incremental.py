@@ -70,13 +70,17 @@ def two_breeds(dogs3, tmp_path_factory):
     return data, env
 
 
-def test_a_two_breed_model_extended_to_three_keeps_its_breeds_and_learns_the_third(two_breeds, dogs3, tmp_path):
+def test_a_two_breed_model_extended_to_three_keeps_its_breeds_and_learns_the_third(two_breeds, dogs3, tmp_path,
+                                                                                     capsys):
     _, old = two_breeds
     before = valid_accuracy(old)
     assert min(before.values()) >= 0.85, before
     data = subset(dogs3, tmp_path / "three", BREEDS)
+    capsys.readouterr()
     status, env = run_job(data, tmp_path / "job3", "--epochs", "3", model=old.model_dir)
     assert status == 0, env.failure_path.read_text()
+    assert (f"incremental training from {old.model_dir}: kept 2 classes (Beagle, Siberian husky), "
+            "added 1 (Toy poodle), dropped 0\n") in capsys.readouterr().out
     after = valid_accuracy(env)
     assert list(after) == ["Beagle", "Siberian husky", "Toy poodle"]
     for breed, accuracy in before.items():  # within 2 of the breed's 15 photos of the 2-breed model
