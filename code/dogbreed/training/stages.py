@@ -232,6 +232,10 @@ def build_learner(
     previous = find_previous_model(paths.previous_model)
     if previous is not None:  # incremental training: the earlier model's weights, not ImageNet's
         check_fits(previous, config.arch, config.image_size)
+        if config.pretrained != "imagenet" or paths.pretrained.is_dir():
+            log.warning(
+                "a model channel is given: pretrained=%s and the pretrained channel are not used", config.pretrained
+            )
         model = continue_from(previous, data.classes, config.freeze)
     else:
         channel = paths.pretrained if paths.pretrained.is_dir() else None
