@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -63,11 +64,18 @@ def find_previous_model(channel: Path | None) -> PreviousModel | None:
 
 
 def _unpack(archive: Path, into: Path) -> None:
-    """Extract ``model.json`` and ``model.pt`` from the archive's top level (the ONNX models are not needed)."""
+    """Extract ``model.json`` and ``model.pt`` from the archive's top level (the ONNX models are not needed).
+
+    By hand rather than ``extractall(filter=...)``, which the image's Python (3.11 before 3.11.4) lacks.
+    """
     try:
         with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and os.path.normpath(m.name) in _NEEDED]
-            tar.extractall(into, members=members, filter="data")
+            for member in tar.getmembers():
+                name = os.path.normpath(member.name)
+                source = tar.extractfile(member) if member.isfile() and name in _NEEDED else None
+                if source is not None:  # regular files under fixed names: nothing lands outside ``into``
+                    with source, open(into / name, "wb") as target:
+                        shutil.copyfileobj(source, target)
     except (tarfile.TarError, OSError) as exc:
         raise TrainingError(f"the {CHANNEL} channel's archive {archive} cannot be unpacked: {exc}") from exc
 

@@ -130,6 +130,15 @@ def test_a_channel_without_a_model_fails_saying_what_it_holds(tmp_path):
     with pytest.raises(TrainingError, match=r"holds neither model\.json nor one \.tar\.gz archive .* but notes\.txt"):
         find_previous_model(channel)
     assert find_previous_model(tmp_path / "absent") is None
+    (channel / "notes.txt").unlink()
+    packed = tmp_path / "packed" / "model"  # a folder packed whole: model.json is not at the top
+    packed.mkdir(parents=True)
+    (packed / "model.json").write_text("{}")
+    with tarfile.open(channel / "model.tar.gz", "w:gz") as tar:
+        tar.add(packed, arcname="model")
+        tar.add(packed / "model.json", arcname="../model.json")  # outside the channel: never extracted
+    with pytest.raises(TrainingError, match=r"model\.tar\.gz: .*model\.json is missing"):
+        find_previous_model(channel)
 
 
 def test_the_head_keeps_old_rows_by_name_adds_new_ones_and_drops_the_gone(two_breeds):
