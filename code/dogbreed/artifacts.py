@@ -2,7 +2,8 @@
 
 A training job writes, into ``/opt/ml/model`` (SageMaker tars it as ``model.tar.gz``):
 
-- ``model.pt``: the PyTorch ``state_dict`` of the fine-tuned network;
+- ``model.pt``: the PyTorch ``state_dict`` of the fine-tuned network (the serving image ignores
+  it; a later job given this model as its ``model`` channel starts from it);
 - ``model.onnx``: the same network for ONNX Runtime, input ``input`` (N, 3, H, W)
   float32, output ``logits`` (N, classes);
 - ``model.int8.onnx`` (optional): the same network statically quantized to int8, same

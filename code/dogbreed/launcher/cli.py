@@ -119,6 +119,17 @@ def _no_input_mode_locally(args: argparse.Namespace) -> None:
         raise LauncherError("--input-mode is for SageMaker jobs: --local gives the container the folders themselves")
 
 
+def _add_from(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from",
+        dest="model_from",
+        metavar="JOB_OR_URI",
+        help="incremental training: start from an earlier model, a Completed training job's name or an "
+        "s3:// URI of its model.tar.gz (with --local: a directory or a model.tar.gz file), given to the job "
+        "as its 'model' channel; same arch and image_size, classes matched by name",
+    )
+
+
 def _training_spec(
     args: argparse.Namespace, local: bool, hyperparameters: dict[str, str] | None = None, input_mode: str = "File"
 ) -> training_jobs.TrainingSpec:
@@ -145,6 +156,7 @@ def _training_spec(
         local=local,
         features_from=getattr(args, "features_from", None),
         input_mode=args.input_mode or input_mode,
+        model_from=getattr(args, "model_from", None),
     )
 
 
@@ -236,6 +248,7 @@ def _tune_local(args) -> int:
         hyperparameters=parse_assignments(args.hp),
         pretrained=args.pretrained,
         features_from=args.features_from,
+        model_from=args.model_from,
         timeout_seconds=args.timeout,
         final=args.final,
         instance_type=args.instance_type or "local",
@@ -514,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_training(p)
     _add_features_from(p)
+    _add_from(p)
     p.add_argument("--no-debugger", dest="debugger", action="store_false", help="no Debugger hook, rules or profiler")
     p.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
     p.add_argument("--local", action="store_true", help="run in Docker on this machine with the SDK's local mode")
@@ -530,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_training(p)
     _add_features_from(p)
+    _add_from(p)
     p.add_argument("--lr-min", type=float, default=1e-4)
     p.add_argument("--lr-max", type=float, default=1e-1)
     p.add_argument(

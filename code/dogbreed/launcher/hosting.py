@@ -258,14 +258,14 @@ def async_inference_config(config: AsyncInference) -> shapes.AsyncInferenceConfi
     )
 
 
-def model_artifacts(model_data: str, boto_session) -> str:
+def model_artifacts(model_data: str, boto_session, flag: str = "--model") -> str:
     """``model_data`` itself when it is an S3 URI, else the named training job's model.tar.gz
-    (``DescribeTrainingJob``; the job must be Completed)."""
+    (``DescribeTrainingJob``; the job must be Completed, else :class:`LauncherError` naming ``flag``)."""
     if model_data.startswith("s3://"):
         return model_data
     job = boto_session.client("sagemaker").describe_training_job(TrainingJobName=model_data)
     if job["TrainingJobStatus"] != "Completed":
-        raise LauncherError(f"--model {model_data}: the training job is {job['TrainingJobStatus']}, not Completed")
+        raise LauncherError(f"{flag} {model_data}: the training job is {job['TrainingJobStatus']}, not Completed")
     return job["ModelArtifacts"]["S3ModelArtifacts"]
 
 

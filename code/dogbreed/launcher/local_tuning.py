@@ -47,6 +47,7 @@ class LocalTuningSpec:
     hyperparameters: dict[str, str] = field(default_factory=dict)
     pretrained: str | None = None
     features_from: str | None = None
+    model_from: str | None = None  # an earlier model to start from: a directory or its model.tar.gz
     timeout_seconds: int | None = None
     final: bool = True
     instance_type: str = "local"
@@ -65,6 +66,8 @@ class LocalTuningSpec:
             self.pretrained = _local_dir_or_file(self.pretrained, "--pretrained")
         if self.features_from:
             self.features_from = _local_dir_or_file(self.features_from, "--features-from")
+        if self.model_from:
+            self.model_from = _local_dir_or_file(self.model_from, "--from")
         tuning.check_search(self.lr_min, self.lr_max, self.batch_sizes, self.hyperparameters)
         validation.count(self.trials, "--max-jobs (the number of trials)")
         if self.timeout_seconds is not None:
@@ -148,6 +151,8 @@ def docker_command(spec: LocalTuningSpec) -> list[str]:
         command += _read_only(spec.pretrained, "pretrained")
     if spec.features_from:
         command += _read_only(spec.features_from, feature_jobs.CHANNEL)
+    if spec.model_from:
+        command += _read_only(spec.model_from, training_jobs.MODEL_CHANNEL)
     for name, target in WRITABLE.items():
         command += ["-v", f"{spec.output}/{name}:{target}"]
     return [*command, spec.image, "python", "-m", MODULE, *tune_arguments(spec)]

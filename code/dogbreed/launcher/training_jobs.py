@@ -6,6 +6,8 @@ path sends it to ``CreateTrainingJob`` through ``sagemaker.core.resources.Traini
 ``Mode.LOCAL_CONTAINER``. ``features_from`` adds a ``features`` channel holding a feature
 cache (see :mod:`dogbreed.launcher.feature_jobs`); a split given as a manifest adds its
 ``<split>_manifest`` channel (:mod:`dogbreed.launcher.manifest_channels`).
+``model_from`` (``--from``) adds a ``model`` channel holding an earlier job's model, which the
+job continues (incremental training).
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from sagemaker.core import shapes
 from sagemaker.core.resources import TrainingJob
 from sagemaker.core.training.configs import Compute, InputData
 
-from dogbreed.launcher import debugger_config, feature_jobs, manifest_channels, sagemaker_conventions, validation
+from dogbreed.launcher import (
+    debugger_config,
+    feature_jobs,
+    hosting,
+    manifest_channels,
+    sagemaker_conventions,
+    validation,
+)
 from dogbreed.launcher.validation import LauncherError
 from dogbreed.metric_lines import METRIC_DEFINITIONS
 
@@ -26,6 +35,7 @@ CHANNELS = ("train", "valid", "test")
 # How the image channels reach the job: downloaded first (File), or mounted and read on demand
 # (FastFile, better where each image is read once). Other channels are small and always File.
 INPUT_MODES = ("File", "FastFile")
+MODEL_CHANNEL = "model"  # an earlier job's model.tar.gz, which the job starts from
 # Where SageMaker syncs checkpoints with S3; the training code saves and resumes there.
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"  # the training job's TensorBoard folder
@@ -45,7 +55,8 @@ class TrainingSpec:
 
     ``instance_type`` defaults to ``local`` in local mode, to a CPU instance with
     ``features_from`` (a features job's name or an ``s3://`` URI; with ``local`` a directory),
-    else to a GPU instance.
+    else to a GPU instance. ``model_from``: a training job's name or an ``s3://`` URI of its
+    ``model.tar.gz`` (with ``local``, a directory or a ``model.tar.gz`` file).
     """
 
     image: str
@@ -66,6 +77,7 @@ class TrainingSpec:
     local: bool = False
     features_from: str | None = None
     input_mode: str = "File"  # the image channels'
+    model_from: str | None = None
 
     def __post_init__(self) -> None:
         missing = [c for c in CHANNELS if not self.channels.get(c)]
@@ -89,6 +101,8 @@ class TrainingSpec:
             # else a job name: resolve_features adds its output.tar.gz once a session exists
         if self.input_mode not in INPUT_MODES:
             raise LauncherError(f"--input-mode {self.input_mode!r}: use one of {', '.join(INPUT_MODES)}")
+        if self.model_from:
+            self.channels = {**self.channels, **model_channel(self.model_from, self.local)}
         if self.local:
             # Local mode runs a local tag (dogbreed-train:latest) as happily as an ECR URI.
             self.channels = {name: local_channel(uri, _flag(name)) for name, uri in self.channels.items()}
@@ -112,6 +126,20 @@ class TrainingSpec:
         if self.local:
             return "local"
         return feature_jobs.INSTANCE_TYPE if self.features_from else DEFAULT_INSTANCE_TYPE
+
+    def resolve_inputs(self, boto_session) -> None:
+        """The channels named by a job (``features_from``, ``model_from``), from ``DescribeTrainingJob``,
+        and the images' folder of each split given as a Ground Truth manifest, read from it.
+
+        The first AWS calls of the job's launch, after every check on the input.
+        """
+        self.resolve_features(boto_session)
+        self.resolve_manifests(boto_session)
+        if self.model_from and MODEL_CHANNEL not in self.channels:
+            self.channels = {
+                **self.channels,
+                MODEL_CHANNEL: hosting.model_artifacts(self.model_from, boto_session, flag="--from"),
+            }
 
     def resolve_features(self, boto_session) -> None:
         """With ``features_from`` a job name: add its ``output.tar.gz`` as the ``features`` channel.
@@ -137,7 +165,34 @@ class TrainingSpec:
 
 def _flag(channel: str) -> str:
     """The command-line flag that names a channel, for messages."""
-    return "--features-from" if channel == feature_jobs.CHANNEL else f"--{channel}"
+    return {feature_jobs.CHANNEL: "--features-from", MODEL_CHANNEL: "--from"}.get(channel, f"--{channel}")
+
+
+def model_channel(value: str, local: bool) -> dict[str, str]:
+    """``--from``'s ``model`` channel: ``{}`` for a job name (:meth:`TrainingSpec.resolve_inputs` adds
+    it), else the channel's URI or directory.
+
+    SageMaker copies an ``s3://.../model.tar.gz`` into the channel as a file, which the job unpacks.
+    Local mode mounts a directory: a ``model.tar.gz`` file goes as its folder, which must hold no
+    other archive.
+    """
+    if not local:
+        if value.startswith("s3:") or "://" in value:
+            return {MODEL_CHANNEL: validation.s3_uri(value, "--from")}
+        validation.resource_name(value, "--from (a training job's name or an s3://.../model.tar.gz)")
+        return {}
+    path = Path(value[len("file://") :] if value.startswith("file://") else value).expanduser()
+    if path.is_dir():
+        return {MODEL_CHANNEL: str(path)}
+    if not path.is_file() or not path.name.endswith(".tar.gz"):
+        raise LauncherError(f"--from {value!r}: no such local model directory or model.tar.gz")
+    others = [p.name for p in path.parent.glob("*.tar.gz") if p != path]
+    if others:
+        raise LauncherError(
+            f"--from {value!r}: local mode mounts its folder as the model channel, and that folder "
+            f"also holds {', '.join(sorted(others))}; move the model.tar.gz into a folder of its own"
+        )
+    return {MODEL_CHANNEL: str(path.parent)}
 
 
 def local_channel(uri: str, flag: str) -> str:
@@ -217,8 +272,7 @@ def start_training_job(spec: TrainingSpec, boto_session, wait: bool = False):
             f"the image is in {validation.ecr_region(spec.image)}, the job would run in {region}: "
             "SageMaker needs the image in the job's region"
         )
-    spec.resolve_features(boto_session)
-    spec.resolve_manifests(boto_session)
+    spec.resolve_inputs(boto_session)
     job = TrainingJob.create(session=boto_session, region=region, **training_job_request(spec, region))
     if wait:
         job.wait(logs=True)

@@ -112,8 +112,7 @@ def tuning_job_request(spec: TuningSpec) -> dict[str, Any]:
 
 def start_tuning_job(spec: TuningSpec, boto_session):
     """Create the tuning job (it runs for hours; ``best`` reads the result)."""
-    spec.training.resolve_features(boto_session)  # the features channel, when from a job name
-    spec.training.resolve_manifests(boto_session)
+    spec.training.resolve_inputs(boto_session)  # features and model channels from a job name; manifests' images
     return HyperParameterTuningJob.create(
         session=boto_session, region=boto_session.region_name, **tuning_job_request(spec)
     )

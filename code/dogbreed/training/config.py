@@ -288,6 +288,7 @@ class JobPaths:
     model_dir: Path
     output_data_dir: Path
     checkpoint_dir: Path
+    previous_model: Path | None = None  # the optional 'model' channel: an earlier job's model to start from
 
 
 _PATH_FLAGS = {
@@ -356,5 +357,10 @@ def load_config(argv: Sequence[str] | None, env: TrainingEnvironment) -> tuple[T
     values = parse_values(env.hyperparameters(), env.hyperparameters_source)
     values.update(parse_values(args, "the command line"))
     config = TrainConfig(**values)
-    paths = JobPaths(pretrained=env.channels["pretrained"], features=env.channels["features"], **path_values)
+    paths = JobPaths(
+        pretrained=env.channels["pretrained"],
+        features=env.channels["features"],
+        previous_model=env.channels["model"],
+        **path_values,
+    )
     return config, paths

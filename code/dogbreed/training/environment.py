@@ -22,7 +22,8 @@ from typing import Any
 
 from dogbreed.training.failure import ConfigError
 
-CHANNELS = ("train", "valid", "test", "pretrained", "features")
+# "model" (optional): an earlier job's model to continue from (:mod:`.incremental`).
+CHANNELS = ("train", "valid", "test", "pretrained", "features", "model")
 HYPERPARAMETERS_FILE = "hyperparameters.json"
 INPUT_DATA_CONFIG_FILE = "inputdataconfig.json"
 RESOURCE_CONFIG_FILE = "resourceconfig.json"

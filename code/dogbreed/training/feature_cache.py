@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import tarfile
 import tempfile
 import time
@@ -159,9 +160,13 @@ class FeatureStore:
             for archive in sorted(channel.rglob("*.tar.gz")):
                 with tarfile.open(archive) as tar:
                     members = [m for m in tar.getmembers() if m.isfile() and _CACHE_NAME.match(Path(m.name).name)]
+                    # Flat, by name (no folders from the archive), and by hand: the image's Python
+                    # (3.11.2) has no extractall(filter=).
                     for member in members:
-                        member.name = Path(member.name).name  # flat: no folders from the archive
-                    tar.extractall(self._unpacked, members=members, filter="data")
+                        source = tar.extractfile(member)
+                        if source is not None:
+                            with source, open(self._unpacked / Path(member.name).name, "wb") as target:
+                                shutil.copyfileobj(source, target)
                 log.info("features: %d cache files in %s", len(members), archive)
         return list(self._unpacked.glob("*.pt"))
 

@@ -269,7 +269,7 @@ def _find_state_dict(
     )
 
 
-def _load_trunk(
+def load_state(
     model: nn.Module, arch: Architecture, state: dict[str, torch.Tensor], source: str, with_head: bool
 ) -> None:
     """Load ``state`` into ``model`` (its head too when ``with_head``); a misfit is a TrainingError."""
@@ -303,7 +303,7 @@ def build_model(
         log.warning("pretrained=none: training %s from random weights", arch)
     else:
         state, source = find_pretrained_weights(spec, pretrained, channel, torch_home)
-        _load_trunk(model, spec, state, source, with_head=False)
+        load_state(model, spec, state, source, with_head=False)
     replace_head(model, spec, nn.Linear(head_of(model, spec).in_features, num_classes))
     apply_freeze(model, spec, freeze)
     return model
@@ -314,7 +314,7 @@ def imagenet_model(arch: str, channel: Path | None = None, torch_home: Path | No
     spec = architecture(arch)
     model = build_network(spec, IMAGENET_CLASSES)
     state, source = find_pretrained_weights(spec, "imagenet", channel, torch_home)
-    _load_trunk(model, spec, state, source, with_head=True)
+    load_state(model, spec, state, source, with_head=True)
     return model.eval()
 
 

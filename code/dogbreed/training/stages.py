@@ -2,7 +2,8 @@
 are the job's epochs on cached features) both run. In the order a job runs them:
 
 1. :func:`load_data` -> :class:`Data`: every split scanned and checked, with its loaders.
-2. :func:`build_learner` -> :class:`~.loop.Learner`: the pretrained network with a new head, and what trains it.
+2. :func:`build_learner` -> :class:`~.loop.Learner`: the pretrained network with a new head (or an earlier
+   model's, from the ``model`` channel), and what trains it.
 3. :func:`use_cached_features` (features on) -> :class:`CachedFeatures`: the frozen trunk's output, once per
    image; a new :class:`Data` whose loaders read it and a new learner that trains the head alone
    (:func:`feature_data`, :func:`head_learner`).
@@ -75,6 +76,7 @@ from dogbreed.training.feature_cache import (
     mark_unreadable,
     trunk_checksum,
 )
+from dogbreed.training.incremental import check_fits, continue_from, find_previous_model
 from dogbreed.training.loop import (
     Evaluation,
     GracefulStop,
@@ -217,7 +219,8 @@ def build_learner(
     device: torch.device,
     distributed: Distributed = SINGLE,
 ) -> Learner:
-    """The network with pretrained weights and a new head, its loss, optimizer, schedule and scaler."""
+    """The network with pretrained weights and a new head (or, given a ``model`` channel, the earlier
+    model's network and head, :mod:`.incremental`), its loss, optimizer, schedule and scaler."""
     amp = config.amp and device.type == "cuda"
     if config.amp and not amp:
         log.warning("amp=true needs CUDA; training in float32 on %s", device)
@@ -225,8 +228,17 @@ def build_learner(
         torch.backends.cudnn.benchmark = True
     log.info("device: %s%s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
 
-    channel = paths.pretrained if paths.pretrained.is_dir() else None
-    model = build_model(config.arch, len(data.classes), config.pretrained, config.freeze, channel, env.torch_home)
+    previous = find_previous_model(paths.previous_model)
+    if previous is not None:  # incremental training: the earlier model's weights, not ImageNet's
+        check_fits(previous, config.arch, config.image_size)
+        if config.pretrained != "imagenet" or paths.pretrained.is_dir():
+            log.warning(
+                "a model channel is given: pretrained=%s and the pretrained channel are not used", config.pretrained
+            )
+        model = continue_from(previous, data.classes, config.freeze)
+    else:
+        channel = paths.pretrained if paths.pretrained.is_dir() else None
+        model = build_model(config.arch, len(data.classes), config.pretrained, config.freeze, channel, env.torch_home)
     model.to(device)
     params = trainable_parameters(model)
     log.info(

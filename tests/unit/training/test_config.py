@@ -128,7 +128,7 @@ def test_the_toolkit_environment_is_read_as_the_toolkit_parsed_it(tmp_path):
         {"lr": "0.01", "batch_size": "\"16\"", "augment": "false", "sagemaker_program": "\"x.py\""}))
     (config / "resourceconfig.json").write_text(json.dumps(
         {"current_host": "algo-2", "hosts": ["algo-1", "algo-2"], "network_interface_name": "eth0"}))
-    (config / "inputdataconfig.json").write_text(json.dumps({"train": {}, "valid": {}}))
+    (config / "inputdataconfig.json").write_text(json.dumps({"train": {}, "valid": {}, "model": {}}))
     script = (
         "import json, sys; from sagemaker_training.environment import Environment; "
         "from dogbreed.training.environment import TrainingEnvironment; "
@@ -136,6 +136,7 @@ def test_the_toolkit_environment_is_read_as_the_toolkit_parsed_it(tmp_path):
         "env = TrainingEnvironment.from_toolkit(Environment()); config, paths = load_config([], env); "
         "print(json.dumps({'hosts': env.hosts, 'current': env.current_host, 'train': str(paths.train), "
         "'model': str(env.model_dir), 'failure': str(env.failure_path), 'lr': config.lr, "
+        "'previous_model': str(paths.previous_model), "
         "'batch_size': config.batch_size, 'augment': config.augment, 'hp': env.hyperparameters()}))"
     )
     environ = {**os.environ, "SAGEMAKER_BASE_DIR": str(tmp_path)}
@@ -144,6 +145,7 @@ def test_the_toolkit_environment_is_read_as_the_toolkit_parsed_it(tmp_path):
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["hosts"] == ["algo-1", "algo-2"] and seen["current"] == "algo-2"
     assert seen["train"] == str(tmp_path / "input" / "data" / "train")
+    assert seen["previous_model"] == str(tmp_path / "input" / "data" / "model")  # the model channel
     assert seen["model"] == str(tmp_path / "model") and seen["failure"] == str(tmp_path / "output" / "failure")
     assert (seen["lr"], seen["batch_size"], seen["augment"]) == (0.01, 16, False)
     assert "sagemaker_program" not in seen["hp"]  # the toolkit keeps its own keys apart
