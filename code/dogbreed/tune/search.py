@@ -119,7 +119,7 @@ def run_trial(
     """Train the head with ``config`` exactly as the training job would (same initial head, order, seeds)."""
     stages.seed_everything(config.seed)
     head_of(prepared.network, prepared.arch).load_state_dict(prepared.initial_head)
-    learner = stages.head_learner(config, prepared.network, prepared.arch, prepared.device, amp=False)
+    learner = stages.head_learner(config, prepared.data, prepared.network, prepared.arch, prepared.device, amp=False)
     data = stages.feature_data(config, prepared.data, prepared.features, prepared.device)
     state = TrainingState(stages.job_identity(config, data))
     with tempfile.TemporaryDirectory(prefix="dogbreed-trial-") as checkpoints:
