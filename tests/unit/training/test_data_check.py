@@ -130,3 +130,12 @@ def test_a_class_without_training_images_cannot_be_balanced():
     assert balanced_class_weights([3, 1], ["a", "b"]) == pytest.approx((4 / 6, 4 / 2))
     with pytest.raises(TrainingError, match="class_weights=balanced: no readable training images for 1 classes: b"):
         balanced_class_weights([3, 0, 2], ["a", "b", "c"])
+
+
+def test_the_tuner_can_search_class_weights():
+    import optuna  # noqa: PLC0415 - only this test needs it
+
+    from dogbreed.tune.search import SearchSpace  # noqa: PLC0415 - only this test needs it
+
+    trial = optuna.trial.FixedTrial({"class_weights": "balanced", "lr": 0.01})
+    assert SearchSpace(names=("lr", "class_weights")).suggest(trial) == {"lr": 0.01, "class_weights": "balanced"}
