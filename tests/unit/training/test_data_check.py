@@ -139,3 +139,12 @@ def test_the_tuner_can_search_class_weights():
 
     trial = optuna.trial.FixedTrial({"class_weights": "balanced", "lr": 0.01})
     assert SearchSpace(names=("lr", "class_weights")).suggest(trial) == {"lr": 0.01, "class_weights": "balanced"}
+
+
+def test_a_palette_of_greys_is_grey_and_a_coloured_palette_is_not(tmp_path):
+    for name, colour in (("grey", (90, 90, 90)), ("red", (200, 30, 30))):
+        folder = tmp_path / "train" / name
+        folder.mkdir(parents=True)
+        Image.new("RGB", (80, 80), colour).convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "p.png")
+    split = scan_split("train", tmp_path / "train")
+    assert check_data([split], ["grey", "red"], image_size=64, balanced=False).grey == ("train/grey/p.png",)
