@@ -111,6 +111,13 @@ class DataSection:
     findings: list[Finding]
     seconds: float
 
+    def train_images(self, name: str) -> int | None:
+        """The class's training images (None: a class the check did not see), for the results' tables."""
+        if "train" not in self.splits:
+            return None
+        column = self.splits.index("train")
+        return next((row.counts[column] for row in self.classes if row.name == name), None)
+
 
 @dataclass
 class Card:

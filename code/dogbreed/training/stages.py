@@ -1,7 +1,7 @@
 """The training job's stages, which :mod:`.job` (the entry point) and :mod:`dogbreed.tune` (whose trials
 are the job's epochs on cached features) both run. In the order a job runs them:
 
-1. :func:`load_data` -> :class:`Data`: every split scanned and checked, with its loaders.
+1. :func:`load_data` -> :class:`Data`: every split scanned and checked (:mod:`.data_check`), with its loaders.
 2. :func:`build_learner` -> :class:`~.loop.Learner`: the pretrained network with a new head, and what trains it.
 3. :func:`use_cached_features` (features on) -> :class:`CachedFeatures`: the frozen trunk's output, once per
    image; a new :class:`Data` whose loaders read it and a new learner that trains the head alone
