@@ -279,6 +279,11 @@ def add_data_check(page: ReportPage, output_dir: Path) -> None:
         Finding("cmyk", "CMYK", list(check.cmyk)),
     ]
     page.data_check = DataSection(splits, rows, dict(check.unreadable), findings, check.seconds)
+    if check.leaks:  # the test figures may be flattered: say so at the top
+        pairs = sorted({leak.pair for leak in check.leaks})
+        page.warnings.append(
+            f"data: {len(check.leaks)} files are in two splits ({', '.join(pairs)}): leakage, see Data"
+        )
 
 
 def inline(path: Path) -> str:

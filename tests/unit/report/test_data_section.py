@@ -53,6 +53,7 @@ def test_data_section_shows_counts_beside_test_accuracy_and_every_finding(tmp_pa
     assert "valid/001.Beagle/grey.png" in section
     assert dict(re.findall(r'data-unreadable="(\w+)">(\d+)<', section)) == {"train": "2", "valid": "0", "test": "1"}
     assert '<a href="#data">Data</a>' in html
+    assert '<div class="warning">data: 1 files are in two splits (train/test): leakage, see Data</div>' in html
     # The test results' per-class table has each class's training images beside its accuracy.
     assert dict(re.findall(r'data-train-images="([^"]+)">(\d*)<', html)) == {
         "Beagle": "120", "Siberian husky": "40", "Toy poodle": "8"}
