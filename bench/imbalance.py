@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import jobs  # noqa: E402
-import preflight  # noqa: E402
+import jobs
+import preflight
 
 
 def imbalanced(data: Path, out: Path, minority: str, keep: int) -> Path:
@@ -39,9 +39,25 @@ def imbalanced(data: Path, out: Path, minority: str, keep: int) -> Path:
 
 def job(data: Path, work: Path, class_weights: str, epochs: int) -> dict:
     """One training job; its wall time, each breed's test accuracy and the overall figures."""
-    args = [*jobs.channel_args(data, work), "--arch", "efficientnet_lite0", "--epochs", str(epochs), "--patience",
-            "0", "--augment", "false", "--int8", "false", "--debug", "false", "--profile", "false",
-            "--class_weights", class_weights]
+    args = [
+        *jobs.channel_args(data, work),
+        "--arch",
+        "efficientnet_lite0",
+        "--epochs",
+        str(epochs),
+        "--patience",
+        "0",
+        "--augment",
+        "false",
+        "--int8",
+        "false",
+        "--debug",
+        "false",
+        "--profile",
+        "false",
+        "--class_weights",
+        class_weights,
+    ]
     seconds, _ = jobs.timed("dogbreed.training", args, work)
     with open(work / "data" / "test" / "per_class_accuracy.csv") as f:
         per_class = {row["class"]: float(row["accuracy"]) for row in csv.DictReader(f)}
@@ -57,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--work", type=Path, help="keep the jobs' folders here; default: a temporary folder")
     args = parser.parse_args(argv)
-    print(f"bench/imbalance: class_weights=none against balanced, {args.minority} cut to {args.keep} training "
-          f"photos, on {args.data}", flush=True)
+    print(
+        f"bench/imbalance: class_weights=none against balanced, {args.minority} cut to {args.keep} training "
+        f"photos, on {args.data}",
+        flush=True,
+    )
     preflight.require_photos("bench/imbalance", args.data, splits=("train", "valid", "test"))
     results: dict = {"minority": args.minority, "keep": args.keep}
     with tempfile.TemporaryDirectory() as scratch:

@@ -40,8 +40,10 @@ def test_data_section_shows_counts_beside_test_accuracy_and_every_finding(tmp_pa
     assert DataCheck.from_dict(DATA_CHECK).to_dict() == DATA_CHECK  # the JSON round-trips
     section = html[html.index('<section id="data">'):]
     section = section[:section.index("</section>")]
-    cells = lambda name: re.findall(r"<td[^>]*>([^<]*)</td>",  # noqa: E731
-                                    re.search(rf'<tr data-class="{name}">(.*?)</tr>', section).group(1))
+
+    def cells(name: str) -> list[str]:
+        return re.findall(r"<td[^>]*>([^<]*)</td>", re.search(rf'<tr data-class="{name}">(.*?)</tr>', section).group(1))
+
     assert cells("Beagle") == ["Beagle", "120", "10", "10", "0.900", "0.467"]
     assert cells("Siberian husky") == ["Siberian husky", "40", "9", "10", "1.000", "1.400"]
     assert cells("Toy poodle") == ["Toy poodle", "8", "8", "5", "0.400", "7.000"]

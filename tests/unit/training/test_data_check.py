@@ -9,6 +9,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 import torchvision
@@ -22,6 +23,7 @@ from dogbreed.training.data import class_name, scan_split
 from dogbreed.training.data_check import balanced_class_weights, check_data, log_data_check
 from dogbreed.training.failure import TrainingError
 from dogbreed.training.job import main
+from dogbreed.tune.search import SearchSpace
 from tests.unit.training.conftest import fast_args, make_split
 
 PER_SPLIT = {"train": 6, "valid": 3, "test": 3}  # photos copied per class
@@ -133,10 +135,6 @@ def test_a_class_without_training_images_cannot_be_balanced():
 
 
 def test_the_tuner_can_search_class_weights():
-    import optuna  # noqa: PLC0415 - only this test needs it
-
-    from dogbreed.tune.search import SearchSpace  # noqa: PLC0415 - only this test needs it
-
     trial = optuna.trial.FixedTrial({"class_weights": "balanced", "lr": 0.01})
     assert SearchSpace(names=("lr", "class_weights")).suggest(trial) == {"lr": 0.01, "class_weights": "balanced"}
 
