@@ -11,6 +11,7 @@ SageMaker uploads as ``output.tar.gz``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ EXPLANATIONS_INDEX_FILE = "index.json"  # inside EXPLANATIONS_DIR
 # hands it to later jobs as their features channel.
 FEATURES_DIR = "features"
 SEARCH_DIR = "tune"  # python -m dogbreed.tune's study, its trials and its page (dogbreed.report.search)
+DATA_CHECK_FILE = "data_check.json"  # the data check before the first epoch (DataCheck, below)
 
 # The scalars the job saves into its smdebug trial (hook.save_scalar) besides the losses
 # smdebug records itself, so that every curve in the report comes from the Debugger data.
@@ -158,3 +160,85 @@ class ExplanationsIndex:
     def read(cls, directory: Path) -> ExplanationsIndex:
         """Read the ``index.json`` in ``directory``, as :meth:`write` wrote it."""
         return cls.from_dict(json.loads((directory / EXPLANATIONS_INDEX_FILE).read_text()))
+
+
+# --- data_check.json -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Leak:
+    """One file found again in a later split (same content hash): ``first`` in ``first_split``, and so on."""
+
+    first_split: str
+    first: str
+    second_split: str
+    second: str
+
+    @property
+    def pair(self) -> str:
+        """``train/test``: which splits share the file."""
+        return f"{self.first_split}/{self.second_split}"
+
+
+@dataclass(frozen=True)
+class DataCheck:
+    """What the job found in its splits before the first epoch.
+
+    Files are named ``<split>/<path under the split's folder>``; the lists are complete (the log caps them).
+    """
+
+    classes: tuple[str, ...]
+    counts: Mapping[str, tuple[int, ...]]  # split -> images per class, those the loaders read
+    unreadable: Mapping[str, int]  # split -> files the scan dropped as undecodable (its one count of them)
+    image_size: int  # the crop side: smaller images are upscaled
+    small: tuple[str, ...]  # width or height under image_size
+    grey: tuple[str, ...]  # greyscale (L, LA, 1, I, F, or a grey palette)
+    cmyk: tuple[str, ...]
+    duplicates: tuple[tuple[str, ...], ...]  # groups of identical files within one split
+    leaks: tuple[Leak, ...]  # identical files in two splits: leakage
+    class_weights: tuple[float, ...] | None  # the loss's, with class_weights=balanced
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "classes": list(self.classes),
+            "counts": {k: list(v) for k, v in self.counts.items()},
+            "unreadable": dict(self.unreadable),
+            "image_size": self.image_size,
+            "small": list(self.small),
+            "grey": list(self.grey),
+            "cmyk": list(self.cmyk),
+            "duplicates": [list(g) for g in self.duplicates],
+            "leaks": [vars(leak) for leak in self.leaks],
+            "class_weights": list(self.class_weights) if self.class_weights is not None else None,
+            "seconds": round(self.seconds, 3),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataCheck:
+        weights = d.get("class_weights")
+        return cls(
+            tuple(d["classes"]),
+            {k: tuple(int(n) for n in v) for k, v in d["counts"].items()},
+            {k: int(v) for k, v in d["unreadable"].items()},
+            int(d["image_size"]),
+            tuple(d["small"]),
+            tuple(d["grey"]),
+            tuple(d["cmyk"]),
+            tuple(tuple(g) for g in d["duplicates"]),
+            tuple(Leak(**leak) for leak in d["leaks"]),
+            tuple(float(w) for w in weights) if weights is not None else None,
+            float(d["seconds"]),
+        )
+
+    def write(self, directory: Path) -> Path:
+        """Write :data:`DATA_CHECK_FILE` into ``directory`` (the job's output data folder); its path."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / DATA_CHECK_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, directory: Path) -> DataCheck:
+        """Read the :data:`DATA_CHECK_FILE` in ``directory``, as :meth:`write` wrote it."""
+        return cls.from_dict(json.loads((directory / DATA_CHECK_FILE).read_text()))

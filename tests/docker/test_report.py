@@ -45,6 +45,15 @@ def test_report_of_a_real_run_opens_offline_and_shows_that_run(trained_run, tmp_
             assert abs(float(value) - history[name]) < 1e-3, (name, value, history[name])
     for breed in ("Beagle", "Siberian husky", "Toy poodle"):
         assert breed in page.dom
+    # The Data section: the data check's counts per class and split, and the photos the shared set holds in
+    # two splits (toy poodles in train and test), which the check finds and the default only warns about.
+    check = json.loads((out / "data_check.json").read_text())
+    html = (out / "report.html").read_text()
+    for i, breed in enumerate(check["classes"]):
+        row = re.search(rf'<tr data-class="{breed}">(.*?)</tr>', html).group(1)
+        assert re.findall(r'<td class="num">(\d+)</td>', row) == [str(check["counts"][s][i]) for s in check["counts"]]
+    assert f'data-finding="leaks">{len(check["leaks"])}<' in html and check["leaks"]
+    assert "data check: leakage:" in trained_run.log
 
     # What the model looked at: the worst test mistakes (the predicted and the true class's map) and the most
     # confident right answer of each breed, overlays of the real photos that Chromium decodes and lays out.

@@ -20,11 +20,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from dogbreed.job_outputs import (
     CONFUSION_MATRIX_FILE,
     CORRECT,
+    DATA_CHECK_FILE,
     EXPLANATIONS_DIR,
     METRICS_FILE,
     MISTAKE,
     REPORT_FILE,
     SEARCH_DIR,
+    DataCheck,
     ExplainedPhoto,
     ExplanationsIndex,
 )
@@ -81,6 +83,43 @@ class ExplainedSection:
 
 
 @dataclass
+class ClassCounts:
+    """One class in the Data section: its images per split beside its test accuracy and loss weight."""
+
+    name: str
+    counts: list[int]  # in DataSection.splits' order
+    test_accuracy: float | None  # None: no test results
+    weight: float | None  # None: class_weights=none
+
+
+@dataclass
+class Finding:
+    """One kind of finding of the data check, with every file it names."""
+
+    key: str
+    what: str
+    files: list[str]
+
+
+@dataclass
+class DataSection:
+    """The data check's counts and findings (``data_check.json``)."""
+
+    splits: list[str]
+    classes: list[ClassCounts]
+    unreadable: dict[str, int]
+    findings: list[Finding]
+    seconds: float
+
+    def train_images(self, name: str) -> int | None:
+        """The class's training images (None: a class the check did not see), for the results' tables."""
+        if "train" not in self.splits:
+            return None
+        column = self.splits.index("train")
+        return next((row.counts[column] for row in self.classes if row.name == name), None)
+
+
+@dataclass
 class Card:
     key: str
     label: str
@@ -131,6 +170,7 @@ class ReportPage:
     warnings: list[str] = field(default_factory=list)
     search: SearchSummary | None = None
     explained: ExplainedSection | None = None
+    data_check: DataSection | None = None
     search_cards: list[Card] = field(default_factory=list)
     # The verdicts as plain data, written beside the page as report.json.
     data: dict[str, list] = field(default_factory=lambda: {"rules": [], "bottlenecks": []})
@@ -216,6 +256,33 @@ def add_results(page: ReportPage, output_dir: Path) -> None:
                 title,
                 figures.confusion_matrix(results.matrix, results.classes, title),
             )
+        )
+
+
+def add_data_check(page: ReportPage, output_dir: Path) -> None:
+    """The Data section: images per class and split beside the test accuracy, and the check's findings
+    (call after :func:`add_results`, whose test split it reads)."""
+    check = DataCheck.read(output_dir)
+    test = next((s for s in page.splits if s.split == "test"), None)
+    accuracy = {r.name: r.accuracy for r in test.per_class()} if test else {}
+    weights = check.class_weights or [None] * len(check.classes)
+    splits = list(check.counts)
+    rows = [
+        ClassCounts(name, [check.counts[s][i] for s in splits], accuracy.get(name), weight)
+        for i, (name, weight) in enumerate(zip(check.classes, weights, strict=True))
+    ]
+    findings = [
+        Finding("leaks", "in two splits (leakage)", [f"{leak.first} = {leak.second}" for leak in check.leaks]),
+        Finding("duplicates", "identical within a split", [" = ".join(group) for group in check.duplicates]),
+        Finding("small", f"smaller than the {check.image_size}-pixel crop", list(check.small)),
+        Finding("grey", "greyscale", list(check.grey)),
+        Finding("cmyk", "CMYK", list(check.cmyk)),
+    ]
+    page.data_check = DataSection(splits, rows, dict(check.unreadable), findings, check.seconds)
+    if check.leaks:  # the test figures may be flattered: say so at the top
+        pairs = sorted({leak.pair for leak in check.leaks})
+        page.warnings.append(
+            f"data: {len(check.leaks)} files are in two splits ({', '.join(pairs)}): leakage, see Data"
         )
 
 
@@ -342,6 +409,10 @@ def build_report(
     else:
         page.warnings.append("profile: no profile was recorded (profile=off)")
     _part(page, "results", lambda: add_results(page, output_dir))
+    if (output_dir / DATA_CHECK_FILE).is_file():
+        _part(page, "data check", lambda: add_data_check(page, output_dir))
+    else:
+        page.warnings.append(f"data: no {DATA_CHECK_FILE} (a job from before the data check)")
     if "test_accuracy" not in metrics.get("final", {}):  # a stale folder of an earlier run is not this job's
         page.warnings.append("class activation maps: none, the job evaluated no test split")
     else:

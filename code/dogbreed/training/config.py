@@ -23,6 +23,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
 FEATURES_CHOICES = ("auto", "on", "off")
+CLASS_WEIGHTS = ("none", "balanced")
+ON_LEAKAGE = ("warn", "fail")
 # Keys SageMaker itself adds to hyperparameters.json; accepted and ignored.
 SAGEMAKER_KEY = re.compile(r"^(sagemaker_.*|_tuning_objective_metric)$")
 
@@ -73,6 +75,18 @@ class TrainConfig:
     lr_step_size: int = hp(5, "epochs between learning-rate drops (lr_scheduler=step)")
     lr_gamma: float = hp(0.1, "learning-rate multiplier at each drop (lr_scheduler=step)")
     label_smoothing: float = hp(0.0, "label smoothing of the cross-entropy loss")
+    class_weights: str = hp(
+        "none",
+        "weights of the classes in the loss: 'balanced' weighs class c by N / (C * n_c), from the train split's "
+        "counts (sklearn's convention), so that every class counts as much in total; 'none': all 1",
+        CLASS_WEIGHTS,
+    )
+    on_leakage: str = hp(
+        "warn",
+        "the data check before the first epoch finds the same file (content hash) in two splits: 'warn' names "
+        "them in the log and the report, 'fail' fails the job",
+        ON_LEAKAGE,
+    )
     augment: bool = hp(True, "random resized crops and flips of the training images; off: the evaluation transform")
     features: str = hp(
         "auto",

@@ -1,7 +1,7 @@
 """The training job's stages, which :mod:`.job` (the entry point) and :mod:`dogbreed.tune` (whose trials
 are the job's epochs on cached features) both run. In the order a job runs them:
 
-1. :func:`load_data` -> :class:`Data`: every split scanned and checked, with its loaders.
+1. :func:`load_data` -> :class:`Data`: every split scanned and checked (:mod:`.data_check`), with its loaders.
 2. :func:`build_learner` -> :class:`~.loop.Learner`: the pretrained network with a new head (or an earlier
    model's, from the ``model`` channel), and what trains it.
 3. :func:`use_cached_features` (features on) -> :class:`CachedFeatures`: the frozen trunk's output, once per
@@ -39,7 +39,14 @@ from torch.nn.parallel import DistributedDataParallel
 from dogbreed.architectures import Architecture, architecture
 from dogbreed.artifacts import INT8_ONNX_FILE, ModelMetadata
 from dogbreed.images import ImageDecodeError, open_image
-from dogbreed.job_outputs import EPOCH_SCALAR_PREFIX, EPOCH_SCALARS, FEATURES_DIR, PROFILE_DIR, TRIAL_DIR
+from dogbreed.job_outputs import (
+    EPOCH_SCALAR_PREFIX,
+    EPOCH_SCALARS,
+    FEATURES_DIR,
+    PROFILE_DIR,
+    TRIAL_DIR,
+    DataCheck,
+)
 from dogbreed.metric_lines import format_metrics
 from dogbreed.preprocessing import Preprocessing
 from dogbreed.report.page import build_report
@@ -61,6 +68,7 @@ from dogbreed.training.data import (
     scan_split,
     train_transform,
 )
+from dogbreed.training.data_check import balanced_class_weights, check_data, enforce_leakage, log_data_check
 from dogbreed.training.debugger import NoHook, create_hook
 from dogbreed.training.distributed import SINGLE, Distributed
 from dogbreed.training.environment import TrainingEnvironment
@@ -121,6 +129,17 @@ def make_optimizer(config: TrainConfig, params: Iterable[nn.Parameter]) -> torch
     return cls(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def make_criterion(config: TrainConfig, data: Data, device: torch.device) -> nn.CrossEntropyLoss:
+    """The cross-entropy loss; ``class_weights=balanced`` weighs it by the train split's counts, as the data
+    check saw them (all of the split, whichever share of it this process trains on)."""
+    balanced = config.class_weights == "balanced"
+    weights = balanced_class_weights(data.check.counts[data.train.name], data.classes) if balanced else None
+    return nn.CrossEntropyLoss(
+        weight=torch.tensor(weights, dtype=torch.float32, device=device) if weights is not None else None,
+        label_smoothing=config.label_smoothing,
+    )
+
+
 def make_scheduler(
     config: TrainConfig, optimizer: torch.optim.Optimizer
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
@@ -157,6 +176,7 @@ class Data:
     test_loader: BatchLoader | None
     classes: list[str]
     preprocessing: Preprocessing
+    check: DataCheck  # the data check before the first epoch, with the loss's class weights
     features: Mapping[str, FeatureSource] = field(default_factory=dict)  # split name -> its cached features
 
     @property
@@ -174,9 +194,16 @@ def load_data(config: TrainConfig, paths: JobPaths, device: torch.device, distri
         test = scan_split("test", paths.test, train.class_dirs, config.label_attribute)
     else:
         log.info("no test channel at %s: test metrics are skipped", paths.test)
-    for split in (train, valid, test):
-        if split is not None:
-            split.check_unreadable(config.max_unreadable_fraction)
+    splits = [s for s in (train, valid, test) if s is not None]
+    for split in splits:
+        split.check_unreadable(config.max_unreadable_fraction)
+    classes = train.classes
+    # Every process checks the whole splits (not its shard): the same weights and verdict on each.
+    check = check_data(splits, classes, config.image_size, balanced=config.class_weights == "balanced")
+    if distributed.is_main:
+        log_data_check(check)
+        check.write(paths.output_data_dir)
+    enforce_leakage(check, config.on_leakage)
 
     spec = architecture(config.arch)  # its ImageNet weights expect their own normalisation
     preprocessing = Preprocessing(
@@ -207,6 +234,7 @@ def load_data(config: TrainConfig, paths: JobPaths, device: torch.device, distri
         test_loader=loader(test, eval_transform, shuffle=False) if test is not None else None,
         classes=train.classes,
         preprocessing=preprocessing,
+        check=check,
     )
 
 
@@ -254,7 +282,7 @@ def build_learner(
         trained=model,
         full_network=model,
         normalize=Normalize.of(data.preprocessing),
-        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        criterion=make_criterion(config, data, device),
         optimizer=optimizer,
         scheduler=make_scheduler(config, optimizer),
         scaler=torch.amp.GradScaler(device.type, enabled=amp),
@@ -273,7 +301,7 @@ def build_learner(
 
 
 def head_learner(
-    config: TrainConfig, network: nn.Module, arch: Architecture, device: torch.device, amp: bool
+    config: TrainConfig, data: Data, network: nn.Module, arch: Architecture, device: torch.device, amp: bool
 ) -> Learner:
     """A learner that trains ``network``'s head alone, on cached trunk features (already normalised)."""
     head = head_of(network, arch)
@@ -282,7 +310,7 @@ def head_learner(
         trained=head,
         full_network=network,
         normalize=nn.Identity(),
-        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        criterion=make_criterion(config, data, device),
         optimizer=optimizer,
         scheduler=make_scheduler(config, optimizer),
         scaler=torch.amp.GradScaler(device.type, enabled=amp),
@@ -375,7 +403,7 @@ def use_cached_features(
         )
     return CachedFeatures(
         data=dataclasses.replace(feature_data(config, data, features, learner.device), features=sources),
-        learner=head_learner(config, learner.full_network, learner.arch, learner.device, learner.amp),
+        learner=head_learner(config, data, learner.full_network, learner.arch, learner.device, learner.amp),
         features=features,
     )
 

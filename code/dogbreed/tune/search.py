@@ -38,7 +38,7 @@ from dogbreed.hyperparameters import AssignmentError, parse_assignments
 from dogbreed.job_outputs import SEARCH_DIR
 from dogbreed.training import job, stages
 from dogbreed.training.checkpoints import TrainingState
-from dogbreed.training.config import OPTIMIZERS, JobPaths, TrainConfig, load_config
+from dogbreed.training.config import CLASS_WEIGHTS, OPTIMIZERS, JobPaths, TrainConfig, load_config
 from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.failure import EXIT_SIGTERM, ConfigError, TrainingError
 from dogbreed.training.feature_cache import SplitFeatures
@@ -49,7 +49,7 @@ from dogbreed.tune.page import write_results
 
 log = logging.getLogger("dogbreed.tune")
 
-SEARCHABLE = ("lr", "batch_size", "weight_decay", "label_smoothing", "optimizer")
+SEARCHABLE = ("lr", "batch_size", "weight_decay", "label_smoothing", "optimizer", "class_weights")
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ class SearchSpace:
             params["label_smoothing"] = trial.suggest_float("label_smoothing", *self.label_smoothing)
         if "optimizer" in self.names:
             params["optimizer"] = trial.suggest_categorical("optimizer", list(OPTIMIZERS))
+        if "class_weights" in self.names:  # each trial's criterion follows its own (stages.make_criterion)
+            params["class_weights"] = trial.suggest_categorical("class_weights", list(CLASS_WEIGHTS))
         return params
 
 
@@ -119,7 +121,7 @@ def run_trial(
     """Train the head with ``config`` exactly as the training job would (same initial head, order, seeds)."""
     stages.seed_everything(config.seed)
     head_of(prepared.network, prepared.arch).load_state_dict(prepared.initial_head)
-    learner = stages.head_learner(config, prepared.network, prepared.arch, prepared.device, amp=False)
+    learner = stages.head_learner(config, prepared.data, prepared.network, prepared.arch, prepared.device, amp=False)
     data = stages.feature_data(config, prepared.data, prepared.features, prepared.device)
     state = TrainingState(stages.job_identity(config, data))
     with tempfile.TemporaryDirectory(prefix="dogbreed-trial-") as checkpoints:

@@ -67,6 +67,8 @@ def test_unknown_key_names_it_and_lists_valid_ones():
         ("resize_size", "100", "image_size"),
         ("pretrained", "/no/such/file.pth", "pretrained"),
         ("loader_timeout", "0", "seconds"),
+        ("class_weights", "auto", "none, balanced"),
+        ("on_leakage", "ignore", "warn, fail"),
     ],
 )
 def test_bad_values_are_clear_errors(key, value, words):

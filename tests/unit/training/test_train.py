@@ -49,6 +49,10 @@ def test_end_to_end(opt_ml, fake_weights, capsys):
         per_class = list(csv.DictReader(open(data / split / "per_class_accuracy.csv")))
         assert [r["class"] for r in per_class] == metadata.classes
     assert not (opt_ml / "output" / "failure").exists()
+    # The data check: the scan's own count of undecodable files, and the Data section of the report.
+    check = json.loads((data / "data_check.json").read_text())
+    assert check["unreadable"]["train"] == 2 and check["counts"]["valid"] == [4, 4, 4]
+    assert '<section id="data">' in (data / "report.html").read_text()
 
     # The metric regexes find each epoch line's numbers and tell the names apart.
     found = metric_values(out)
