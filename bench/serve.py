@@ -1,30 +1,36 @@
 #!/usr/bin/env python3
-"""The serving container against what users run today, and against the model alone.
+"""The serving container against what users run today, and against the whole request in one process.
 
-    bench/serve [--model-dir DIR] [--requests 100] [--concurrency 1 4] [-e KEY=VALUE ...]
+    bench/serve [--archs resnet50 efficientnet_lite0] [--model-dir DIR] [--requests 100] [--concurrency 1 4]
+                [--no-baseline] [-e KEY=VALUE ...]
     bench/serve --layouts 1x2,2x1,2x2           # also: our server per workers x ORT threads
     bench/serve --explain                       # also: our server asked for class activation maps
 
-In one run, on the same CPUs, model directory, photos and client (:func:`drive`, one
-keep-alive session per thread), each alone on the machine in turn:
+For each model (``--model-dir``, else each of ``--archs``: bench/serve_model.py's ResNet50
+and the pretrained EfficientNet-Lite0 of bench/serve_archs, trained when missing), in one
+run, on the same CPUs, photos and client (:func:`drive`, one keep-alive session per
+thread), each alone on the machine in turn:
 
 1. the seed-style baseline (bench/baseline: MMS + sagemaker-inference started by the
    toolkit with its defaults, and a course-style ``inference.py`` in eager PyTorch with
-   torchvision transforms), built from the training image in this run;
+   torchvision transforms), built from the training image in this run; it loads
+   torchvision's networks only, so it runs for the ResNet;
 2. ``dogbreed-serve`` (settings from ``-e``, else its defaults);
-3. the same model alone in-process with ONNX Runtime, inside the serving image, in the
-   server's layout and precision (bench/inprocess.py): the limit the endpoint approaches.
+3. the whole request in one process, inside the serving image, in the server's layout and
+   precision (bench/inprocess.py): the raw body through the handler's own decode,
+   preprocessing, ONNX run and JSON answer, as many threads as the server has workers.
+   Our server against it is what nginx -> MMS -> the worker add.
 
 Per concurrency: median and p99 latency and requests/s, warm-up requests excluded; the
-top-1 agreement of the two servers on the photos; the ratios against the targets (at
-concurrency 4 >= 2.5x the baseline's requests/s, at concurrency 1 a median <= 1/3 of the
-baseline's, >= 85% of the in-process requests/s). With ``--explain`` our server is also
+top-1 agreement of the two servers on the photos; the ratios against the targets, PASS or
+FAIL per model: at concurrency 4 >= 2.5x the baseline's requests/s and >= 85% of the
+in-process requests/s; at concurrency 1 a median <= 1/3 of the baseline's and <= 1.5x the
+in-process one. With ``--explain`` our server is also
 driven, at each level right after its plain requests, with ``X-Explain: cam`` (the JSON
 answer with the top class's map) and ``Accept: image/png`` (the photo with the map
 overlaid), and their figures are printed as ratios against the plain requests of the
-same run. The last line is a JSON object.
-Without ``--model-dir`` a ResNet50 is trained for it (bench/serve_model.py). Request
-counts are bounded; this is not part of the test suite.
+same run. The last line per model is a JSON object. Request counts are bounded; this is
+not part of the test suite.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ import serve_report  # noqa: E402
 import servers  # noqa: E402
 from serve_report import Figures, InProcessRun, KindRun, ServerRun  # noqa: E402
 
+from dogbreed.architectures import architecture  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DOGBREED_TEST_DATA", REPO.parent / "shared" / "data" / "dogs-3breeds"))
 WORKERS_ENV, THREADS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS", "DOGBREED_ORT_THREADS"
@@ -54,6 +62,11 @@ WORKERS_ENV, THREADS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS", "DOGBREED_ORT_THREA
 # copies of the same lines come through MMS's WorkerLifeCycle logger and are left out.
 OURS_SETUP = r"dogbreed\.serv\S* - .*(worker\(s\)|fp32|int8)"
 BASELINE_SETUP = r"Default workers per model"
+# --archs: each network's bench model, (tree, training hyperparameters) for serve_model.ensure_model_dir.
+DEFAULT_MODELS = {
+    "resnet50": (serve_model.DEFAULT_TREE, serve_model.HYPERPARAMETERS),
+    "efficientnet_lite0": (serve_model.LITE0_TREE, serve_model.LITE0_HYPERPARAMETERS),
+}
 # What each kind of request adds to the plain one (Content-Type: image/jpeg).
 PLAIN = "plain"
 EXPLAIN_KINDS = {"X-Explain: cam": {"X-Explain": "cam"}, "Accept: image/png": {"Accept": "image/png"}}
@@ -175,7 +188,7 @@ def measure_in_process(image: str, model_dir: Path, env: dict[str, str], photos:
         raise SystemExit(f"the in-process run failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     figures = {int(c): Figures(**f) for c, f in out["results"].items()}
-    return InProcessRun(figures, out["precision"], out["workers"], out["ort_threads"], out["decode_ms"])
+    return InProcessRun(figures, out["precision"], out["workers"], out["ort_threads"], out["stages_ms"])
 
 
 def check_can_explain(model_dir: Path) -> None:
@@ -199,7 +212,11 @@ def parse_layouts(text: str) -> list[tuple[int, int]]:
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(prog="bench/serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", type=Path, help="a trained model dir (default: train one, see bench/serve_model.py)")
+    parser.add_argument("--model-dir", type=Path, help="a trained model dir (default: --archs' models)")
+    parser.add_argument("--archs", nargs="+", choices=sorted(DEFAULT_MODELS), default=list(DEFAULT_MODELS),
+                        help="without --model-dir: the networks measured, one after another, each trained for it "
+                             "when missing (bench/serve_model.py, bench/serve_archs.py)")
+    parser.add_argument("--no-baseline", action="store_true", help="leave out the seed-style server")
     parser.add_argument("--image", default=os.environ.get("SERVE_IMAGE", "dogbreed-serve:latest"))
     parser.add_argument("--train-image", default=os.environ.get("TRAIN_IMAGE", "dogbreed-train:latest"),
                         help="the baseline's base image (and the image that trains a default model)")
@@ -218,26 +235,26 @@ def parse_args(argv: list[str] | None):
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    env = dict(e.split("=", 1) for e in args.env)
-    photos = select_photos(args.photos)
-    if not photos:
-        raise SystemExit(f"bench/serve: no .jpg photos under {args.photos}: set DOGBREED_TEST_DATA or pass --photos")
-    model = args.model_dir or f"a ResNet50 trained for it ({serve_model.DEFAULT_TREE})"
-    print(f"bench/serve: {args.image} against the seed-style server (bench/baseline: MMS + eager PyTorch, built "
-          f"from {args.train_image}) and against the model alone in-process; model {model}; {len(photos)} photos, "
-          f"{args.requests} requests per concurrency {args.concurrency}{', with --explain' if args.explain else ''}; "
-          f"{preflight.cpu_description()}", flush=True)
-    preflight.require_images("bench/serve", args.image, args.train_image)
-    bodies = [p.read_bytes() for p in photos]
-    model_dir = args.model_dir or serve_model.ensure_model_dir(DATA, args.train_image)
+def model_dirs(args) -> list[Path]:
+    """``--model-dir``, else each of ``--archs``' bench models (trained in the training image when missing)."""
+    if args.model_dir:
+        return [args.model_dir]
+    return [serve_model.ensure_model_dir(DATA, args.train_image, *DEFAULT_MODELS[arch]) for arch in args.archs]
+
+
+def with_baseline(args, model_dir: Path) -> bool:
+    """Whether the seed-style server runs for this model: it loads torchvision's networks only."""
+    return not args.no_baseline and architecture(serve_report.model_arch(model_dir)).family == "resnet"
+
+
+def measure_model(args, model_dir: Path, env: dict[str, str], bodies: list[bytes]) -> int:
+    """The servers and the in-process run for one model, printed; the exit code of :func:`serve_report.print_all`."""
     if args.explain:
         check_can_explain(model_dir)
-    servers.build_baseline(args.train_image)
     load_before = os.getloadavg()
-
-    baseline = measure_server(servers.BASELINE_IMAGE, model_dir, {}, bodies, args, BASELINE_SETUP)
+    baseline = None
+    if with_baseline(args, model_dir):
+        baseline = measure_server(servers.BASELINE_IMAGE, model_dir, {}, bodies, args, BASELINE_SETUP)
     ours = measure_server(args.image, model_dir, env, bodies, args, OURS_SETUP, explain=args.explain)
     alone = measure_in_process(args.image, model_dir, env, args.photos, args)
     layouts = []
@@ -245,11 +262,33 @@ def main(argv: list[str] | None = None) -> int:
         layout_env = {**env, WORKERS_ENV: str(workers), THREADS_ENV: str(threads)}
         run = measure_server(args.image, model_dir, layout_env, bodies, args, OURS_SETUP)
         layouts.append(((workers, threads), run, measure_in_process(args.image, model_dir, layout_env, args.photos, args)))
-
     facts = serve_report.Facts(cpu=preflight.cpu_description(), model_dir=model_dir, photos=len(bodies),
                                requests=args.requests, warmup=args.warmup, image=args.image, env=env,
                                load=(load_before, os.getloadavg()))
     return serve_report.print_all(facts, baseline, ours, alone, layouts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = dict(e.split("=", 1) for e in args.env)
+    photos = select_photos(args.photos)
+    if not photos:
+        raise SystemExit(f"bench/serve: no .jpg photos under {args.photos}: set DOGBREED_TEST_DATA or pass --photos")
+    models = str(args.model_dir) if args.model_dir else ", ".join(args.archs) + " trained for it (build/bench/)"
+    print(f"bench/serve: {args.image} against the seed-style server (bench/baseline: MMS + eager PyTorch, built "
+          f"from {args.train_image}; ResNets only) and against the whole request in-process; models {models}; "
+          f"{len(photos)} photos, {args.requests} requests per concurrency {args.concurrency}"
+          f"{', with --explain' if args.explain else ''}; {preflight.cpu_description()}", flush=True)
+    preflight.require_images("bench/serve", args.image, args.train_image)
+    bodies = [p.read_bytes() for p in photos]
+    dirs = model_dirs(args)
+    if any(with_baseline(args, d) for d in dirs):
+        servers.build_baseline(args.train_image)
+    codes = []
+    for model_dir in dirs:
+        print(f"\n=== {serve_report.model_summary(model_dir)}", flush=True)
+        codes.append(measure_model(args, model_dir, env, bodies))
+    return max(codes)
 
 
 if __name__ == "__main__":

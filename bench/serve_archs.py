@@ -26,9 +26,7 @@ import preflight
 import serve  # noqa: E402
 import serve_model  # noqa: E402
 
-LITE0_TREE = serve_model.REPO / "build" / "bench" / "serve-efficientnet_lite0"
-LITE0_HYPERPARAMETERS = {"arch": "efficientnet_lite0", "pretrained": "imagenet", "freeze": "all", "epochs": "5",
-                         "seed": "0", "debug": "false", "profile": "false"}
+LITE0_TREE, LITE0_HYPERPARAMETERS = serve_model.LITE0_TREE, serve_model.LITE0_HYPERPARAMETERS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,10 @@ sys.path.insert(0, str(REPO / "code"))
 DEFAULT_TREE = REPO / "build" / "bench" / "serve-resnet50"
 HYPERPARAMETERS = {"arch": "resnet50", "pretrained": "none", "freeze": "all", "epochs": "3", "seed": "0",
                    "debug": "false", "profile": "false"}
+# The pretrained EfficientNet-Lite0 with the frozen recipe (bench/serve --archs, serve_archs, soak, serverless).
+LITE0_TREE = REPO / "build" / "bench" / "serve-efficientnet_lite0"
+LITE0_HYPERPARAMETERS = {"arch": "efficientnet_lite0", "pretrained": "imagenet", "freeze": "all", "epochs": "5",
+                         "seed": "0", "debug": "false", "profile": "false"}
 
 
 def ensure_model_dir(data: Path, train_image: str, tree: Path = DEFAULT_TREE,

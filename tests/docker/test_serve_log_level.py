@@ -29,18 +29,20 @@ def test_the_log_level_decides_the_per_request_lines(serve_image, trained_model_
         time.sleep(1.5)
         start_up = container.logs()
         since = time.time()
-        # Photos only: MMS closes the connection after a 4xx answer with a reset that nginx logs as
-        # an error ("readv() failed (104: Connection reset by peer) while reading upstream"), at
-        # every level; the client's answer is whole.
-        statuses = [container.invoke(photo.read_bytes()).status_code for photo in real_photos[:REQUESTS]]
-        assert statuses == [200] * REQUESTS
+        # A bad body among the photos: MMS closes the connection after its 400 with a reset, which
+        # nginx once logged as an error at every level ("readv() failed (104: ...)").
+        bodies = [photo.read_bytes() for photo in real_photos[: REQUESTS - 1]] + [b"not an image"]
+        statuses = [container.invoke(body).status_code for body in bodies]
+        assert statuses == [200] * (REQUESTS - 1) + [400]
         time.sleep(2)  # MMS logs asynchronously
         requests_log = container.logs(since=since)
     finally:
         container.remove()
     # One line per start-up decision at info; none at warning.
     assert ("ready: 1/1 workers loaded" in start_up) == per_request_lines, start_up[-3000:]
+    assert "readv() failed" not in requests_log, requests_log
     if per_request_lines:
         assert requests_log.count("Backend response time") == REQUESTS, requests_log
+        assert "request answered 400" in requests_log, requests_log
     else:
         assert requests_log.strip() == "", requests_log

@@ -136,13 +136,21 @@ def access_log(env: ServingEnvironment) -> str:
 
 
 def _proxy(upstream: str, timeout_s: int) -> str:
-    """The directives of a location passed on to ``upstream`` over kept-alive HTTP/1.1."""
+    """The directives of a location passed on to ``upstream`` over kept-alive HTTP/1.1.
+
+    Unbuffered: each answer goes to the client as it arrives, up to its Content-Length.
+    MMS closes the connection after every answer that is not a 200, with a reset that
+    nginx's buffered reader (which reads on after the answer) logged as an error,
+    ``readv() failed (104: Connection reset by peer)``, once per 4xx; MMS is asynchronous,
+    so a slow client holds a connection, not a worker.
+    """
     return f"""            proxy_pass http://{upstream};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_connect_timeout 5s;
             proxy_send_timeout {timeout_s}s;
             proxy_read_timeout {timeout_s}s;
+            proxy_buffering off;
             proxy_buffer_size 16k;
             proxy_buffers 8 16k;
             proxy_max_temp_file_size 0;"""

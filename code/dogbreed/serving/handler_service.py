@@ -39,6 +39,8 @@ from dogbreed.serving.transformer import Transformer
 from dogbreed.serving.user_code import REQUIREMENTS_FILE, code_dir, make_importable
 
 logger = logging.getLogger(__name__)
+# MMS's worker module that logs each request's "[METRICS]PredictionTime" line at info.
+MMS_SERVICE_LOGGER = "mms.service"
 
 
 class HandlerService(DefaultHandlerService):
@@ -75,10 +77,13 @@ def handle(data: list | None, context: Any) -> list | None:
 
     Once the model is loaded the worker says so, for ``serve``'s ``/ping``
     (:mod:`dogbreed.serving.readiness`). MMS's worker logs from INFO up (its
-    ``basicConfig``); before loading, the level becomes SAGEMAKER_CONTAINER_LOG_LEVEL's.
+    ``basicConfig``); before loading, the level becomes SAGEMAKER_CONTAINER_LOG_LEVEL's,
+    and MMS's own per-request ``[METRICS]`` line stops: the frontend drops it
+    (MODEL_METRICS is off in log4j2.xml), so writing it was a pipe write per request for nothing.
     """
     if data is None:
         logging.getLogger().setLevel(_service.settings.log_level)
+        logging.getLogger(MMS_SERVICE_LOGGER).setLevel(max(logging.WARNING, _service.settings.log_level))
         if _service.settings.multi_model:
             check_loadable(context.system_properties["model_dir"])
         _service.initialize(context)

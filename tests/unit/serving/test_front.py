@@ -50,6 +50,8 @@ def test_nginx_listens_publicly_and_passes_invocations_to_loopback_mms(files):
     assert "proxy_pass http://mms;" in invocations
     assert "proxy_http_version 1.1;" in invocations and 'proxy_set_header Connection "";' in invocations
     assert "proxy_read_timeout 90s;" in invocations and "proxy_send_timeout 90s;" in invocations
+    # Unbuffered: nginx stops reading at the answer's end, before MMS resets the connection after a 4xx.
+    assert "proxy_buffering off;" in invocations
     # nginx refuses only what MMS would have: the handler's JSON 413 answers below that.
     assert f"client_max_body_size {env.mms_max_request_size};" in config
     assert env.mms_max_request_size > env.max_payload_bytes

@@ -168,3 +168,11 @@ def test_the_entry_point_sets_the_workers_log_level_before_loading(model_dir, mo
     logging.getLogger().setLevel(logging.INFO)
     assert handler_service.handle(None, Context(model_dir)) is None
     assert logging.getLogger().level == logging.WARNING
+
+
+def test_the_entry_point_stops_mms_per_request_metrics_lines(model_dir, root_level):
+    # MMS's frontend drops the worker's "[METRICS]" lines (MODEL_METRICS off): the worker need not write them.
+    metrics_logger = logging.getLogger(handler_service.MMS_SERVICE_LOGGER)
+    metrics_logger.setLevel(logging.NOTSET)
+    assert handler_service.handle(None, Context(model_dir)) is None
+    assert not metrics_logger.isEnabledFor(logging.INFO) and metrics_logger.isEnabledFor(logging.WARNING)
