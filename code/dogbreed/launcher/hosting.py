@@ -53,7 +53,7 @@ ASYNC_MAX_CONCURRENT_INVOCATIONS = 1000  # AsyncInferenceClientConfig's maximum
 ASYNC_FAILURES_FOLDER = "failures"
 
 
-class EndpointError(RuntimeError):
+class EndpointError(LauncherError):
     """The endpoint answered with an error, or without what was asked; the CLI prints it, exit status 1."""
 
 
@@ -457,7 +457,7 @@ class LocalEndpoint:
     """The serving image run by the SDK's ``LocalSession`` (Docker) on host port ``port``.
 
     A context manager: model, endpoint config and endpoint on entry (once ``/ping`` answers),
-    all three deleted on exit.
+    all three deleted on exit; or :meth:`start` and :meth:`close`, as a notebook's cells do.
     """
 
     def __init__(self, spec: DeploySpec, port: int = 8080):
@@ -468,6 +468,10 @@ class LocalEndpoint:
         self.session.sagemaker_runtime_client.config = self.session.config
 
     def __enter__(self) -> LocalEndpoint:
+        return self.start()
+
+    def start(self) -> LocalEndpoint:
+        """Model, endpoint config and endpoint; returns once the container answers ``/ping``."""
         client = self.session.sagemaker_client
         client.create_model(
             ModelName=self.spec.name,
@@ -496,7 +500,12 @@ class LocalEndpoint:
         return json.loads(self.invoke(image, custom_attributes))
 
     def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> list[str]:
+        """Stop the container; delete the endpoint, its config and its model. What went, as :func:`delete` says it."""
         client = self.session.sagemaker_client
         client.delete_endpoint(EndpointName=self.spec.name)
         client.delete_endpoint_config(EndpointConfigName=self.spec.name)
         client.delete_model(ModelName=self.spec.name)
+        return [f"endpoint {self.spec.name}", f"endpoint config {self.spec.name}", f"model {self.spec.name}"]
