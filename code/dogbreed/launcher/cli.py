@@ -711,7 +711,7 @@ def _report_parser(commands) -> None:
     p.add_argument("--dir", type=Path, help="where to put it (default: build/reports/JOB)")
     p.add_argument(
         "--image",
-        default=os.environ.get("TRAIN_IMAGE", "dogbreed-train:latest"),
+        default=os.environ.get("TRAIN_IMAGE", api.DEFAULT_REPORT_IMAGE),
         help="a local training image that builds the report (default: $TRAIN_IMAGE or dogbreed-train:latest)",
     )
     p.set_defaults(run=cmd_report)

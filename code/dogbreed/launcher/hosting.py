@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 from botocore.exceptions import ClientError
 from sagemaker.core import shapes
 from sagemaker.core.local import LocalSession
@@ -453,6 +454,21 @@ def delete(endpoint: str, boto_session) -> list[str]:
     return deleted
 
 
+# LocalSession refuses to start without a region although local mode calls no AWS service:
+# without one configured, any region does.
+LOCAL_MODE_REGION = "us-east-1"
+
+
+def local_session(port: int) -> LocalSession:
+    """The SDK's LocalSession serving on host port ``port`` (it publishes the container's 8080 there
+    and sends the requests there)."""
+    region = boto3.Session().region_name or LOCAL_MODE_REGION
+    session = LocalSession(boto_session=boto3.Session(region_name=region))
+    session.config = {"local": {"serving_port": port}}
+    session.sagemaker_runtime_client.config = session.config
+    return session
+
+
 class LocalEndpoint:
     """The serving image run by the SDK's ``LocalSession`` (Docker) on host port ``port``.
 
@@ -462,10 +478,7 @@ class LocalEndpoint:
 
     def __init__(self, spec: DeploySpec, port: int = 8080):
         self.spec = spec
-        self.session = LocalSession()
-        # The SDK publishes the container's 8080 on this host port and sends requests there.
-        self.session.config = {"local": {"serving_port": port}}
-        self.session.sagemaker_runtime_client.config = self.session.config
+        self.session = local_session(port)
 
     def __enter__(self) -> LocalEndpoint:
         return self.start()
