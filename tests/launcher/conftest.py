@@ -181,3 +181,19 @@ def readonly_registry(registry_binary, docker_engine, tmp_path_factory) -> Itera
     reg = Registry(registry_binary, tmp_path_factory.mktemp("readonly-registry"), readonly=True)
     yield reg
     reg.stop()
+
+
+@pytest.fixture
+def remove_sdk_containers(train_image, serve_image):
+    """The SDK's local mode leaves its stopped compose containers behind: remove this test's."""
+    def exited() -> set[str]:
+        ids = set()
+        for image in (train_image, serve_image):
+            ids |= set(subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={image}", "--filter",
+                                       "status=exited"], capture_output=True, text=True).stdout.split())
+        return ids
+    before = exited()
+    yield
+    new = exited() - before
+    if new:
+        subprocess.run(["docker", "rm", *new], capture_output=True)

@@ -505,8 +505,8 @@ def no_local_container(monkeypatch):
     the SDK's local runtime client talks to a :class:`StubEndpoint` on the endpoint's port."""
     from dogbreed.launcher import hosting
 
-    monkeypatch.setattr(hosting.LocalEndpoint, "__enter__", lambda self: self)
-    monkeypatch.setattr(hosting.LocalEndpoint, "__exit__", lambda self, *exc_info: None)
+    monkeypatch.setattr(hosting.LocalEndpoint, "start", lambda self: self)
+    monkeypatch.setattr(hosting.LocalEndpoint, "close", lambda self: [])
     monkeypatch.setattr("sagemaker.core.local.local_session.get_docker_host", lambda: "127.0.0.1")
 
 

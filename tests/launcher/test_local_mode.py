@@ -36,22 +36,6 @@ def running(image: str) -> set[str]:
                               text=True).stdout.split())
 
 
-@pytest.fixture
-def remove_sdk_containers(train_image, serve_image):
-    """The SDK's local mode leaves its stopped compose containers behind: remove this test's."""
-    def exited() -> set[str]:
-        ids = set()
-        for image in (train_image, serve_image):
-            ids |= set(subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={image}", "--filter",
-                                       "status=exited"], capture_output=True, text=True).stdout.split())
-        return ids
-    before = exited()
-    yield
-    new = exited() - before
-    if new:
-        subprocess.run(["docker", "rm", *new], capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def pretrained_dir(tmp_path_factory):
     """Random ResNet18 weights made with torch in the training venv (.venv), not this one."""

@@ -1,5 +1,8 @@
 """``python -m dogbreed.launcher <command>``: train, features, tune, best, deploy, predict, transform, delete, report.
 
+The commands parse their arguments into the specs :mod:`dogbreed.launcher.api` takes, call
+it, and print what it returns; its :class:`LauncherError` is printed as ``error: ...``.
+
 Every argument is validated before the first AWS call, so a typo creates nothing. AWS
 settings come from the usual places (AWS_PROFILE, AWS_REGION/AWS_DEFAULT_REGION,
 AWS_ENDPOINT_URL, ~/.aws); images and the role may also come from TRAIN_IMAGE_URI,
@@ -9,7 +12,6 @@ SERVE_IMAGE_URI and SAGEMAKER_ROLE_ARN (what scripts/build_and_push.sh prints).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -21,33 +23,23 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dogbreed.hyperparameters import AssignmentError, parse_assignments
-from dogbreed.job_outputs import FEATURES_DIR
 from dogbreed.launcher import (
+    api,
     async_predict,
     container_settings,
     explanations,
     feature_jobs,
     hosting,
-    local_transform,
     local_tuning,
-    reports,
     training_jobs,
     transform,
     tuning,
     validation,
 )
-from dogbreed.launcher.sagemaker_conventions import OUTPUT_ARCHIVE
+from dogbreed.launcher.api import default_session
 from dogbreed.launcher.validation import LauncherError
 
 SessionFactory = Callable[[], boto3.Session]
-
-
-def default_session():
-    """A boto3 session; a missing region is an error here rather than deep in the SDK."""
-    session = boto3.Session()
-    if not session.region_name:
-        raise LauncherError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or 'aws configure set region ...'")
-    return session
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -162,12 +154,12 @@ def _training_spec(
 
 def cmd_train(args, session_factory: SessionFactory) -> int:
     spec = _training_spec(args, args.local)
-    if args.local:
-        print(training_jobs.train_local(spec))
+    job = api.train(spec, wait=args.wait, session=session_factory)
+    if job.local:
+        print(job.model)
         return 0
-    job = training_jobs.start_training_job(spec, session_factory(), wait=args.wait)
-    print(f"training job {spec.job_name} ({job.training_job_status})")
-    print(f"model: {spec.output}/{spec.job_name}/output/model.tar.gz")
+    print(f"training job {job.name} ({job.status})")
+    print(f"model: {job.model}")
     return 0
 
 
@@ -175,16 +167,14 @@ def cmd_features(args, session_factory: SessionFactory) -> int:
     """A features job: the feature cache and nothing else, then the command that reads it."""
     hyperparameters = feature_jobs.features_job_hyperparameters(parse_assignments(args.hp))
     spec = _training_spec(args, args.local, hyperparameters, input_mode="FastFile")  # each image is read once
-    if args.local:
-        training_jobs.train_local(spec)
-        cache = training_jobs.local_output_data(spec) / FEATURES_DIR
-        print(f"feature cache: {cache}")
-        print(f"next: {_next_tune_command(args, str(cache), spec.hyperparameters, local=True)}")
+    result = api.features(spec, wait=args.wait, session=session_factory)
+    if result.job.local:
+        print(f"feature cache: {result.cache}")
+        print(f"next: {_next_tune_command(args, result.cache, spec.hyperparameters, local=True)}")
         return 0
-    job = training_jobs.start_training_job(spec, session_factory(), wait=args.wait)
-    print(f"features job {spec.job_name} ({job.training_job_status})")
-    print(f"feature cache: {spec.output}/{spec.job_name}/output/{OUTPUT_ARCHIVE} (once the job is Completed)")
-    print(f"next: {_next_tune_command(args, spec.job_name, spec.hyperparameters, local=False)}")
+    print(f"features job {result.job.name} ({result.job.status})")
+    print(f"feature cache: {result.cache} (once the job is Completed)")
+    print(f"next: {_next_tune_command(args, result.job.name, spec.hyperparameters, local=False)}")
     return 0
 
 
@@ -224,16 +214,15 @@ def cmd_tune(args, session_factory: SessionFactory) -> int:
         max_parallel_jobs=args.max_parallel_jobs,
         name=args.name,
     )
-    tuning.start_tuning_job(spec, session_factory())
-    print(f"tuning job {spec.name}: python -m dogbreed.launcher best {spec.name}")
-    cache = spec.training.channels.get(feature_jobs.CHANNEL)
-    if cache:
-        print(f"trials on {spec.training.instance_type} read the feature cache {cache}")
+    job = api.tune(spec, session=session_factory)
+    print(f"tuning job {job.name}: python -m dogbreed.launcher best {job.name}")
+    if job.feature_cache:
+        print(f"trials on {job.instance_type} read the feature cache {job.feature_cache}")
     return 0
 
 
 def _tune_local(args) -> int:
-    """``python -m dogbreed.tune`` in the local training image; its exit status is the command's."""
+    """``python -m dogbreed.tune`` in the local training image; a failed search is a :class:`api.JobFailed`."""
     if args.instance_count != 1:
         raise LauncherError("tune --local runs one container: --instance-count must be 1")
     _no_input_mode_locally(args)
@@ -253,16 +242,15 @@ def _tune_local(args) -> int:
         final=args.final,
         instance_type=args.instance_type or "local",
     )
-    code = local_tuning.run(spec)
-    if code == 0:
-        print(f"tune report: {spec.report_dir}")
-        if spec.final:
-            print(f"model: {spec.model_dir}")
-    return code
+    search = api.tune_local(spec)
+    print(f"tune report: {search.report_dir}")
+    if search.model_dir is not None:
+        print(f"model: {search.model_dir}")
+    return 0
 
 
 def cmd_best(args, session_factory: SessionFactory) -> int:
-    best = tuning.best_training_job(args.tuning_job, session_factory())
+    best = api.best(args.tuning_job, session=session_factory)
     print(f"tuning job {best.tuning_job} ({best.status})")
     print(f"best training job {best.training_job}: {best.objective}={best.value:.4f}")
     for name, value in sorted(best.hyperparameters.items()):
@@ -345,19 +333,21 @@ def cmd_deploy(args, session_factory: SessionFactory) -> int:
     spec = _deploy_spec(args)
     overlay = _local_prediction_args(args)
     if args.local:
-        with hosting.LocalEndpoint(spec, port=args.port) as endpoint:
+        endpoint = api.deploy_local(spec, port=args.port)
+        try:
             print(f"local endpoint {spec.name} on http://localhost:{args.port}/invocations", flush=True)
             if args.predict:
-                text = endpoint.invoke(args.predict, explanations.CUSTOM_ATTRIBUTES if overlay else None)
-                _print_prediction(spec.name, args.predict, text, overlay)
+                _print_prediction(api.predict(endpoint, args.predict, explain=overlay))
             else:
                 _serve_until_interrupted()
+        finally:
+            api.delete(endpoint)
         return 0
-    hosting.deploy(spec, session_factory(), wait=args.wait)
-    print(f"endpoint {spec.name}")
-    if spec.asynchronous:
-        print(f"answers: {spec.asynchronous.output}/, errors: {spec.asynchronous.failure_output}/")
-        print(f"predict: python -m dogbreed.launcher predict {spec.name} IMAGE --async")
+    deployed = api.deploy(spec, wait=args.wait, session=session_factory)
+    print(f"endpoint {deployed.name}")
+    if deployed.asynchronous_output:
+        print(f"answers: {deployed.asynchronous_output}/, errors: {deployed.asynchronous_failures}/")
+        print(f"predict: python -m dogbreed.launcher predict {deployed.name} IMAGE --async")
     return 0
 
 
@@ -371,63 +361,33 @@ def _serve_until_interrupted() -> None:
 
 
 def cmd_predict(args, session_factory: SessionFactory) -> int:
-    hosting.read_image(args.image)  # a missing file fails before any client exists
-    overlay = explanations.overlay_path(args.explain) if args.explain else None
-    attributes = explanations.CUSTOM_ATTRIBUTES if overlay else None
-    if args.target_model is not None:
-        validation.target_model(args.target_model)  # before any client exists
-    if args.asynchronous:
-        if args.target_model is not None:
-            raise LauncherError("--target-model is for a multi-model endpoint, which is real-time: drop --async")
-        text = _predict_async(args, session_factory, attributes)
-    else:
-        if args.input is not None or args.timeout is not None:
-            raise LauncherError("--input and --timeout are for predict --async")
-        runtime = session_factory().client("sagemaker-runtime")
-        text = hosting.invoke(args.endpoint, args.image, runtime, attributes, args.target_model)
-    _print_prediction(args.endpoint, args.image, text, overlay, as_json=args.json)
+    prediction = api.predict(
+        args.endpoint,
+        args.image,
+        explain=args.explain,
+        target_model=args.target_model,
+        asynchronous=args.asynchronous,
+        input_prefix=args.input,
+        timeout=args.timeout,
+        session=session_factory,
+        # Progress goes to stderr; stdout is the answer's alone.
+        echo=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    _print_prediction(prediction, as_json=args.json)
     return 0
 
 
-def _predict_async(args, session_factory: SessionFactory, custom_attributes: str | None) -> str:
-    """Upload, queue, wait: the answer's body. Progress goes to stderr; stdout is the answer's alone."""
-    validation.resource_name(args.endpoint, "endpoint name")
-    input_prefix = validation.s3_uri(args.input, "--input") if args.input is not None else None
-    timeout = async_predict.DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
-    if timeout <= 0:
-        raise LauncherError(f"--timeout must be a positive number of seconds, not {timeout:g}")
-    return async_predict.invoke(
-        args.endpoint,
-        args.image,
-        session_factory(),
-        input_prefix=input_prefix,
-        timeout_s=timeout,
-        custom_attributes=custom_attributes,
-        echo=lambda line: print(line, file=sys.stderr, flush=True),
-    )
-
-
-def _print_prediction(endpoint: str, image: str, text: str, overlay: Path | None, as_json: bool = False) -> None:
+def _print_prediction(prediction: api.Prediction, as_json: bool = False) -> None:
     """The answer (breeds and probabilities, or with ``as_json`` its body as the endpoint sent it) and,
-    with ``overlay``, the map's box and the picture with the map drawn over it, saved there.
-
-    The explanation is checked and drawn before anything is printed: an answer without one is
-    an error, not a prediction with a quiet gap.
-    """
-    answer = json.loads(text)
-    drawing = None
-    if overlay is not None:
-        explanation = explanations.of_answer(answer, endpoint)
-        drawing = explanations.overlay_png(image, explanation), explanations.describe(explanation)
+    with an overlay, the map's box and where the picture with the map drawn over it went."""
+    text = prediction.body
     if as_json:
         print(text, end="" if text.endswith("\n") else "\n")  # the body as the endpoint sent it
     else:
-        print(hosting.format_prediction(answer))
-    if overlay is not None and drawing is not None:
-        png, line = drawing
-        overlay.write_bytes(png)
+        print(prediction)
+    if prediction.overlay is not None:
         # With --json, stdout stays the body alone (the box is in it).
-        print(f"{line}; overlay: {overlay}", file=sys.stderr if as_json else sys.stdout)
+        print(f"{prediction.explanation}; overlay: {prediction.overlay}", file=sys.stderr if as_json else sys.stdout)
 
 
 def _transform_spec(args) -> transform.TransformSpec:
@@ -470,19 +430,19 @@ def cmd_transform(args, session_factory: SessionFactory) -> int:
         if given:
             raise LauncherError(f"--attach JOB gathers that job's own output: drop {', '.join(given)}")
         name = validation.resource_name(args.attach, "--attach (a transform job's name)")
-        return _finish_transform(name, lambda: transform.attach(name, session_factory()))
+        return _finish_transform(name, lambda: api.attach_transform(name, session=session_factory))
     spec = _transform_spec(args)
     if spec.local:
         if not args.wait:
             raise LauncherError("--no-wait needs a SageMaker job: transform --local runs to its end")
-        return _finish_transform(spec.job_name, lambda: local_transform.run_local(spec, port=args.port), local=True)
+        return _finish_transform(spec.job_name, lambda: api.transform_images(spec, port=args.port), local=True)
     session = session_factory()
-    transform.start(spec, session)
+    api.start_transform(spec, session=session)
     print(f"transform job {spec.job_name}: {spec.input}/ -> {spec.output}/ (model {spec.job_name})", flush=True)
     if not args.wait:
         print(f"gather its predictions once it ends: python -m dogbreed.launcher transform --attach {spec.job_name}")
         return 0
-    return _finish_transform(spec.job_name, lambda: transform.attach(spec.job_name, session))
+    return _finish_transform(spec.job_name, lambda: api.attach_transform(spec.job_name, session=session))
 
 
 def _finish_transform(name: str, run: Callable[[], transform.Outcome], local: bool = False) -> int:
@@ -507,22 +467,17 @@ def _finish_transform(name: str, run: Callable[[], transform.Outcome], local: bo
 
 
 def cmd_delete(args, session_factory: SessionFactory) -> int:
-    for line in hosting.delete(args.endpoint, session_factory()):
+    for line in api.delete(args.endpoint, session=session_factory):
         print(f"deleted {line}")
     return 0
 
 
 def cmd_report(args, session_factory: SessionFactory) -> int:
-    dest = args.dir or Path("build") / "reports" / args.job
-    output = reports.download_job_output(args.job, session_factory(), dest)
-    print(reports.build_report(output, args.image))
+    print(api.report(args.job, dest=args.dir, image=args.image, session=session_factory))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.launcher", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
-
+def _train_parser(commands) -> None:
     p = commands.add_parser("train", help="start a training job (managed spot, checkpoints, Debugger)")
     _add_common(p)
     _add_training(p)
@@ -533,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="run in Docker on this machine with the SDK's local mode")
     p.set_defaults(run=cmd_train)
 
+
+def _features_parser(commands) -> None:
     p = commands.add_parser("features", help="start a features job: the frozen backbone's outputs, cached for tune")
     _add_common(p)
     _add_training(p)
@@ -540,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="run in Docker on this machine with the SDK's local mode")
     p.set_defaults(run=cmd_features, debugger=False)  # no Debugger: nothing trains
 
+
+def _tune_parser(commands) -> None:
     p = commands.add_parser("tune", help="start a tuning job over lr and batch_size, maximising valid_accuracy")
     _add_common(p)
     _add_training(p)
@@ -571,37 +530,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_tune)
 
+
+def _best_parser(commands) -> None:
     p = commands.add_parser("best", help="print a tuning job's best training job and its hyperparameters")
     p.add_argument("tuning_job")
     p.set_defaults(run=cmd_best)
 
-    p = commands.add_parser("deploy", help="model, endpoint config and real-time endpoint from a trained model")
-    _add_common(p)
-    p.add_argument(
-        "--image",
-        default=os.environ.get("SERVE_IMAGE_URI"),
-        help="serving image: ECR URI (default: $SERVE_IMAGE_URI); with --local a local tag",
-    )
-    p.add_argument("--model", help="training job name or s3://.../model.tar.gz (with --local a model.tar.gz file)")
-    p.add_argument(
-        "--multi-model",
-        metavar="S3_PREFIX",
-        help="instead of --model: a multi-model endpoint serving every model.tar.gz under this s3:// prefix "
-        "(predict --target-model KEY picks one)",
-    )
-    p.add_argument("--name", help="endpoint (and model, config) name; default dogbreed-<timestamp>-<random>")
-    p.add_argument(
-        "--instance-type", default=None, help=f"default {hosting.DEFAULT_INSTANCE_TYPE} ('local' with --local)"
-    )
-    p.add_argument("--instance-count", type=int, help="default 1")
-    p.add_argument("--max-instances", type=int, help="enable autoscaling up to this many instances")
-    p.add_argument("--min-instances", type=int, default=1)
-    p.add_argument(
-        "--invocations-per-instance",
-        type=float,
-        default=100.0,
-        help="autoscaling target: invocations per instance per minute",
-    )
+
+def _add_endpoint_kinds(p: argparse.ArgumentParser) -> None:
+    """deploy's --serverless and --async, each with its own flags."""
     p.add_argument(
         "--serverless",
         action="store_true",
@@ -646,6 +583,37 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"--async: requests in flight per instance, 1-{hosting.ASYNC_MAX_CONCURRENT_INVOCATIONS} "
         "(default: SageMaker chooses)",
     )
+
+
+def _deploy_parser(commands) -> None:
+    p = commands.add_parser("deploy", help="model, endpoint config and real-time endpoint from a trained model")
+    _add_common(p)
+    p.add_argument(
+        "--image",
+        default=os.environ.get("SERVE_IMAGE_URI"),
+        help="serving image: ECR URI (default: $SERVE_IMAGE_URI); with --local a local tag",
+    )
+    p.add_argument("--model", help="training job name or s3://.../model.tar.gz (with --local a model.tar.gz file)")
+    p.add_argument(
+        "--multi-model",
+        metavar="S3_PREFIX",
+        help="instead of --model: a multi-model endpoint serving every model.tar.gz under this s3:// prefix "
+        "(predict --target-model KEY picks one)",
+    )
+    p.add_argument("--name", help="endpoint (and model, config) name; default dogbreed-<timestamp>-<random>")
+    p.add_argument(
+        "--instance-type", default=None, help=f"default {hosting.DEFAULT_INSTANCE_TYPE} ('local' with --local)"
+    )
+    p.add_argument("--instance-count", type=int, help="default 1")
+    p.add_argument("--max-instances", type=int, help="enable autoscaling up to this many instances")
+    p.add_argument("--min-instances", type=int, default=1)
+    p.add_argument(
+        "--invocations-per-instance",
+        type=float,
+        default=100.0,
+        help="autoscaling target: invocations per instance per minute",
+    )
+    _add_endpoint_kinds(p)
     p.add_argument("--no-wait", dest="wait", action="store_false", help="return before the endpoint is InService")
     p.add_argument("--local", action="store_true", help="serve in Docker on this machine (LocalSession)")
     p.add_argument("--port", type=int, default=8080, help="--local: host port")
@@ -658,6 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_deploy)
 
+
+def _predict_parser(commands) -> None:
     p = commands.add_parser("predict", help="send an image to an endpoint and print breeds and probabilities")
     p.add_argument("endpoint")
     p.add_argument("image", help="a JPEG or PNG file")
@@ -697,6 +667,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_predict)
 
+
+def _transform_parser(commands) -> None:
     p = commands.add_parser(
         "transform", help="batch transform: every image under a prefix, one line each in predictions.jsonl"
     )
@@ -760,33 +732,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="--local: host port")
     p.set_defaults(run=cmd_transform)
 
+
+def _delete_parser(commands) -> None:
     p = commands.add_parser("delete", help="delete an endpoint, its config, its model and its autoscaling")
     p.add_argument("endpoint")
     p.set_defaults(run=cmd_delete)
 
+
+def _report_parser(commands) -> None:
     p = commands.add_parser("report", help="download a training job's output and Debugger data; build its report")
     p.add_argument("job", help="training job name")
     p.add_argument("--dir", type=Path, help="where to put it (default: build/reports/JOB)")
     p.add_argument(
         "--image",
-        default=os.environ.get("TRAIN_IMAGE", "dogbreed-train:latest"),
+        default=os.environ.get("TRAIN_IMAGE", api.DEFAULT_REPORT_IMAGE),
         help="a local training image that builds the report (default: $TRAIN_IMAGE or dogbreed-train:latest)",
     )
     p.set_defaults(run=cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dogbreed.launcher", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for add in (
+        _train_parser,
+        _features_parser,
+        _tune_parser,
+        _best_parser,
+        _deploy_parser,
+        _predict_parser,
+        _transform_parser,
+        _delete_parser,
+        _report_parser,
+    ):
+        add(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, session_factory: SessionFactory = default_session) -> int:
-    """Run one command; exit status 2 for bad input, 1 for an AWS error or an endpoint's error answer."""
+    """Run one command; exit status 2 for bad input, 1 for an AWS error or an endpoint's error answer,
+    a local search's own when it fails."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args, session_factory)
+    except api.JobFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except (hosting.EndpointError, api.AwsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (LauncherError, AssignmentError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except hosting.EndpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except (ClientError, BotoCoreError) as exc:  # AWS refused or could not be reached: its message says why
         print(f"error: {exc}", file=sys.stderr)
         return 1

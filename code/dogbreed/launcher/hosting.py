@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 from botocore.exceptions import ClientError
 from sagemaker.core import shapes
 from sagemaker.core.local import LocalSession
@@ -53,7 +54,7 @@ ASYNC_MAX_CONCURRENT_INVOCATIONS = 1000  # AsyncInferenceClientConfig's maximum
 ASYNC_FAILURES_FOLDER = "failures"
 
 
-class EndpointError(RuntimeError):
+class EndpointError(LauncherError):
     """The endpoint answered with an error, or without what was asked; the CLI prints it, exit status 1."""
 
 
@@ -453,21 +454,37 @@ def delete(endpoint: str, boto_session) -> list[str]:
     return deleted
 
 
+# LocalSession refuses to start without a region although local mode calls no AWS service:
+# without one configured, any region does.
+LOCAL_MODE_REGION = "us-east-1"
+
+
+def local_session(port: int) -> LocalSession:
+    """The SDK's LocalSession serving on host port ``port`` (it publishes the container's 8080 there
+    and sends the requests there)."""
+    region = boto3.Session().region_name or LOCAL_MODE_REGION
+    session = LocalSession(boto_session=boto3.Session(region_name=region))
+    session.config = {"local": {"serving_port": port}}
+    session.sagemaker_runtime_client.config = session.config
+    return session
+
+
 class LocalEndpoint:
     """The serving image run by the SDK's ``LocalSession`` (Docker) on host port ``port``.
 
     A context manager: model, endpoint config and endpoint on entry (once ``/ping`` answers),
-    all three deleted on exit.
+    all three deleted on exit; or :meth:`start` and :meth:`close`, as a notebook's cells do.
     """
 
     def __init__(self, spec: DeploySpec, port: int = 8080):
         self.spec = spec
-        self.session = LocalSession()
-        # The SDK publishes the container's 8080 on this host port and sends requests there.
-        self.session.config = {"local": {"serving_port": port}}
-        self.session.sagemaker_runtime_client.config = self.session.config
+        self.session = local_session(port)
 
     def __enter__(self) -> LocalEndpoint:
+        return self.start()
+
+    def start(self) -> LocalEndpoint:
+        """Model, endpoint config and endpoint; returns once the container answers ``/ping``."""
         client = self.session.sagemaker_client
         client.create_model(
             ModelName=self.spec.name,
@@ -496,7 +513,12 @@ class LocalEndpoint:
         return json.loads(self.invoke(image, custom_attributes))
 
     def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> list[str]:
+        """Stop the container; delete the endpoint, its config and its model. What went, as :func:`delete` says it."""
         client = self.session.sagemaker_client
         client.delete_endpoint(EndpointName=self.spec.name)
         client.delete_endpoint_config(EndpointConfigName=self.spec.name)
         client.delete_model(ModelName=self.spec.name)
+        return [f"endpoint {self.spec.name}", f"endpoint config {self.spec.name}", f"model {self.spec.name}"]

@@ -32,9 +32,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from sagemaker.core.local import LocalSession
-
-from dogbreed.launcher import predictions
+from dogbreed.launcher import hosting, predictions
 from dogbreed.launcher.transform import Outcome, TransformSpec, transform_job_request
 from dogbreed.launcher.validation import LauncherError
 
@@ -101,10 +99,7 @@ def _remove_container(client, job_name: str) -> None:
 
 def _run_sdk(spec: TransformSpec, port: int, staged_in: Path, staged_out: Path) -> tuple[str, str | None]:
     """The local transform job over ``staged_in``; returns its status and failure reason."""
-    session = LocalSession()
-    # The SDK publishes the container's 8080 on this host port and sends requests there.
-    session.config = {"local": {"serving_port": port}}
-    session.sagemaker_runtime_client.config = session.config
+    session = hosting.local_session(port)
     client = session.sagemaker_client
     client.create_model(
         ModelName=spec.job_name,

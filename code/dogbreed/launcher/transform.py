@@ -155,7 +155,7 @@ def transform_job_request(spec: TransformSpec, input_uri: str, output_uri: str) 
     return serialize(request)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     """How a transform job ended, and its gathered predictions."""
 

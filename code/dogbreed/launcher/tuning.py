@@ -118,7 +118,7 @@ def start_tuning_job(spec: TuningSpec, boto_session):
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class BestJob:
     tuning_job: str
     status: str
