@@ -16,6 +16,7 @@ from tests.launcher.conftest import require_launcher_venv
 require_launcher_venv()
 
 from dogbreed.launcher import cli, local_tuning, training_jobs  # noqa: E402
+from dogbreed.input_channels import SPLIT_CHANNELS
 from tests.launcher.aws import RecordingSession  # noqa: E402
 from tests.launcher.cli_args import OUT, TRAIN_ARGS, assert_names_real_flags  # noqa: E402
 from tests.launcher.conftest import REGION  # noqa: E402
@@ -108,7 +109,7 @@ def local_data(tmp_path) -> dict[str, Path]:
 def local_spec(data: dict[str, Path], model_from: str) -> training_jobs.TrainingSpec:
     return training_jobs.TrainingSpec(
         image="dogbreed-train:latest",
-        channels={c: str(data[c]) for c in training_jobs.CHANNELS},
+        channels={c: str(data[c]) for c in SPLIT_CHANNELS},
         output=str(data["old"].parent / "out"),
         local=True,
         model_from=model_from,
@@ -142,7 +143,7 @@ def test_tune_local_from_a_model_tarball_mounts_it_in_the_model_channel(local_da
     monkeypatch.setattr(local_tuning.subprocess, "Popen", FakePopen)
     archive = local_data["old"] / "model.tar.gz"
     argv = ["tune", "--local", "--image", "dogbreed-train:latest", *[
-        arg for c in training_jobs.CHANNELS for arg in (f"--{c}", str(local_data[c]))
+        arg for c in SPLIT_CHANNELS for arg in (f"--{c}", str(local_data[c]))
     ], "--output", str(tmp_path / "tuned"), "--from", str(archive)]
     assert cli.main(argv) == 0
     [command] = commands

@@ -26,6 +26,7 @@ from typing import ParamSpec, TypeAlias, TypeVar
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from dogbreed.input_channels import FEATURES_CHANNEL
 from dogbreed.job_outputs import FEATURES_DIR, REPORT_FILE
 from dogbreed.launcher import (
     async_predict,
@@ -206,7 +207,7 @@ def tune(spec: TuningSpec, *, session: SessionLike = None) -> TuningJob:
     """Start a SageMaker tuning job over ``lr`` and ``batch_size``, maximising ``valid_accuracy``."""
     tuning.start_tuning_job(spec, _session(session))
     training = spec.training
-    return TuningJob(str(spec.name), str(training.instance_type), training.channels.get(feature_jobs.CHANNEL))
+    return TuningJob(str(spec.name), str(training.instance_type), training.channels.get(FEATURES_CHANNEL))
 
 
 @dataclass(frozen=True)

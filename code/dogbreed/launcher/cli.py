@@ -23,6 +23,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dogbreed.hyperparameters import AssignmentError, parse_assignments
+from dogbreed.input_channels import SPLIT_CHANNELS
 from dogbreed.launcher import (
     api,
     async_predict,
@@ -56,7 +57,7 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("TRAIN_IMAGE_URI"),
         help="training image: ECR URI (default: $TRAIN_IMAGE_URI); with --local a local tag",
     )
-    for channel in training_jobs.CHANNELS:
+    for channel in SPLIT_CHANNELS:
         parser.add_argument(
             f"--{channel}",
             required=True,
@@ -132,7 +133,7 @@ def _training_spec(
         _no_input_mode_locally(args)
     return training_jobs.TrainingSpec(
         image=args.image,
-        channels={c: getattr(args, c) for c in training_jobs.CHANNELS},
+        channels={c: getattr(args, c) for c in SPLIT_CHANNELS},
         output=args.output,
         role=args.role,
         instance_type=args.instance_type,
@@ -187,7 +188,7 @@ def _next_tune_command(args, features_from: str, hyperparameters: dict[str, str]
     argv = ["python", "-m", "dogbreed.launcher", "tune", "--features-from", features_from]
     if local:
         argv += ["--local", "--image", args.image]
-    for name in (*training_jobs.CHANNELS, "pretrained"):
+    for name in (*SPLIT_CHANNELS, "pretrained"):
         if getattr(args, name):
             argv += [f"--{name}", getattr(args, name)]
     argv += ["--output", f"{args.output.rstrip('/')}/tuning" if local else args.output]
@@ -228,7 +229,7 @@ def _tune_local(args) -> int:
     _no_input_mode_locally(args)
     spec = local_tuning.LocalTuningSpec(
         image=args.image,
-        channels={c: getattr(args, c) for c in training_jobs.CHANNELS},
+        channels={c: getattr(args, c) for c in SPLIT_CHANNELS},
         output=args.output,
         lr_min=args.lr_min,
         lr_max=args.lr_max,

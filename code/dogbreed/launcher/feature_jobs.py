@@ -14,7 +14,6 @@ from dogbreed.hyperparameters import decode_hyperparameter
 from dogbreed.launcher import sagemaker_conventions, validation
 from dogbreed.launcher.validation import LauncherError
 
-CHANNEL = "features"
 # Jobs that read a cache train a linear head on 2048-number vectors: a CPU instance.
 INSTANCE_TYPE = "ml.m5.xlarge"
 _OFF = ("off", "false", "no", "0")

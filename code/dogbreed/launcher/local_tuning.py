@@ -23,8 +23,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dogbreed.input_channels import FEATURES_CHANNEL, MODEL_CHANNEL, PRETRAINED_CHANNEL, SPLIT_CHANNELS
 from dogbreed.job_outputs import SEARCH_DIR
-from dogbreed.launcher import feature_jobs, training_jobs, tuning, validation
+from dogbreed.launcher import training_jobs, tuning, validation
 from dogbreed.launcher.validation import LauncherError
 
 DATA = "/opt/ml/input/data"
@@ -55,7 +56,7 @@ class LocalTuningSpec:
     def __post_init__(self) -> None:
         if not self.image:
             raise LauncherError("no training image: pass --image with a local tag such as dogbreed-train:latest")
-        missing = [c for c in training_jobs.CHANNELS if not self.channels.get(c)]
+        missing = [c for c in SPLIT_CHANNELS if not self.channels.get(c)]
         if missing:
             raise LauncherError(f"missing data channel(s): {', '.join(missing)} (--train, --valid, --test)")
         self.channels = {
@@ -148,11 +149,11 @@ def docker_command(spec: LocalTuningSpec) -> list[str]:
     for name, host in spec.channels.items():
         command += _read_only(host, name)
     if spec.pretrained:
-        command += _read_only(spec.pretrained, "pretrained")
+        command += _read_only(spec.pretrained, PRETRAINED_CHANNEL)
     if spec.features_from:
-        command += _read_only(spec.features_from, feature_jobs.CHANNEL)
+        command += _read_only(spec.features_from, FEATURES_CHANNEL)
     if spec.model_from:
-        command += _read_only(spec.model_from, training_jobs.MODEL_CHANNEL)
+        command += _read_only(spec.model_from, MODEL_CHANNEL)
     for name, target in WRITABLE.items():
         command += ["-v", f"{spec.output}/{name}:{target}"]
     return [*command, spec.image, "python", "-m", MODULE, *tune_arguments(spec)]

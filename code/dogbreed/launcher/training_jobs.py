@@ -20,6 +20,7 @@ from sagemaker.core import shapes
 from sagemaker.core.resources import TrainingJob
 from sagemaker.core.training.configs import Compute, InputData
 
+from dogbreed.input_channels import FEATURES_CHANNEL, MODEL_CHANNEL, PRETRAINED_CHANNEL, SPLIT_CHANNELS
 from dogbreed.launcher import (
     debugger_config,
     feature_jobs,
@@ -31,11 +32,9 @@ from dogbreed.launcher import (
 from dogbreed.launcher.validation import LauncherError
 from dogbreed.metric_lines import METRIC_DEFINITIONS
 
-CHANNELS = ("train", "valid", "test")
 # How the image channels reach the job: downloaded first (File), or mounted and read on demand
 # (FastFile, better where each image is read once). Other channels are small and always File.
 INPUT_MODES = ("File", "FastFile")
-MODEL_CHANNEL = "model"  # an earlier job's model.tar.gz, which the job starts from
 # Where SageMaker syncs checkpoints with S3; the training code saves and resumes there.
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"  # the training job's TensorBoard folder
@@ -80,7 +79,7 @@ class TrainingSpec:
     model_from: str | None = None
 
     def __post_init__(self) -> None:
-        missing = [c for c in CHANNELS if not self.channels.get(c)]
+        missing = [c for c in SPLIT_CHANNELS if not self.channels.get(c)]
         if missing:
             raise LauncherError(f"missing data channel(s): {', '.join(missing)} (--train, --valid, --test)")
         self.instance_type = validation.instance_type(
@@ -91,13 +90,13 @@ class TrainingSpec:
             self.job_name or sagemaker_conventions.unique_name(BASE_JOB_NAME), "--job-name"
         )
         if self.pretrained:
-            self.channels = dict(self.channels, pretrained=self.pretrained)
+            self.channels = {**self.channels, PRETRAINED_CHANNEL: self.pretrained}
         if self.features_from:
             self.hyperparameters = feature_jobs.reuse_hyperparameters(self.hyperparameters)
             if not self.local:
                 self.features_from = feature_jobs.source(self.features_from)
             if self.local or self.features_from.startswith("s3://"):
-                self.channels = {**self.channels, feature_jobs.CHANNEL: self.features_from}
+                self.channels = {**self.channels, FEATURES_CHANNEL: self.features_from}
             # else a job name: resolve_features adds its output.tar.gz once a session exists
         if self.input_mode not in INPUT_MODES:
             raise LauncherError(f"--input-mode {self.input_mode!r}: use one of {', '.join(INPUT_MODES)}")
@@ -111,7 +110,7 @@ class TrainingSpec:
         self.image = validation.ecr_image(self.image, "training image")
         self.role = validation.role_arn(self.role)
         self.channels = {name: validation.s3_uri(uri, _flag(name)) for name, uri in self.channels.items()}
-        for split in CHANNELS:
+        for split in SPLIT_CHANNELS:
             if manifest_channels.is_manifest(self.channels[split]):
                 self.channels.update(manifest_channels.s3_channels(split, self.channels[split]))
         self.output = validation.s3_uri(self.output, "--output")
@@ -147,25 +146,25 @@ class TrainingSpec:
         The first AWS call of the job's launch (after every check on the input): the job
         must be Completed and have written a cache, else :class:`LauncherError`.
         """
-        if self.features_from and feature_jobs.CHANNEL not in self.channels:
+        if self.features_from and FEATURES_CHANNEL not in self.channels:
             archive = feature_jobs.job_archive(self.features_from, boto_session)
-            self.channels = {**self.channels, feature_jobs.CHANNEL: archive}
+            self.channels = {**self.channels, FEATURES_CHANNEL: archive}
 
     def resolve_manifests(self, boto_session) -> None:
         """Point each split given as a Ground Truth manifest at the S3 folder holding its images
         (read from the manifest, before any job is created)."""
-        for split in CHANNELS:
+        for split in SPLIT_CHANNELS:
             if manifest_channels.is_manifest(self.channels[split]):
                 self.channels[split] = manifest_channels.images_prefix(self.channels[split], _flag(split), boto_session)
 
     def channel_input_mode(self, name: str) -> str:
         """The image channels' input mode; a manifest, weights or a feature cache is downloaded."""
-        return self.input_mode if name in CHANNELS else "File"
+        return self.input_mode if name in SPLIT_CHANNELS else "File"
 
 
 def _flag(channel: str) -> str:
     """The command-line flag that names a channel, for messages."""
-    return {feature_jobs.CHANNEL: "--features-from", MODEL_CHANNEL: "--from"}.get(channel, f"--{channel}")
+    return {FEATURES_CHANNEL: "--features-from", MODEL_CHANNEL: "--from"}.get(channel, f"--{channel}")
 
 
 def model_channel(value: str, local: bool) -> dict[str, str]:
@@ -208,7 +207,7 @@ def training_job_request(spec: TrainingSpec, region: str, with_debugger: bool = 
 
     ``region`` picks the Debugger rule images; ``with_debugger=False`` leaves Debugger out.
     """
-    unresolved = [name for name in CHANNELS if manifest_channels.is_manifest(spec.channels[name])]
+    unresolved = [name for name in SPLIT_CHANNELS if manifest_channels.is_manifest(spec.channels[name])]
     if unresolved:  # a programming error: the launch resolves them first
         raise LauncherError(f"the images of {', '.join(unresolved)} are unknown until resolve_manifests runs")
     channels = [

@@ -18,6 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from dogbreed.input_channels import PRETRAINED_CHANNEL
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -79,10 +81,10 @@ def build_tree(
         pretrained = Path(pretrained)
         if not pretrained.is_file():
             raise SystemExit(f"pretrained weights file {pretrained} does not exist")
-        dest = out / "input" / "data" / "pretrained"
+        dest = out / "input" / "data" / PRETRAINED_CHANNEL
         dest.mkdir(parents=True)
         shutil.copy2(pretrained, dest / pretrained.name)
-        channels["pretrained"] = {"TrainingInputMode": "File"}
+        channels[PRETRAINED_CHANNEL] = {"TrainingInputMode": "File"}
         print(f"channel pretrained: {pretrained.name}")
 
     config = out / "input" / "config"

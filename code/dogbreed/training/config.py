@@ -16,6 +16,7 @@ from typing import Any, get_type_hints
 from dogbreed.architectures import ARCH_NAMES, DEFAULT_ARCH, architecture
 from dogbreed.cpus import usable_cpus
 from dogbreed.hyperparameters import decode_hyperparameter
+from dogbreed.input_channels import FEATURES_CHANNEL, MODEL_CHANNEL, PRETRAINED_CHANNEL
 from dogbreed.training.environment import TrainingEnvironment
 from dogbreed.training.failure import ConfigError
 
@@ -372,9 +373,9 @@ def load_config(argv: Sequence[str] | None, env: TrainingEnvironment) -> tuple[T
     values.update(parse_values(args, "the command line"))
     config = TrainConfig(**values)
     paths = JobPaths(
-        pretrained=env.channels["pretrained"],
-        features=env.channels["features"],
-        previous_model=env.channels["model"],
+        pretrained=env.channels[PRETRAINED_CHANNEL],
+        features=env.channels[FEATURES_CHANNEL],
+        previous_model=env.channels[MODEL_CHANNEL],
         **path_values,
     )
     return config, paths

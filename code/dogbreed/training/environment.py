@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dogbreed.input_channels import ALL_CHANNELS
 from dogbreed.training.failure import ConfigError
 
-# "model" (optional): an earlier job's model to continue from (:mod:`.incremental`).
-CHANNELS = ("train", "valid", "test", "pretrained", "features", "model")
 HYPERPARAMETERS_FILE = "hyperparameters.json"
 INPUT_DATA_CONFIG_FILE = "inputdataconfig.json"
 RESOURCE_CONFIG_FILE = "resourceconfig.json"
@@ -62,7 +61,7 @@ class TrainingEnvironment:
         """From sagemaker-training's ``Environment``: what it parsed, and the contract's other folders."""
         env = dict(os.environ if environ is None else environ)
         root = Path(toolkit_env.input_dir).parent
-        channels = {name: root / "input" / "data" / name for name in CHANNELS}
+        channels = {name: root / "input" / "data" / name for name in ALL_CHANNELS}
         channels.update({name: Path(path) for name, path in toolkit_env.channel_input_dirs.items()})
         return cls(
             root=root,
@@ -95,7 +94,7 @@ class TrainingEnvironment:
         root = Path(env.get("DOGBREED_OPT_ML", "/opt/ml"))
         config = root / "input" / "config"
         channels = {
-            name: Path(env.get(f"SM_CHANNEL_{name.upper()}", root / "input" / "data" / name)) for name in CHANNELS
+            name: Path(env.get(f"SM_CHANNEL_{name.upper()}", root / "input" / "data" / name)) for name in ALL_CHANNELS
         }
         hyperparameters_path = config / HYPERPARAMETERS_FILE
         return cls(

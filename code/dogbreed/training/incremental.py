@@ -26,12 +26,12 @@ from torch import nn
 
 from dogbreed.architectures import architecture
 from dogbreed.artifacts import METADATA_FILE, TORCH_FILE, ModelLoadError, ModelMetadata
+from dogbreed.input_channels import MODEL_CHANNEL
 from dogbreed.training.failure import ConfigError, TrainingError
 from dogbreed.training.model import apply_freeze, build_network, head_of, load_state, load_weights_file, replace_head
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "model"
 ARCHIVE_SUFFIX = ".tar.gz"
 _NEEDED = (METADATA_FILE, TORCH_FILE)  # what the job reads of a model directory
 
@@ -55,7 +55,7 @@ def find_previous_model(channel: Path | None) -> PreviousModel | None:
     if len(archives) != 1:
         found = ", ".join(sorted(p.name for p in channel.iterdir())) or "nothing"
         raise TrainingError(
-            f"the {CHANNEL} channel {channel} holds neither {METADATA_FILE} nor one {ARCHIVE_SUFFIX} archive "
+            f"the {MODEL_CHANNEL} channel {channel} holds neither {METADATA_FILE} nor one {ARCHIVE_SUFFIX} archive "
             f"(a training job's model.tar.gz), but {found}"
         )
     with tempfile.TemporaryDirectory(prefix="dogbreed-model-") as unpacked:
@@ -77,16 +77,16 @@ def _unpack(archive: Path, into: Path) -> None:
                     with source, open(into / name, "wb") as target:
                         shutil.copyfileobj(source, target)
     except (tarfile.TarError, OSError) as exc:
-        raise TrainingError(f"the {CHANNEL} channel's archive {archive} cannot be unpacked: {exc}") from exc
+        raise TrainingError(f"the {MODEL_CHANNEL} channel's archive {archive} cannot be unpacked: {exc}") from exc
 
 
 def _read(model_dir: Path, source: str) -> PreviousModel:
     try:
         metadata = ModelMetadata.load(model_dir)
     except ModelLoadError as exc:
-        raise TrainingError(f"the {CHANNEL} channel {source}: {exc}") from exc
+        raise TrainingError(f"the {MODEL_CHANNEL} channel {source}: {exc}") from exc
     if not (model_dir / TORCH_FILE).is_file():
-        raise TrainingError(f"the {CHANNEL} channel {source} has no {TORCH_FILE}, the network's weights")
+        raise TrainingError(f"the {MODEL_CHANNEL} channel {source} has no {TORCH_FILE}, the network's weights")
     return PreviousModel(source, metadata, load_weights_file(model_dir / TORCH_FILE))
 
 
@@ -101,7 +101,7 @@ def check_fits(previous: PreviousModel, arch: str, image_size: int) -> None:
     ]
     if differ:
         raise ConfigError(
-            f"the {CHANNEL} channel's model {previous.source} has {' and '.join(differ)}: incremental training "
+            f"the {MODEL_CHANNEL} channel's model {previous.source} has {' and '.join(differ)}: incremental training "
             "continues the same network at the same size; set those hyperparameters to the model's"
         )
 
