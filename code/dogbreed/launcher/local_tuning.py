@@ -17,7 +17,6 @@ pair. The container sees the SageMaker layout:
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from dogbreed.input_channels import FEATURES_CHANNEL, MODEL_CHANNEL, PRETRAINED_CHANNEL, SPLIT_CHANNELS
 from dogbreed.job_outputs import SEARCH_DIR
-from dogbreed.launcher import training_jobs, tuning, validation
+from dogbreed.launcher import docker_run, training_jobs, tuning, validation
 from dogbreed.launcher.validation import LauncherError
 
 DATA = "/opt/ml/input/data"
@@ -133,17 +132,7 @@ def tune_arguments(spec: LocalTuningSpec) -> list[str]:
 
 def docker_command(spec: LocalTuningSpec) -> list[str]:
     """``docker run`` of the search, as this user (the files it writes are the user's)."""
-    command = [
-        "docker",
-        "run",
-        "--rm",
-        "--user",
-        f"{os.getuid()}:{os.getgid()}",
-        "-e",
-        "MPLCONFIGDIR=/tmp",
-        "-e",
-        "HOME=/tmp",
-    ]
+    command = docker_run.as_this_user()
     if spec.instance_type == "local_gpu":
         command += ["--gpus", "all"]
     for name, host in spec.channels.items():

@@ -10,14 +10,13 @@ the training image itself, ``python -m dogbreed.report``: the code that built it
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from dogbreed.job_outputs import REPORT_FILE, TRIAL_DIR
-from dogbreed.launcher import sagemaker_conventions, validation
+from dogbreed.launcher import docker_run, sagemaker_conventions, validation
 from dogbreed.launcher.sagemaker_conventions import OUTPUT_ARCHIVE
 from dogbreed.launcher.validation import LauncherError
 
@@ -91,13 +90,7 @@ def _download_prefix(s3, uri: str, dest: Path) -> int:
 def build_report(output: JobOutput, image: str) -> Path:
     """Run ``python -m dogbreed.report`` in the training image over the download; the report's path."""
     args = [
-        "docker",
-        "run",
-        "--rm",
-        "--user",
-        f"{os.getuid()}:{os.getgid()}",
-        "-e",
-        "MPLCONFIGDIR=/tmp",
+        *docker_run.as_this_user(),
         "-v",
         f"{output.root.resolve()}:{CONTAINER_ROOT}",
         image,
