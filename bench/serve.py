@@ -9,7 +9,8 @@
 For each model (``--model-dir``, else each of ``--archs``: bench/serve_model.py's ResNet50
 and the pretrained EfficientNet-Lite0 of bench/serve_archs, trained when missing), in one
 run, on the same CPUs, photos and client (:func:`drive`, one keep-alive session per
-thread), each alone on the machine in turn:
+thread, at the container's own bridge address as SageMaker's router reaches a container,
+not through docker-proxy: ``--published-port`` for that), each alone on the machine in turn:
 
 1. the seed-style baseline (bench/baseline: MMS + sagemaker-inference started by the
    toolkit with its defaults, and a course-style ``inference.py`` in eager PyTorch with
@@ -153,7 +154,7 @@ def measure_server(image: str, model_dir: Path, env: dict[str, str], bodies: lis
     With ``explain``, each level also drives the :data:`EXPLAIN_KINDS` right after the plain
     requests, on the same photos and server.
     """
-    server = servers.start(image, model_dir, env, bodies[0])
+    server = servers.start(image, model_dir, env, bodies[0], direct=not args.published_port)
     try:
         call = endpoint_caller(server.url)
         answers = [call(body, 0) for body in bodies]
@@ -217,6 +218,9 @@ def parse_args(argv: list[str] | None):
                         help="without --model-dir: the networks measured, one after another, each trained for it "
                              "when missing (bench/serve_model.py, bench/serve_archs.py)")
     parser.add_argument("--no-baseline", action="store_true", help="leave out the seed-style server")
+    parser.add_argument("--published-port", action="store_true",
+                        help="reach the servers through a published loopback port (docker-proxy, whose copying "
+                        "counts against the server on the same CPUs) instead of their own bridge address")
     parser.add_argument("--image", default=os.environ.get("SERVE_IMAGE", "dogbreed-serve:latest"))
     parser.add_argument("--train-image", default=os.environ.get("TRAIN_IMAGE", "dogbreed-train:latest"),
                         help="the baseline's base image (and the image that trains a default model)")
@@ -278,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench/serve: {args.image} against the seed-style server (bench/baseline: MMS + eager PyTorch, built "
           f"from {args.train_image}; ResNets only) and against the whole request in-process; models {models}; "
           f"{len(photos)} photos, {args.requests} requests per concurrency {args.concurrency}"
-          f"{', with --explain' if args.explain else ''}; {preflight.cpu_description()}", flush=True)
+          f"{', with --explain' if args.explain else ''}; the client reaches each server at "
+          f"{'a published loopback port (docker-proxy)' if args.published_port else 'its bridge address'}; "
+          f"{preflight.cpu_description()}", flush=True)
     preflight.require_images("bench/serve", args.image, args.train_image)
     bodies = [p.read_bytes() for p in photos]
     dirs = model_dirs(args)

@@ -1,7 +1,10 @@
 """The two servers bench/serve measures, as containers: dogbreed-serve and the seed-style baseline.
 
 Each runs alone on a free loopback port with the model directory mounted read-only at
-/opt/ml/model, as SageMaker runs a container (``docker run IMAGE serve``). A server
+/opt/ml/model, as SageMaker runs a container (``docker run IMAGE serve``). With
+``direct``, clients reach it at its own address on Docker's bridge instead, as SageMaker's
+router reaches a container: the published port goes through docker-proxy, a userland copy
+of every byte that would count against the server on the same CPUs. A server
 counts as ready when ``/ping`` is 200 and a real photo is answered 200: MMS without a
 front answers ``/ping`` before its workers have loaded the model, and the first
 requests must not be counted as the model's.
@@ -64,7 +67,7 @@ class Server:
         subprocess.run(["docker", "rm", "-f", self.name], capture_output=True, timeout=120)
 
 
-def start(image: str, model_dir: Path, env: dict[str, str], photo: bytes) -> Server:
+def start(image: str, model_dir: Path, env: dict[str, str], photo: bytes, direct: bool = False) -> Server:
     """``docker run IMAGE serve`` with ``model_dir`` at /opt/ml/model; returns once ready (see module doc)."""
     server = Server(f"dogbreed-bench-{uuid.uuid4().hex[:8]}", "")
     port = free_port()
@@ -73,13 +76,23 @@ def start(image: str, model_dir: Path, env: dict[str, str], photo: bytes) -> Ser
     for key, value in env.items():
         cmd += ["-e", f"{key}={value}"]
     subprocess.run(cmd + [image, "serve"], check=True, capture_output=True, timeout=120)
-    server.url = f"http://127.0.0.1:{port}"
+    server.url = container_url(server.name) if direct else f"http://127.0.0.1:{port}"
     try:
         _wait_ready(server, photo)
     except BaseException:
         server.remove()
         raise
     return server
+
+
+def container_url(name: str) -> str:
+    """The container's own address on Docker's bridge (reachable from a Linux host, not Docker Desktop's)."""
+    proc = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name],
+                          capture_output=True, text=True, timeout=60)
+    address = proc.stdout.strip()
+    if not address:
+        raise SystemExit(f"bench: container {name} has no bridge address ({proc.stderr.strip()}): use --published-port")
+    return f"http://{address}:8080"
 
 
 def _wait_ready(server: Server, photo: bytes) -> None:
