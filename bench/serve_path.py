@@ -50,7 +50,7 @@ def probe(image: str, model_dir: Path, env: dict[str, str], photos: Path, reques
         subprocess.run(["docker", "exec", server.name, "mkdir", "-p", "/tmp/photos"], check=True, timeout=60)
         subprocess.run(["docker", "cp", f"{photos}/.", f"{server.name}:/tmp/photos/"], check=True, timeout=300,
                        capture_output=True)
-        since = len(server.logs().splitlines())
+        before = len(BACKEND.findall(server.logs()))  # stdout and stderr are joined: count, not line numbers
         mms_port = ServingEnvironment.from_env({**env, "SAGEMAKER_MODEL_SERVER_WORKERS": "1"}).mms_port
         with PROBE.open("rb") as script:
             proc = subprocess.run(["docker", "exec", "-i", *(f"-e{k}={v}" for k, v in env.items()), server.name,
@@ -60,7 +60,7 @@ def probe(image: str, model_dir: Path, env: dict[str, str], photos: Path, reques
         if proc.returncode != 0:
             raise SystemExit(f"the probe failed ({proc.returncode}):\n{proc.stdout[-2000:]!r}{proc.stderr[-3000:]!r}")
         hops = json.loads(proc.stdout.decode().strip().splitlines()[-1])
-        backend = [int(m.group(1)) for line in server.logs().splitlines()[since:] if (m := BACKEND.search(line))]
+        backend = [int(ms) for ms in BACKEND.findall(server.logs())[before:]]
     finally:
         server.remove()
     nginx, mms, handler = (hops[k]["median_ms"] for k in ("nginx -> MMS -> worker", "MMS -> worker",
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("-e", "--env", action="append", default=[], help="KEY=VALUE for the server")
     args = parser.parse_args(argv)
-    env = dict(e.split("=", 1) for e in args.env)
+    # MMS logs each request's "Backend response time", which the probe reads, at debug only.
+    env = {"SAGEMAKER_CONTAINER_LOG_LEVEL": "debug", **dict(e.split("=", 1) for e in args.env)}
     cpu = preflight.cpu_description()
     print(f"bench/serve_path: one request at a time inside {args.image}: through nginx, to MMS directly, the "
           f"handler alone; {args.requests} requests each on {args.photos}; {cpu}", flush=True)

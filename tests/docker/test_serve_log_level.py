@@ -1,5 +1,6 @@
-"""SAGEMAKER_CONTAINER_LOG_LEVEL in the serving image: at info (the default) a line per start-up
-decision and per request; at warning neither, however many requests come.
+"""SAGEMAKER_CONTAINER_LOG_LEVEL in the serving image: at debug a line per start-up decision and per
+request; at info (the default) the start-up lines and a line per bad request, none per answered one; at
+warning none of them, however many requests come.
 
 Uses the shared trained model (`trained_model_dir`; DOGBREED_TEST_MODEL_DIR reuses one).
 """
@@ -18,9 +19,8 @@ pytestmark = pytest.mark.docker
 REQUESTS = 4
 
 
-@pytest.mark.parametrize("level, per_request_lines", [("info", True), ("warning", False)])
-def test_the_log_level_decides_the_per_request_lines(serve_image, trained_model_dir, real_photos, level,
-                                                      per_request_lines):
+@pytest.mark.parametrize("level", ["debug", "info", "warning"])
+def test_the_log_level_decides_the_per_request_lines(serve_image, trained_model_dir, real_photos, level):
     container = Container(serve_image, Path(trained_model_dir),
                           {"SAGEMAKER_CONTAINER_LOG_LEVEL": level, "SAGEMAKER_MODEL_SERVER_WORKERS": "1"})
     try:
@@ -38,11 +38,11 @@ def test_the_log_level_decides_the_per_request_lines(serve_image, trained_model_
         requests_log = container.logs(since=since)
     finally:
         container.remove()
-    # One line per start-up decision at info; none at warning.
-    assert ("ready: 1/1 workers loaded" in start_up) == per_request_lines, start_up[-3000:]
+    # One line per start-up decision at debug and info; none at warning.
+    assert ("ready: 1/1 workers loaded" in start_up) == (level != "warning"), start_up[-3000:]
     assert "readv() failed" not in requests_log, requests_log
-    if per_request_lines:
-        assert requests_log.count("Backend response time") == REQUESTS, requests_log
-        assert "request answered 400" in requests_log, requests_log
-    else:
+    assert requests_log.count("Backend response time") == (REQUESTS if level == "debug" else 0), requests_log
+    if level == "warning":
         assert requests_log.strip() == "", requests_log
+    else:
+        assert "request answered 400" in requests_log, requests_log

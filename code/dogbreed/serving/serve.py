@@ -142,13 +142,15 @@ def mms_config(env: ServingEnvironment) -> str:
 def mms_log_config(env: ServingEnvironment) -> str:
     """MMS's log4j2.xml for ``env.log_level``.
 
-    MMS's own lines and the workers' follow the level; its access lines (ACCESS_LOG, one per
-    request) only at debug, since at info each request already has its "Backend response
-    time" line; warnings of other libraries always, errors only at error.
+    MMS's own lines and the workers' follow the level; the lines it writes per request (its
+    access line, ACCESS_LOG, and each request's "Backend response time") only at debug;
+    warnings of other libraries always, errors only at error.
     """
+    debug = env.log_level <= logging.DEBUG
     return LOG_CONFIG_TEMPLATE.read_text().format(
         mms=LOG4J_LEVELS[env.log_level],
-        access="info" if env.log_level <= logging.DEBUG else "warn",
+        access="info" if debug else "warn",
+        response_time="NEUTRAL" if debug else "DENY",
         root="error" if env.log_level >= logging.ERROR else "warn",
     )
 

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -69,10 +70,17 @@ def logger_levels(xml: str) -> dict[str, str]:
 def test_mms_log_config_follows_the_log_level(level, mms, access, other):
     env = ServingEnvironment.from_env({"SAGEMAKER_CONTAINER_LOG_LEVEL": level}, cpus=2)
     levels = logger_levels(serve.mms_log_config(env))
-    # MMS's own lines (each request's "Backend response time" at info) and the workers' follow the level;
-    # its access lines, logged at info, show only at debug.
+    # MMS's own lines and the workers' follow the level; its access lines, logged at info, and each
+    # request's "Backend response time" (info too) show only at debug.
     assert (levels["com.amazonaws.ml.mms"], levels["MODEL_LOG"]) == (mms, mms)
     assert levels["ACCESS_LOG"] == access
+    worker_thread = ElementTree.fromstring(serve.mms_log_config(env)).find(
+        "Loggers/Logger[@name='com.amazonaws.ml.mms.wlm.WorkerThread']"
+    )
+    assert worker_thread.get("level") == mms
+    response_time = worker_thread.find("RegexFilter")
+    assert re.fullmatch(response_time.get("regex"), "Backend response time: 37")
+    assert response_time.get("onMatch") == ("NEUTRAL" if level == "debug" else "DENY")
     assert levels["Root"] == other
     assert levels["MMS_METRICS"] == levels["MODEL_METRICS"] == "off"
 
