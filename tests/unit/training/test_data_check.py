@@ -80,7 +80,7 @@ def test_the_check_finds_each_planted_file_and_the_log_names_them(planted, caplo
 
 def test_leakage_warns_by_default_and_on_leakage_fail_fails_the_job_with_one_line(opt_ml, planted, caplog, tmp_path):
     first_copy, leak = "train/001.Beagle/copy_in_train.jpg", "test/001.Beagle/copy_in_test.jpg"
-    config = TrainConfig(arch="resnet18", image_size=64, resize_size=72, num_workers=0)
+    config = TrainConfig(arch="resnet18", image_size=64, resize_size=72)
     with caplog.at_level(logging.WARNING, logger="dogbreed.training"):
         data = stages.load_data(config, job_paths(planted, tmp_path / "loaded"), torch.device("cpu"))
     assert data.check.leaks and len(data.train.samples) == 22  # warned, and the job goes on
@@ -112,7 +112,7 @@ def test_balanced_weights_are_n_over_c_times_n_c_in_the_job_and_the_tuner_learne
         for extra in sorted((data_dir / "train" / name).iterdir())[keep:]:
             extra.unlink()
     paths = job_paths(data_dir, tmp_path / "out")
-    config = TrainConfig(arch="resnet18", image_size=64, resize_size=72, num_workers=0, class_weights="balanced")
+    config = TrainConfig(arch="resnet18", image_size=64, resize_size=72, class_weights="balanced")
     data = stages.load_data(config, paths, torch.device("cpu"))
     expected = [14 / (3 * 8), 14 / (3 * 4), 14 / (3 * 2)]
     assert data.check.class_weights == pytest.approx(expected)
