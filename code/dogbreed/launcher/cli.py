@@ -586,15 +586,20 @@ def _add_endpoint_kinds(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _deploy_parser(commands) -> None:
-    p = commands.add_parser("deploy", help="model, endpoint config and real-time endpoint from a trained model")
-    _add_common(p)
-    p.add_argument(
+def _add_serving_model(parser: argparse.ArgumentParser) -> None:
+    """--image and --model: the serving image and the trained model it serves (deploy, transform)."""
+    parser.add_argument(
         "--image",
         default=os.environ.get("SERVE_IMAGE_URI"),
         help="serving image: ECR URI (default: $SERVE_IMAGE_URI); with --local a local tag",
     )
-    p.add_argument("--model", help="training job name or s3://.../model.tar.gz (with --local a model.tar.gz file)")
+    parser.add_argument("--model", help="training job name or s3://.../model.tar.gz (with --local a model.tar.gz file)")
+
+
+def _deploy_parser(commands) -> None:
+    p = commands.add_parser("deploy", help="model, endpoint config and real-time endpoint from a trained model")
+    _add_common(p)
+    _add_serving_model(p)
     p.add_argument(
         "--multi-model",
         metavar="S3_PREFIX",
@@ -674,12 +679,7 @@ def _transform_parser(commands) -> None:
         "transform", help="batch transform: every image under a prefix, one line each in predictions.jsonl"
     )
     _add_common(p)
-    p.add_argument(
-        "--image",
-        default=os.environ.get("SERVE_IMAGE_URI"),
-        help="serving image: ECR URI (default: $SERVE_IMAGE_URI); with --local a local tag",
-    )
-    p.add_argument("--model", help="training job name or s3://.../model.tar.gz (with --local a model.tar.gz file)")
+    _add_serving_model(p)
     p.add_argument("--input", help="s3:// prefix of the images, at any depth (with --local a directory)")
     p.add_argument(
         "--output",
