@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 _SCRIPT = """
-import os, signal, sys, time
+import os, signal, sys
 log, signum, line, pid_file = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 def record(*_):
     with open(log, "a") as f:
@@ -25,7 +25,7 @@ if pid_file:
     with open(pid_file, "w") as f:
         f.write(str(os.getpid()))
 while True:
-    time.sleep(0.05)
+    signal.pause()
 """
 
 
